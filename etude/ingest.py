@@ -1,0 +1,100 @@
+"""Ingest: parse every MIDI file of the raw table into a notes table and a pieces table.
+
+Parsing uses symusic (a C++ MIDI parser, about 200x faster than pretty_midi on MAESTRO) in a pool
+of worker processes. A file that cannot be used is quarantined with its reason in the pieces
+table; the run fails only when no usable file is left.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import symusic
+from tqdm import tqdm
+
+from etude.params import Ingest
+
+NOTE_COLUMNS = {"piece": "int32", "track": "int16", "program": "int16", "is_drum": "bool",
+                "pitch": "int16", "velocity": "int16", "start": "float64", "end": "float64"}
+OK, QUARANTINED = "ok", "quarantined"
+
+
+class NoUsableFiles(RuntimeError):
+    """Every file of the source was quarantined."""
+
+
+@dataclass
+class Parsed:
+    notes: dict[str, np.ndarray] | None
+    duration: float
+    error: str | None
+
+
+def parse_midi(payload: bytes, settings: Ingest) -> Parsed:
+    """Notes of one MIDI file in seconds, or the reason it cannot be used."""
+    if not payload:
+        return Parsed(None, 0.0, "empty file")
+    if not payload.startswith(b"MThd"):
+        return Parsed(None, 0.0, "not a MIDI file (no MThd header)")
+    try:
+        score = symusic.Score.from_midi(payload, ttype="second")
+    except Exception as err:  # symusic reports every malformed-file case as RuntimeError
+        return Parsed(None, 0.0, f"unreadable MIDI: {err}")
+    duration = float(score.end())
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in NOTE_COLUMNS if k != "piece"}
+    for index, track in enumerate(score.tracks):
+        if track.is_drum and not settings.include_drums:
+            continue
+        arrays = track.notes.numpy()
+        n = len(arrays["pitch"])
+        start = arrays["time"].astype(np.float64)
+        columns["track"].append(np.full(n, index))
+        columns["program"].append(np.full(n, track.program))
+        columns["is_drum"].append(np.full(n, track.is_drum))
+        columns["pitch"].append(arrays["pitch"])
+        columns["velocity"].append(arrays["velocity"])
+        columns["start"].append(start)
+        columns["end"].append(start + arrays["duration"].astype(np.float64))
+    count = sum(len(p) for p in columns["pitch"])
+    if count < settings.min_notes:
+        return Parsed(None, duration, f"{count} notes, fewer than ingest.min_notes={settings.min_notes}")
+    if duration > settings.max_duration_s:
+        return Parsed(None, duration, f"lasts {duration:.0f} s, more than ingest.max_duration_s={settings.max_duration_s:g}")
+    return Parsed({k: np.concatenate(v) for k, v in columns.items()}, duration, None)
+
+
+def _parse_task(args: tuple[bytes, Ingest]) -> Parsed:
+    return parse_midi(*args)
+
+
+def ingest(raw: pd.DataFrame, settings: Ingest, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(notes, pieces) tables from the raw table written by the fetch stage."""
+    tasks = [(payload, settings) for payload in raw["data"]]
+    bar = dict(total=len(tasks), desc="ingest", unit="file", disable=not progress)
+    if settings.workers == 1 or len(tasks) < 2:
+        results = [parse_midi(*t) for t in tqdm(tasks, **bar)]
+    else:
+        with ProcessPoolExecutor(settings.workers) as pool:
+            results = list(tqdm(pool.map(_parse_task, tasks, chunksize=8), **bar))
+
+    note_frames = []
+    for piece, parsed in enumerate(results):
+        if parsed.notes is not None:
+            frame = pd.DataFrame(parsed.notes)
+            frame.insert(0, "piece", piece)
+            note_frames.append(frame)
+    if not note_frames:
+        reasons = "; ".join(f"{p}: {r.error}" for p, r in zip(raw["path"], results))
+        raise NoUsableFiles(f"no usable MIDI file among {len(raw)}: {reasons[:2000]}")
+    notes = pd.concat(note_frames, ignore_index=True).astype(NOTE_COLUMNS)
+
+    pieces = raw.drop(columns=["data"]).rename(columns={"duration": "metadata_duration"})
+    pieces.insert(0, "id", np.arange(len(raw), dtype=np.int32))
+    pieces["duration"] = [r.duration for r in results]
+    pieces["note_count"] = notes.groupby("piece").size().reindex(pieces["id"], fill_value=0).to_numpy()
+    pieces["status"] = [OK if r.error is None else QUARANTINED for r in results]
+    pieces["error"] = [r.error for r in results]
+    return notes, pieces

@@ -1,0 +1,303 @@
+"""The one typed loader of params.yaml, used by every stage and by the Snakefile.
+
+YAML is read as YAML 1.2 (ruamel), so values that `dvc exp run -S` writes, such as `1e-05`, are
+numbers. Every field is required: the numbers live in params.yaml, not here. A variant's effective
+configuration is the shared training defaults, overlaid with its model family's section under
+`models:`, overlaid with the variant's own entry under `variants:`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from ruamel.yaml import YAML
+
+PARAMS_FILE = Path("params.yaml")
+VARIANT_NAME = r"^[a-z][a-z0-9_]*$"
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, malformed, or names an unknown key or impossible value."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- data ---------------------------------------------------------------------------------------
+class SampleSource(Strict):
+    package: str
+    version: str
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    member_dir: str
+    validation: list[str]
+    test: list[str]
+
+
+class SplitFractions(Strict):
+    validation: Annotated[float, Field(ge=0, lt=1)]
+    test: Annotated[float, Field(ge=0, lt=1)]
+
+    @model_validator(mode="after")
+    def _leaves_training_data(self) -> SplitFractions:
+        if self.validation + self.test >= 1:
+            raise ValueError("validation + test must be below 1, or nothing is left to train on")
+        return self
+
+
+class Data(Strict):
+    source: Literal["maestro-sample", "maestro", "midi_dir"]
+    path: str | None
+    sample: SampleSource
+    midi_dir_split: SplitFractions
+
+    @model_validator(mode="after")
+    def _path_for_local_sources(self) -> Data:
+        if self.source != "maestro-sample" and not self.path:
+            raise ValueError(f"data.path is required when data.source is {self.source!r}")
+        return self
+
+
+class Ingest(Strict):
+    workers: PositiveInt
+    min_notes: PositiveInt
+    max_duration_s: PositiveFloat
+    include_drums: bool
+
+
+class Tokenize(Strict):
+    sort_chords_by_pitch: bool
+
+
+# ---- training -----------------------------------------------------------------------------------
+class LrSchedule(Strict):
+    kind: Literal["none", "plateau", "step"]
+    factor: Annotated[float, Field(gt=0, le=1)]
+    patience: NonNegativeInt
+    every: PositiveInt
+    min_lr: NonNegativeFloat
+
+
+class Training(Strict):
+    """Shared training defaults: top level of params.yaml, overridable per variant."""
+
+    seed: int
+    lr: PositiveFloat
+    batch_size: PositiveInt
+    epochs: PositiveInt
+    samples_per_epoch: PositiveInt | None
+    val_max_windows: PositiveInt | None
+    patience: PositiveInt | None
+    min_delta: NonNegativeFloat
+    lr_schedule: LrSchedule
+    grad_clip: PositiveFloat | None
+    checkpoint_every: PositiveInt
+    device: Literal["auto", "cpu", "cuda"]
+    threads: NonNegativeInt
+
+
+TRAINING_KEYS = tuple(Training.model_fields)
+
+
+class NoteRnnLossWeights(Strict):
+    pitch: NonNegativeFloat
+    step: NonNegativeFloat
+    duration: NonNegativeFloat
+
+
+class NoteRnn(Strict):
+    """Next-note LSTM over (pitch, step, duration), the TensorFlow tutorial's model family."""
+
+    seq_len: Annotated[int, Field(ge=2)]
+    lstm_units: Annotated[list[PositiveInt], Field(min_length=1)]
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    vocab_size: Annotated[int, Field(ge=1, le=128)]
+    loss_weights: NoteRnnLossWeights
+    positive_pressure: NonNegativeFloat
+    transpose_semitones: Annotated[int, Field(ge=0, le=24)]
+
+
+class NoteRnnVariant(Training, NoteRnn):
+    model: Literal["note_rnn"]
+
+
+# A new model family adds its section class here and one union member below.
+class Models(Strict):
+    note_rnn: NoteRnn
+
+
+VariantConfig = Annotated[Union[NoteRnnVariant], Field(discriminator="model")]
+_VARIANT_ADAPTER: TypeAdapter[VariantConfig] = TypeAdapter(VariantConfig)
+_VARIANT_CLASSES: dict[str, type[BaseModel]] = {"note_rnn": NoteRnnVariant}
+
+
+# ---- evaluation, generation, report ------------------------------------------------------------
+class Evaluate(Strict):
+    max_windows: PositiveInt | None
+
+
+class Generate(Strict):
+    temperatures: Annotated[list[PositiveFloat], Field(min_length=1)]
+    num_samples: PositiveInt
+    num_notes: PositiveInt
+    velocity: Annotated[int, Field(ge=1, le=127)]
+    program: Annotated[int, Field(ge=0, le=127)]
+
+
+class Report(Strict):
+    piano_roll_seconds: PositiveFloat
+
+
+class Tracking(Strict):
+    experiment: Annotated[str, Field(min_length=1)]
+
+
+class Params(Training):
+    data: Data
+    ingest: Ingest
+    tokenize: Tokenize
+    models: Models
+    variants: dict[Annotated[str, Field(pattern=VARIANT_NAME)], dict[str, Any]]
+    evaluate: Evaluate
+    generate: Generate
+    report: Report
+    tracking: Tracking
+
+    def variant(self, name: str) -> NoteRnnVariant:
+        """The effective configuration of one variant (defaults, family section, overrides)."""
+        if name not in self.variants:
+            raise ParamsError(f"params.yaml: no variant {name!r}{_suggest(name, self.variants)}")
+        overrides = self.variants[name]
+        family = overrides.get("model")
+        if family not in _VARIANT_CLASSES:
+            raise ParamsError(
+                f"params.yaml: variants.{name}.model is {family!r}; "
+                f"expected one of {sorted(_VARIANT_CLASSES)}{_suggest(str(family), _VARIANT_CLASSES)}"
+            )
+        merged = _deep_merge(
+            {k: _plain(getattr(self, k)) for k in TRAINING_KEYS},
+            _plain(getattr(self.models, family)),
+        )
+        merged = _deep_merge(merged, overrides)
+        try:
+            return _VARIANT_ADAPTER.validate_python(merged)
+        except ValidationError as err:
+            raise ParamsError(
+                _describe(err, _VARIANT_CLASSES[family], prefix=f"variants.{name}.")
+            ) from None
+
+
+def config_hash(config: BaseModel) -> str:
+    """Short stable hash of an effective configuration: names its checkpoints and MLflow runs."""
+    blob = json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        return YAML(typ="safe", pure=True).load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    except Exception as err:  # ruamel raises several unrelated classes for malformed YAML
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+
+
+def load(path: Path | str = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml, including every variant, before any work is done."""
+    path = Path(path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(_describe(err, Params, prefix="", source=path)) from None
+    for name in params.variants:
+        params.variant(name)
+    return params
+
+
+@lru_cache(maxsize=4)
+def load_cached(path: str = str(PARAMS_FILE)) -> Params:
+    return load(path)
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    return value.model_dump(mode="python") if isinstance(value, BaseModel) else value
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _suggest(word: str, candidates: Any) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(sorted(candidates))}"
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Valid keys of the (nested) model at `loc`, to suggest the nearest one to an unknown key."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        current = field.annotation
+        for arg in getattr(current, "__args__", ()):  # Optional[Model] / Annotated
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                current = arg
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _describe(
+    err: ValidationError, model: type[BaseModel], prefix: str, source: Path = PARAMS_FILE
+) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in _VARIANT_CLASSES))
+        key = prefix + ".".join(str(p) for p in loc)
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key{_suggest(str(loc[-1]), _fields_at(model, loc[:-1]))}")
+        elif e["type"] == "missing":
+            lines.append(f"{key}: required key is missing")
+        else:
+            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return f"{source}: invalid parameters:\n  " + "\n  ".join(lines)
+
+
+def read_variant_config(path: Path) -> NoteRnnVariant:
+    """A configuration written by the configure stage: what per-variant stages depend on and use."""
+    try:
+        return _VARIANT_ADAPTER.validate_json(Path(path).read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found; run the configure stage first") from None
+    except ValidationError as err:
+        raise ParamsError(f"{path}: invalid configuration: {err}") from None

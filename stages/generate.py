@@ -1,0 +1,38 @@
+"""generate@VARIANT: samples per temperature as MIDI, with diversity statistics."""
+
+import json
+
+from etude import tracking
+from etude.cli import stage_main
+from etude.models import family
+from etude.params import config_hash, read_variant_config
+from etude.pipeline import CONFIG, GENERATE_METRICS, MODEL_DIR, RUN_LINK, SAMPLES_DIR, path_for
+from etude.training import load_weights, pick_device, seed_everything
+
+
+def run(params, variant):
+    config = read_variant_config(path_for(CONFIG, variant))
+    seed_everything(config.seed, config.threads)
+    module = family(config.model)
+    device = pick_device(config.device)
+    data = module.load_data(config)
+    model = module.build(config, data)
+    load_weights(path_for(MODEL_DIR, variant) / "best.pt", model)
+    out_dir = path_for(SAMPLES_DIR, variant)
+    table, stats = module.generate(model.to(device), data, config, params.generate, out_dir, device)
+    table.to_parquet(out_dir / "samples.parquet", index=False)
+    target = path_for(GENERATE_METRICS, variant)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(stats, indent=2) + "\n")
+    with tracking.start_run(params.tracking.experiment, "generate", variant, path_for(RUN_LINK, variant, stage="generate"),
+                            params=config.model_dump(mode="json") | {"generate": params.generate.model_dump()},
+                            config_hash=config_hash(config)):
+        import mlflow
+
+        mlflow.log_metrics(stats)
+        mlflow.log_artifacts(str(out_dir), artifact_path="samples")
+    print(f"generate@{variant}: {table['sample'].nunique() * len(params.generate.temperatures)} samples -> {out_dir}")
+
+
+if __name__ == "__main__":
+    stage_main("generate", run, per_variant=True)
