@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,3 +138,22 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def is_directory(path: str) -> bool:
+    """Outputs without a suffix (models/<v>, samples/<v>) are folders."""
+    return Path(path).suffix == ""
+
+
+def param_values(stage: Stage, params: Params, variant: str | None) -> str:
+    """What a stage's result depends on among params, as one string: Snakemake's params trigger."""
+    if stage.name == "configure":
+        values = params.variant(variant).model_dump(mode="json")
+    else:
+        values = {key: getattr(params, key).model_dump(mode="json") for key in stage.params}
+    return json.dumps(values, sort_keys=True)
+
+
+def fill(template: str, params: Params, variant: str) -> str:
+    model = params.variants[variant]["model"]
+    return template.format(variant=variant, model=model, input=FAMILY_INPUT[model])
