@@ -1,10 +1,13 @@
 # The same DAG as dvc.yaml, built from the one stage table in etude/pipeline.py.
 # Run: snakemake --cores 2      (a cluster: add --workflow-profile profiles/slurm)
+import os
+
 from etude.params import load
 from etude.pipeline import REPORT_HTML, REPORT_MD, STAGES, fill, is_directory, param_values
 
 PARAMS = load()  # the typed loader: YAML 1.2 numbers, unknown keys rejected before any work
 VARIANTS = list(PARAMS.variants)
+os.environ["ETUDE_RUNNER"] = "snakemake"  # jobs inherit it; MLflow runs are tagged with their runner
 
 wildcard_constraints:
     variant="|".join(VARIANTS),
@@ -45,8 +48,10 @@ for stage in STAGES:
         output:
             _outputs(stage)
         params:
+            # Bound now, through default arguments: a rule body reads loop variables only later.
+            cmd=lambda wc, s=stage: s.cmd.format(variant=wc.get("variant")),
             values=(lambda wc, s=stage: param_values(s, PARAMS, wc.variant))
             if stage.per_variant
             else param_values(stage, PARAMS, None),
         shell:
-            stage.cmd.replace("{variant}", "{wildcards.variant}")
+            "{params.cmd}"

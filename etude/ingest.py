@@ -73,7 +73,8 @@ def _parse_task(args: tuple[bytes, Ingest]) -> Parsed:
 def ingest(raw: pd.DataFrame, settings: Ingest, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(notes, pieces) tables from the raw table written by the fetch stage."""
     tasks = [(payload, settings) for payload in raw["data"]]
-    bar = dict(total=len(tasks), desc="ingest", unit="file", disable=not progress)
+    # disable=None: a bar on a terminal, none in DVC and CI logs.
+    bar = dict(total=len(tasks), desc="ingest", unit="file", disable=None if progress else True)
     if settings.workers == 1 or len(tasks) < 2:
         results = [parse_midi(*t) for t in tqdm(tasks, **bar)]
     else:

@@ -72,7 +72,7 @@ def run_tags(stage: str, variant: str | None, config_hash: str | None) -> dict[s
         "dvc_exp_name": env.get("DVC_EXP_NAME", ""),
         "dvc_baseline_rev": env.get("DVC_EXP_BASELINE_REV", ""),
         "dvc_stage": env.get("DVC_STAGE", ""),
-        "runner": "dvc" if "DVC_STAGE" in env else ("snakemake" if "SNAKEMAKE_RULE" in env else "python"),
+        "runner": "dvc" if "DVC_STAGE" in env else env.get("ETUDE_RUNNER", "python"),
     }
 
 

@@ -156,7 +156,7 @@ def _run_epoch(model, optimizer, family, data, config, epoch: int, device,
     started = time.perf_counter()
     total = config.samples_per_epoch // config.batch_size if config.samples_per_epoch else None
     for batch in tqdm(family.train_batches(data, config, epoch, device), total=total, leave=False,
-                      desc=f"epoch {epoch + 1}", disable=not progress_bar):
+                      desc=f"epoch {epoch + 1}", disable=None if progress_bar else True):
         loss, terms = family.loss(model, batch, config, epoch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

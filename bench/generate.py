@@ -1,0 +1,69 @@
+"""Sampler speed (generated notes/s): etude's stateful batched sampler against re-running the window.
+
+Ours: note_rnn.sample, one LSTM step per note carrying the state, the whole generate stage's batch
+(temperatures x num_samples from params.yaml) at once. Reference: the TensorFlow tutorial's loop,
+one sample at a time, a full forward pass over the seq_len window for every note (sample_by_window
+below). Untrained weights: speed does not depend on them. Target: ours >= 100x the reference.
+
+    python -m bench.generate
+"""
+
+import numpy as np
+import torch
+
+from bench import machine_note, median_time, print_table
+from etude import params as etude_params
+from etude.models import note_rnn
+from etude.sequences import evenly_spaced
+from etude.training import seed_everything
+
+TARGET_RATIO = 100.0
+
+
+@torch.no_grad()
+def sample_by_window(model, seed_window, temperature, num_notes, generator):
+    """(num_notes, 3) raw notes, the tutorial's way: the whole (seq_len, 3) window through the model per note."""
+    model.eval()
+    window, notes = seed_window.clone(), []
+    for _ in range(num_notes):
+        logits, step, duration, _ = model(window[None])
+        probs = torch.softmax(logits[0] / temperature, dim=-1)
+        pitch = torch.multinomial(probs, 1, generator=generator)[0]
+        note = torch.stack([pitch.to(window.dtype), step[0].clamp(min=0), duration[0].clamp(min=0)])
+        notes.append(note)
+        window = torch.cat([window[1:], note[None]])
+    return torch.stack(notes)
+
+
+def measure(params, variant: str):
+    config, settings = params.variant(variant), params.generate
+    seed_everything(config.seed, config.threads)
+    data = note_rnn.load_data(config)
+    model = note_rnn.build(config, data).eval()
+    batch = len(settings.temperatures) * settings.num_samples
+    starts = evenly_spaced(data.window_starts("test", config.seq_len), batch)
+    seeds = torch.from_numpy(data.features()[starts[:, None] + np.arange(config.seq_len)])
+    temps = torch.tensor(settings.temperatures, dtype=torch.float32).repeat_interleave(settings.num_samples)
+    generator = torch.Generator().manual_seed(config.seed)
+    n = settings.num_notes
+
+    ours_s = median_time(lambda: note_rnn.sample(model, seeds, temps, n, generator), repeats=5)
+    window_s = median_time(lambda: sample_by_window(model, seeds[0], float(temps[0]), n, generator), repeats=3)
+    return config, batch, n, batch * n / ours_s, n / window_s
+
+
+def main() -> None:
+    params = etude_params.load()
+    print(f"{machine_note()}; {torch.get_num_threads()} torch threads; target >= {TARGET_RATIO:g}x\n")
+    rows = []
+    for variant in ("rnn_baseline", "rnn_stacked"):
+        config, batch, n, ours, ref = measure(params, variant)
+        rows.append([variant, config.seq_len, "x".join(map(str, config.lstm_units)), f"{batch}x{n}",
+                     f"{ours:,.0f}", f"1x{n}", f"{ref:,.0f}", f"{ours / ref:,.0f}x",
+                     "met" if ours / ref >= TARGET_RATIO else "MISSED"])
+    print_table(["variant", "seq_len", "lstm", "ours: batch x notes", "notes/s", "by window", "notes/s",
+                 "ratio", "target"], rows)
+
+
+if __name__ == "__main__":
+    main()

