@@ -185,3 +185,23 @@ def validate(model, family, data, config, epoch: int, device) -> dict[str, float
             sums[key] = sums.get(key, 0.0) + float(value) * n
         count += n
     return {f"val_{k}": v / count for k, v in sums.items()}
+
+
+@dataclass
+class Trained:
+    """A trained variant, ready for evaluation or sampling."""
+
+    config: NoteRnnVariant
+    family: ModuleType
+    data: Any
+    model: torch.nn.Module
+    device: torch.device
+
+
+def load_trained(config: NoteRnnVariant, family: ModuleType, checkpoint: Path) -> Trained:
+    seed_everything(config.seed, config.threads)
+    device = pick_device(config.device)
+    data = family.load_data(config)
+    model = family.build(config, data)
+    load_weights(checkpoint, model)
+    return Trained(config, family, data, model.to(device).eval(), device)

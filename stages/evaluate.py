@@ -7,18 +7,13 @@ from etude.cli import stage_main
 from etude.models import family
 from etude.params import config_hash, read_variant_config
 from etude.pipeline import CONFIG, EVAL_METRICS, MODEL_DIR, RUN_LINK, path_for
-from etude.training import load_weights, pick_device, seed_everything
+from etude.training import load_trained
 
 
 def run(params, variant):
     config = read_variant_config(path_for(CONFIG, variant))
-    seed_everything(config.seed, config.threads)
-    module = family(config.model)
-    device = pick_device(config.device)
-    data = module.load_data(config)
-    model = module.build(config, data)
-    load_weights(path_for(MODEL_DIR, variant) / "best.pt", model)
-    metrics = module.evaluate(model.to(device), data, config, params.evaluate.max_windows, device)
+    t = load_trained(config, family(config.model), path_for(MODEL_DIR, variant) / "best.pt")
+    metrics = t.family.evaluate(t.model, t.data, config, params.evaluate.max_windows, t.device)
     target = path_for(EVAL_METRICS, variant)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(metrics, indent=2) + "\n")

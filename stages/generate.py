@@ -7,19 +7,14 @@ from etude.cli import stage_main
 from etude.models import family
 from etude.params import config_hash, read_variant_config
 from etude.pipeline import CONFIG, GENERATE_METRICS, MODEL_DIR, RUN_LINK, SAMPLES_DIR, path_for
-from etude.training import load_weights, pick_device, seed_everything
+from etude.training import load_trained
 
 
 def run(params, variant):
     config = read_variant_config(path_for(CONFIG, variant))
-    seed_everything(config.seed, config.threads)
-    module = family(config.model)
-    device = pick_device(config.device)
-    data = module.load_data(config)
-    model = module.build(config, data)
-    load_weights(path_for(MODEL_DIR, variant) / "best.pt", model)
+    t = load_trained(config, family(config.model), path_for(MODEL_DIR, variant) / "best.pt")
     out_dir = path_for(SAMPLES_DIR, variant)
-    table, stats = module.generate(model.to(device), data, config, params.generate, out_dir, device)
+    table, stats = t.family.generate(t.model, t.data, config, params.generate, out_dir, t.device)
     table.to_parquet(out_dir / "samples.parquet", index=False)
     target = path_for(GENERATE_METRICS, variant)
     target.parent.mkdir(parents=True, exist_ok=True)
