@@ -39,5 +39,5 @@ def machine_note():
     load, cores = os.getloadavg()[0], os.cpu_count()
     note = f"{cores} cores, 1-min load average {load:.2f} before this run"
     if load > 0.5:
-        note += " -- WARNING: other processes are busy; figures will be low and noisy"
+        note += " -- WARNING: other processes may be busy; figures may be low and noisy"
     return note

@@ -156,6 +156,7 @@ class Evaluate(Strict):
 class Generate(Strict):
     temperatures: Annotated[list[PositiveFloat], Field(min_length=1)]
     num_samples: PositiveInt
+    midi_files: PositiveInt
     num_notes: PositiveInt
     velocity: Annotated[int, Field(ge=1, le=127)]
     program: Annotated[int, Field(ge=0, le=127)]

@@ -25,7 +25,7 @@ TINY = {
     "val_max_windows": 256,
     "checkpoint_every": 1,
     "evaluate": {"max_windows": 512},
-    "generate": {"temperatures": [1.0, 2.0], "num_samples": 1, "num_notes": 16},
+    "generate": {"temperatures": [1.0, 2.0], "num_samples": 2, "midi_files": 1, "num_notes": 16},
     "variants": {"rnn_stacked": {"samples_per_epoch": 256, "epochs": 2}},
 }
 
