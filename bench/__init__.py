@@ -1,6 +1,6 @@
 """Benchmark scripts. Run each from the repository root: `python -m bench.<name>`.
 
-    ingest     ingest throughput (symusic process pool) vs a serial pretty_midi loop
+    ingest     ingest throughput (symusic in a thread pool) vs a serial pretty_midi loop
     train      training samples/s on CPU vs a Keras reference
     generate   sampler notes/s (one LSTM step per note) vs re-running the whole window per note
     dvc_noop   `dvc repro` and `dvc status` when nothing changed

@@ -1,6 +1,6 @@
 """Ingest throughput on real MAESTRO files: etude.ingest.ingest against a serial pretty_midi loop.
 
-Measures files/s and notes/s of etude's ingest (symusic parser in a process pool, workers=2 and 1;
+Measures files/s and notes/s of etude's ingest (symusic parser in a thread pool, workers=2 and 1;
 file reading timed separately) and of a plain `pretty_midi.PrettyMIDI` loop over the same bytes,
 the speed-up between them, and the time full MAESTRO v3 (1,276 files) would take at that rate.
 Target: full MAESTRO in < 30 s on 2 cores.

@@ -61,7 +61,7 @@ def _png(fig) -> str:
 
 def curves_figure(result: VariantResults) -> str:
     loss_columns = [c for c in result.history.columns if c.startswith(("train_", "val_")) and c.endswith("loss")]
-    heads = sorted({c.split("_", 1)[1] for c in loss_columns})
+    heads = sorted({c.split("_", 1)[1] for c in loss_columns}, key=lambda h: (h != "loss", h))
     fig, axes = plt.subplots(1, len(heads) + 1, figsize=(3.2 * (len(heads) + 1), 2.6))
     for ax, head in zip(axes, heads):
         for split in ("train", "val"):
@@ -72,7 +72,7 @@ def curves_figure(result: VariantResults) -> str:
     axes[-1].plot(result.history["epoch"] + 1, result.history["lr"], color="gray")
     axes[-1].set_title("learning rate", fontsize=9)
     axes[-1].set_yscale("log")
-    fig.suptitle(result.name, fontsize=10)
+    fig.suptitle(result.name, fontsize=10, y=1.04)
     return _png(fig)
 
 
@@ -85,15 +85,28 @@ def piano_roll_figure(result: VariantResults, seconds: float) -> str:
         ax.barh(notes["pitch"], (notes["end"] - notes["start"]).clip(lower=0.02), left=notes["start"], height=0.8)
         ax.set_title(f"temperature {temp:g}", fontsize=9)
         ax.set_xlabel("seconds", fontsize=8)
-    fig.suptitle(f"{result.name}: sample 0", fontsize=10)
+    fig.suptitle(f"{result.name}: sample 0", fontsize=10, y=1.04)
     return _png(fig)
 
 
+BASELINE_LABELS = {"baseline": "best constant", "repeat_last": "repeat last pitch"}
+
+
 def metrics_table(results: list[VariantResults]) -> pd.DataFrame:
-    """Rows: metrics; columns: one per variant, then the baselines (same test windows as the first)."""
-    table = pd.DataFrame({r.name: r.evaluation["model"] | r.train for r in results})
-    baseline = pd.Series(results[0].evaluation["baseline"], name="baseline")
-    return pd.concat([table, baseline.to_frame()], axis=1)
+    """Rows: test metrics; columns: each variant, then each baseline group on the same metric.
+
+    Baselines are computed per variant (its own test windows, which depend on its seq_len); the
+    table shows the first variant's, and the JSON of each variant holds its own.
+    """
+    table = pd.DataFrame({r.name: r.evaluation["model"] for r in results})
+    groups = {k: v for k, v in results[0].evaluation.items() if k not in ("model", "windows")}
+    for group, values in groups.items():
+        table[BASELINE_LABELS.get(group, group)] = pd.Series(values)
+    return table
+
+
+def training_table(results: list[VariantResults]) -> pd.DataFrame:
+    return pd.DataFrame({r.name: r.train for r in results})
 
 
 def runs_table(experiment: str, variant: str) -> pd.DataFrame:
@@ -112,20 +125,20 @@ def runs_table(experiment: str, variant: str) -> pd.DataFrame:
     param_cols = [c for c in runs.columns if c.startswith("params.") and runs[c].nunique(dropna=False) > 1]
     table = runs[["run_id", "tags.config_hash", "tags.dvc_exp_name", "tags.runner", "status",
                   "metrics.best_val_loss", "metrics.epochs_run", *param_cols]].copy()
-    metric_cols = [c for c in ("metrics.model.pitch_top1", "metrics.model.pitch_cross_entropy",
-                               "metrics.model.step_mae", "metrics.model.duration_mae") if c in evals.columns]
+    metric_cols = [c for c in evals.columns if c.startswith("metrics.model.")]
     table = table.merge(evals[["tags.config_hash", *metric_cols]], on="tags.config_hash", how="left")
     table["run_id"] = table["run_id"].str[:8]
     return table.rename(columns=lambda c: c.split(".", 1)[1] if "." in c else c)
 
 
 def _fmt(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
+    return frame.map(lambda v: "" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else v)
 
 
 def build(params: Params, pieces: pd.DataFrame, html_path: Path, md_path: Path) -> None:
     results = collect(params)
     metrics = _fmt(metrics_table(results))
+    training = _fmt(training_table(results))
     quarantined = pieces[pieces["status"] == QUARANTINED][["path", "error"]]
     usable = pieces[pieces["status"] != QUARANTINED]
     data_line = (f"{len(usable)} pieces ({usable['note_count'].sum()} notes, "
@@ -134,10 +147,12 @@ def build(params: Params, pieces: pd.DataFrame, html_path: Path, md_path: Path) 
 
     body = [f"<h1>etude report</h1><p>{html.escape(data_line)}</p>",
             "<h2>Test-split metrics</h2>",
-            "<p>A model is useful only where it beats the baseline column: unigram pitch frequencies, "
-            "repeating the last pitch, and the training median of step and duration.</p>",
-            metrics.to_html(border=0)]
-    md = [f"# etude report\n\n{data_line}\n\n## Test-split metrics\n\n{metrics.to_markdown()}\n"]
+            "<p>A model has learned something only where it beats the baseline columns: unigram pitch "
+            "frequencies, the training median (for MAE) and mean (for RMSE) of step and duration, "
+            "and repeating the last pitch.</p>",
+            metrics.to_html(border=0), "<h2>Training</h2>", training.to_html(border=0)]
+    md = [f"# etude report\n\n{data_line}\n\n## Test-split metrics\n\n{metrics.to_markdown()}\n\n"
+          f"## Training\n\n{training.to_markdown()}\n"]
     for r in results:
         gen = _fmt(pd.DataFrame([r.generation]).T.rename(columns={0: "value"}))
         links = " ".join(

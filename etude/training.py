@@ -2,13 +2,14 @@
 
 Adam, optional LR schedule (plateau or step decay, both keeping the optimiser's state), gradient
 clipping, early stopping on validation loss, per-epoch history, and checkpoints `last`, `best` and
-every N epochs. Checkpoints of a run live under checkpoints/<variant>/<config hash>/, outside the
+every N epochs. Checkpoints of a run live under checkpoints/<variant>/<config hash>-<code hash>/, outside the
 stage outputs that DVC and Snakemake delete before a run, so an interrupted training resumes where
 it stopped: same batches, same dropout masks, same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
@@ -78,6 +79,15 @@ def _save(path: Path, model, optimizer, scheduler, progress: Progress, config: d
     os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
+def code_hash(family: ModuleType) -> str:
+    """Hash of the code that decides what training computes: resume continues a run only if the
+    code is the one that started it, never weights trained by an earlier version."""
+    digest = hashlib.sha256()
+    for source in (Path(__file__), Path(family.__file__)):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:8]
+
+
 def load_weights(path: Path, model: torch.nn.Module) -> dict[str, Any]:
     state = torch.load(path, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
@@ -94,7 +104,7 @@ def train(name: str, config: NoteRnnVariant, family: ModuleType, experiment: str
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = make_scheduler(optimizer, config.lr_schedule)
     digest = config_hash(config)
-    ckpt_dir = checkpoint_root / name / digest
+    ckpt_dir = checkpoint_root / name / f"{digest}-{code_hash(family)}"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     config_dict = config.model_dump(mode="json")
 
