@@ -32,6 +32,8 @@ class Parsed:
     notes: dict[str, np.ndarray] | None
     duration: float
     error: str | None
+    tempo_bpm: float = float("nan")  # the file's first tempo; meaningless for performance MIDI
+    tempo_changes: int = 0
 
 
 def parse_midi(payload: bytes, settings: Ingest) -> Parsed:
@@ -64,7 +66,9 @@ def parse_midi(payload: bytes, settings: Ingest) -> Parsed:
         return Parsed(None, duration, f"{count} notes, fewer than ingest.min_notes={settings.min_notes}")
     if duration > settings.max_duration_s:
         return Parsed(None, duration, f"lasts {duration:.0f} s, more than ingest.max_duration_s={settings.max_duration_s:g}")
-    return Parsed({k: np.concatenate(v) for k, v in columns.items()}, duration, None)
+    tempos = [t.qpm for t in score.tempos]
+    return Parsed({k: np.concatenate(v) for k, v in columns.items()}, duration, None,
+                  float(tempos[0]) if tempos else float("nan"), max(len(tempos) - 1, 0))
 
 
 def _parse_task(args: tuple[bytes, Ingest]) -> Parsed:
@@ -97,6 +101,8 @@ def ingest(raw: pd.DataFrame, settings: Ingest, progress: bool = True) -> tuple[
     pieces.insert(0, "id", np.arange(len(raw), dtype=np.int32))
     pieces["duration"] = [r.duration for r in results]
     pieces["note_count"] = notes.groupby("piece").size().reindex(pieces["id"], fill_value=0).to_numpy()
+    pieces["file_tempo_bpm"] = [r.tempo_bpm for r in results]
+    pieces["tempo_changes"] = [r.tempo_changes for r in results]
     pieces["status"] = [OK if r.error is None else QUARANTINED for r in results]
     pieces["error"] = [r.error for r in results]
     return notes, pieces

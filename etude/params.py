@@ -86,6 +86,57 @@ class Tokenize(Strict):
     sort_chords_by_pitch: bool
 
 
+class Tempo(Strict):
+    """Where beat positions come from. Performance MIDI (MAESTRO) has a placeholder tempo map."""
+
+    source: Literal["file", "estimate", "fixed"]
+    fixed_bpm: PositiveFloat
+    min_bpm: PositiveFloat
+    max_bpm: PositiveFloat
+    prior_bpm: PositiveFloat
+    prior_octaves: PositiveFloat  # width of the log-normal prior on tempo, in octaves
+    frame_rate: PositiveInt       # onset-envelope frames per second
+    refine_candidates: Annotated[int, Field(ge=3)]  # beat periods tried within one frame of the peak
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Tempo:
+        if not self.min_bpm < self.max_bpm:
+            raise ValueError("min_bpm must be below max_bpm")
+        return self
+
+
+class RhythmGrid(Strict):
+    band_edges: Annotated[list[Annotated[int, Field(ge=0, le=128)]], Field(min_length=2)]
+    drum_map: dict[Annotated[int, Field(ge=0, le=127)], NonNegativeInt]  # GM drum note -> lane
+
+    @model_validator(mode="after")
+    def _lanes(self) -> RhythmGrid:
+        if sorted(self.band_edges) != self.band_edges or len(set(self.band_edges)) != len(self.band_edges):
+            raise ValueError("band_edges must be strictly increasing")
+        lanes = len(self.band_edges) - 1
+        if max(self.drum_map.values(), default=0) >= lanes:
+            raise ValueError(f"drum_map lanes must be below the {lanes} lanes that band_edges define")
+        return self
+
+
+class MelodyGrid(Strict):
+    base_note: Annotated[int, Field(ge=0, le=127)]
+    rows: Annotated[int, Field(ge=1, le=128)]
+    voice: Literal["all", "skyline"]
+
+
+class Grid(Strict):
+    bars: PositiveInt
+    beats_per_bar: PositiveInt
+    steps_per_beat: PositiveInt
+    tempo: Tempo
+    min_onsets: NonNegativeInt
+    duration_min: PositiveFloat  # half notes
+    duration_max: PositiveFloat
+    rhythm: RhythmGrid
+    melody: MelodyGrid
+
+
 # ---- training -----------------------------------------------------------------------------------
 class LrSchedule(Strict):
     kind: Literal["none", "plateau", "step"]
@@ -138,19 +189,61 @@ class NoteRnnVariant(Training, NoteRnn):
     model: Literal["note_rnn"]
 
 
+class GridLossCoefficients(Strict):
+    onset: NonNegativeFloat
+    velocity: NonNegativeFloat
+    duration: NonNegativeFloat
+    timeshift: NonNegativeFloat
+
+
+class KlSchedule(Strict):
+    beta: NonNegativeFloat           # weight once annealed
+    start_epoch: NonNegativeInt      # weight 0 before this epoch
+    anneal_epochs: NonNegativeInt    # linear 0 -> beta over this many epochs (0: beta at once)
+    cyclical: bool                   # restart the ramp every anneal_epochs (Fu et al. 2019)
+    free_bits: NonNegativeFloat      # nats per latent dimension below which KL is not penalised
+
+
+class GridVae(Strict):
+    """RhythmVAE / MelodyVAE (M4L) family: dense VAE over onset/velocity/duration/timeshift grids."""
+
+    representation: Literal["rhythm", "melody"]
+    latent_dim: PositiveInt
+    encoder_units: PositiveInt
+    decoder_units: PositiveInt
+    head_units: PositiveInt
+    leaky_slope: NonNegativeFloat
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    batchnorm_momentum: Annotated[float, Field(gt=0, le=1)]
+    loss: GridLossCoefficients
+    mask_to_onsets: bool             # velocity/duration/timeshift error on onset cells only
+    kl: KlSchedule
+    timeshift_ramp_epochs: NonNegativeInt
+    val_batch_size: PositiveInt
+    onset_threshold: Annotated[float, Field(gt=0, lt=1)]
+    active_unit_threshold: PositiveFloat    # Var_x(mu_j) above this: dimension j is in use
+    collapse_variance: PositiveFloat        # decoded timeshift variance below this: collapsed
+
+
+class GridVaeVariant(Training, GridVae):
+    model: Literal["grid_vae"]
+
+
 # A new model family adds its section class here and one union member below.
 class Models(Strict):
     note_rnn: NoteRnn
+    grid_vae: GridVae
 
 
-VariantConfig = Annotated[Union[NoteRnnVariant], Field(discriminator="model")]
+VariantConfig = Annotated[Union[NoteRnnVariant, GridVaeVariant], Field(discriminator="model")]
 _VARIANT_ADAPTER: TypeAdapter[VariantConfig] = TypeAdapter(VariantConfig)
-_VARIANT_CLASSES: dict[str, type[BaseModel]] = {"note_rnn": NoteRnnVariant}
+_VARIANT_CLASSES: dict[str, type[BaseModel]] = {"note_rnn": NoteRnnVariant, "grid_vae": GridVaeVariant}
 
 
 # ---- evaluation, generation, report ------------------------------------------------------------
 class Evaluate(Strict):
     max_windows: PositiveInt | None
+    prior_samples: PositiveInt  # grid VAEs: z ~ N(0, I) decoded to compare with the test data
 
 
 class Generate(Strict):
@@ -160,6 +253,13 @@ class Generate(Strict):
     num_notes: PositiveInt
     velocity: Annotated[int, Field(ge=1, le=127)]
     program: Annotated[int, Field(ge=0, le=127)]
+    # grid VAEs
+    sweep_steps: Annotated[int, Field(ge=2)]         # XY pad sweep: steps per axis (latent_dim 2)
+    sweep_range: PositiveFloat                       # sweep over [-range, range] on each axis
+    interpolations: NonNegativeInt                   # pairs of test windows
+    interpolation_steps: Annotated[int, Field(ge=2)]
+    onset_threshold: Annotated[float, Field(gt=0, lt=1)]
+    grid_offset: Annotated[float, Field(ge=0, le=2)]  # scale of decoded timeshift (M4L knob)
 
 
 class Report(Strict):
@@ -174,6 +274,7 @@ class Params(Training):
     data: Data
     ingest: Ingest
     tokenize: Tokenize
+    grid: Grid
     models: Models
     variants: dict[Annotated[str, Field(pattern=VARIANT_NAME)], dict[str, Any]]
     evaluate: Evaluate
@@ -181,7 +282,7 @@ class Params(Training):
     report: Report
     tracking: Tracking
 
-    def variant(self, name: str) -> NoteRnnVariant:
+    def variant(self, name: str) -> NoteRnnVariant | GridVaeVariant:
         """The effective configuration of one variant (defaults, family section, overrides)."""
         if name not in self.variants:
             raise ParamsError(f"params.yaml: no variant {name!r}{_suggest(name, self.variants)}")
@@ -294,7 +395,7 @@ def _describe(
     return f"{source}: invalid parameters:\n  " + "\n  ".join(lines)
 
 
-def read_variant_config(path: Path) -> NoteRnnVariant:
+def read_variant_config(path: Path) -> NoteRnnVariant | GridVaeVariant:
     """A configuration written by the configure stage: what per-variant stages depend on and use."""
     try:
         return _VARIANT_ADAPTER.validate_json(Path(path).read_text())

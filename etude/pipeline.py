@@ -25,8 +25,8 @@ RAW = "data/raw/midi.parquet"
 NOTES = "data/ingest/notes.parquet"
 PIECES = "data/ingest/pieces.parquet"
 NOTE_SEQUENCES = "data/tokens/notes.npz"
-# The representation file each model family trains on.
-FAMILY_INPUT = {"note_rnn": NOTE_SEQUENCES}
+GRIDS = "data/tokens/{representation}.npz"
+REPRESENTATIONS = ("rhythm", "melody")
 
 CONFIG = "configs/{variant}.json"
 MODEL_DIR = "models/{variant}"
@@ -38,7 +38,7 @@ SAMPLES_DIR = "samples/{variant}"
 RUN_LINK = "runs/{stage}/{variant}.json"
 REPORT_HTML = "reports/index.html"
 REPORT_MD = "reports/summary.md"
-INPUT = "{input}"  # the variant's family input, from FAMILY_INPUT
+INPUT = "{input}"  # the representation file the variant trains on: variant_input()
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("ingest", code=("etude/ingest.py",), deps=(RAW,), outs=(NOTES, PIECES), params=("ingest",)),
     Stage("tokenize", code=("etude/sequences.py",), deps=(NOTES, PIECES), outs=(NOTE_SEQUENCES,),
           params=("tokenize",)),
+    Stage("grids", code=("etude/grids.py",), deps=(NOTES, PIECES),
+          outs=tuple(GRIDS.format(representation=r) for r in REPRESENTATIONS), params=("grid",)),
     Stage("configure", code=("etude/params.py",), outs=(CONFIG,),
           params=(*TRAINING_KEYS, "models.{model}", "variants.{variant}"), per_variant=True),
     Stage("train", code=("etude/training.py", "etude/models"), deps=(CONFIG, INPUT),
@@ -96,13 +98,21 @@ def path_for(template: str, variant: str, **extra: str) -> Path:
     return Path(template.format(variant=variant, **extra))
 
 
+def variant_input(config) -> str:
+    """The representation file a variant trains on."""
+    if config.model == "grid_vae":
+        return GRIDS.format(representation=config.representation)
+    return NOTE_SEQUENCES
+
+
 def _dvc(text: str) -> str:
     return text.replace("{variant}", "${key}").replace("{model}", "${item.model}").replace("{input}", "${item.input}")
 
 
 def render_dvc(params: Params) -> str:
     """dvc.yaml for these params: one foreach entry per variant, items carrying model and input."""
-    items = {name: {"model": cfg["model"], "input": FAMILY_INPUT[cfg["model"]]} for name, cfg in params.variants.items()}
+    items = {name: {"model": cfg["model"], "input": variant_input(params.variant(name))}
+             for name, cfg in params.variants.items()}
     stages = {}
     for stage in STAGES:
         body: dict = {"cmd": _dvc(stage.cmd), "deps": [stage.script, *stage.code, *map(_dvc, stage.deps)]}
@@ -155,5 +165,5 @@ def param_values(stage: Stage, params: Params, variant: str | None) -> str:
 
 
 def fill(template: str, params: Params, variant: str) -> str:
-    model = params.variants[variant]["model"]
-    return template.format(variant=variant, model=model, input=FAMILY_INPUT[model])
+    config = params.variant(variant)
+    return template.format(variant=variant, model=config.model, input=variant_input(config))

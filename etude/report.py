@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 
 from etude import pipeline, tracking  # noqa: E402
 from etude.ingest import QUARANTINED  # noqa: E402
-from etude.params import Params  # noqa: E402
+from etude.params import Params, read_variant_config  # noqa: E402
 
 
 @dataclass
@@ -77,32 +77,65 @@ def curves_figure(result: VariantResults) -> str:
 
 
 def piano_roll_figure(result: VariantResults, seconds: float) -> str:
-    temps = sorted(result.samples["temperature"].unique())
-    fig, axes = plt.subplots(1, len(temps), figsize=(3.4 * len(temps), 2.6), sharey=True)
-    for ax, temp in zip(axes if len(temps) > 1 else [axes], temps):
-        notes = result.samples[(result.samples["temperature"] == temp) & (result.samples["sample"] == 0)]
-        notes = notes[notes["start"] < seconds]
-        ax.barh(notes["pitch"], (notes["end"] - notes["start"]).clip(lower=0.02), left=notes["start"], height=0.8)
-        ax.set_title(f"temperature {temp:g}", fontsize=9)
+    """One panel per sample group (temperature, prior, sweep, interpolation): its first sample,
+    or for grid VAEs the whole group played back to back."""
+    groups = list(dict.fromkeys(result.samples["group"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.4 * len(groups), 2.6), sharey=True, squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        notes = result.samples[result.samples["group"] == group]
+        if "temperature" in notes:
+            notes = notes[notes["sample"] == 0]
+        notes = notes[notes["start"] - notes["start"].min() < seconds]
+        start = notes["start"] - notes["start"].min()
+        ax.barh(notes["pitch"], (notes["end"] - notes["start"]).clip(lower=0.02), left=start, height=0.8)
+        ax.set_title(group, fontsize=9)
         ax.set_xlabel("seconds", fontsize=8)
-    fig.suptitle(f"{result.name}: sample 0", fontsize=10, y=1.04)
+    fig.suptitle(f"{result.name}: samples", fontsize=10, y=1.04)
     return _png(fig)
 
 
-BASELINE_LABELS = {"baseline": "best constant", "repeat_last": "repeat last pitch"}
+def latent_figure(result: VariantResults, latent: pd.DataFrame) -> str:
+    fig, ax = plt.subplots(figsize=(4, 3.4))
+    points = ax.scatter(latent["z0"], latent["z1"], c=latent["onset_density"], s=6, cmap="viridis")
+    fig.colorbar(points, ax=ax, label="onsets per window")
+    ax.set_xlabel("z0 (mu)")
+    ax.set_ylabel("z1 (mu)")
+    ax.set_title(f"{result.name}: test windows in the latent plane", fontsize=9)
+    return _png(fig)
+
+
+def diagnosis(result: VariantResults, config) -> str:
+    """One line: how training ended, and the pathologies the documents describe."""
+    h, t = result.history, result.train
+    parts = [f"early stop after epoch {t['epochs_run']} (best {t['best_epoch'] + 1})" if t["stopped_early"]
+             else f"ran its {t['epochs_run']} epochs (best {t['best_epoch'] + 1})"]
+    third = max(len(h) // 3, 1)
+    if len(h) >= 6:
+        before, recent = h["val_loss"].iloc[third : 2 * third].min(), h["val_loss"].iloc[2 * third :].min()
+        if before - recent < abs(before) * 0.01:  # under 1 % better in the last third of training
+            parts.append(f"plateau: validation loss {before:.4g} -> {recent:.4g} over the last {len(h) - 2 * third} epochs")
+    if "timeshift_variance" in h:
+        annealed = h[h["epoch"] >= config.kl.start_epoch + config.kl.anneal_epochs]
+        final = h["timeshift_variance"].iloc[-1]
+        if len(annealed) and (annealed["timeshift_variance"] < config.collapse_variance).any():
+            parts.append(f"WARNING timeshift collapse: decoded variance {final:.4f} < {config.collapse_variance} after KL annealing")
+        units = h["val_active_units"].iloc[-1]
+        parts.append(f"active units {units:.0f}/{config.latent_dim}" + (" (posterior collapse)" if units == 0 else ""))
+    return "; ".join(parts)
+
+
+BASELINE_LABELS = {"model": "model", "baseline": "baseline", "repeat_last": "repeat last pitch"}
 
 
 def metrics_table(results: list[VariantResults]) -> pd.DataFrame:
-    """Rows: test metrics; columns: each variant, then each baseline group on the same metric.
+    """Every variant's test metrics side by side (blank where a family has no such metric)."""
+    return pd.DataFrame({r.name: r.evaluation["model"] for r in results})
 
-    Baselines are computed per variant (its own test windows, which depend on its seq_len); the
-    table shows the first variant's, and the JSON of each variant holds its own.
-    """
-    table = pd.DataFrame({r.name: r.evaluation["model"] for r in results})
-    groups = {k: v for k, v in results[0].evaluation.items() if k not in ("model", "windows")}
-    for group, values in groups.items():
-        table[BASELINE_LABELS.get(group, group)] = pd.Series(values)
-    return table
+
+def variant_metrics_table(result: VariantResults) -> pd.DataFrame:
+    """One variant's test metrics beside its baselines and reference statistics, row by row."""
+    groups = {k: v for k, v in result.evaluation.items() if k != "windows"}
+    return pd.DataFrame({BASELINE_LABELS.get(k, k.replace("_", " ")): pd.Series(v) for k, v in groups.items()})
 
 
 def training_table(results: list[VariantResults]) -> pd.DataFrame:
@@ -147,30 +180,32 @@ def build(params: Params, pieces: pd.DataFrame, html_path: Path, md_path: Path) 
 
     body = [f"<h1>etude report</h1><p>{html.escape(data_line)}</p>",
             "<h2>Test-split metrics</h2>",
-            "<p>A model has learned something only where it beats the baseline columns: unigram pitch "
-            "frequencies, the training median (for MAE) and mean (for RMSE) of step and duration, "
-            "and repeating the last pitch.</p>",
+            "<p>Each variant's section shows its metrics beside baselines it must beat: for note RNNs "
+            "unigram pitch frequencies, the training median (MAE) and mean (RMSE) of step and duration, "
+            "and repeating the last pitch; for grid VAEs an all-empty grid and the training mean of "
+            "velocity and timeshift.</p>",
             metrics.to_html(border=0), "<h2>Training</h2>", training.to_html(border=0)]
     md = [f"# etude report\n\n{data_line}\n\n## Test-split metrics\n\n{metrics.to_markdown()}\n\n"
           f"## Training\n\n{training.to_markdown()}\n"]
     for r in results:
+        config = read_variant_config(pipeline.path_for(pipeline.CONFIG, r.name))
+        samples_dir = pipeline.path_for(pipeline.SAMPLES_DIR, r.name)
         gen = _fmt(pd.DataFrame([r.generation]).T.rename(columns={0: "value"}))
-        links = " ".join(
-            f'<a href="{html.escape(_relative(pipeline.path_for(pipeline.SAMPLES_DIR, r.name) / f"t{t:g}_s{s}.mid", html_path))}">'
-            f"t{t:g} #{s}</a>"
-            for t, s in r.samples[["temperature", "sample"]].drop_duplicates().itertuples(index=False))
+        links = " ".join(f'<a href="{html.escape(_relative(path, html_path))}">{html.escape(path.stem)}</a>'
+                         for path in sorted(samples_dir.glob("*.mid")))
         runs = runs_table(params.tracking.experiment, r.name)
-        stop = "stopped early" if r.train["stopped_early"] else "ran its epoch budget"
-        body += [f"<h2>{r.name}</h2>",
-                 f"<p>{r.train['epochs_run']} epochs ({stop}); best validation loss "
-                 f"{r.train['best_val_loss']:.4f} at epoch {r.train['best_epoch'] + 1}. "
-                 f"MLflow train run <code>{r.runs['train']['run_id']}</code>.</p>",
-                 curves_figure(r), piano_roll_figure(r, params.report.piano_roll_seconds),
+        line = diagnosis(r, config)
+        own = _fmt(variant_metrics_table(r))
+        figures = [curves_figure(r), piano_roll_figure(r, params.report.piano_roll_seconds)]
+        if (samples_dir / "latent.parquet").exists():
+            figures.append(latent_figure(r, pd.read_parquet(samples_dir / "latent.parquet")))
+        body += [f"<h2>{r.name}</h2>", f"<p><b>Diagnosis:</b> {html.escape(line)}. Best validation loss "
+                 f"{r.train['best_val_loss']:.4f}; MLflow train run <code>{r.runs['train']['run_id']}</code>.</p>",
+                 own.to_html(border=0), *figures,
                  f"<p>MIDI samples: {links}</p>", "<h3>Sample statistics</h3>", gen.to_html(border=0),
                  "<h3>MLflow runs of this variant</h3>",
                  _fmt(runs).to_html(border=0, index=False) if not runs.empty else "<p>none</p>"]
-        md += [f"## {r.name}\n\n{r.train['epochs_run']} epochs ({stop}), best validation loss "
-               f"{r.train['best_val_loss']:.4f}.\n\n### MLflow runs\n\n"
+        md += [f"## {r.name}\n\n**Diagnosis:** {line}.\n\n{own.to_markdown()}\n\n### MLflow runs\n\n"
                + (_fmt(runs).to_markdown(index=False) if not runs.empty else "none") + "\n"]
     if len(quarantined):
         body += ["<h2>Quarantined files</h2>", quarantined.to_html(border=0, index=False)]

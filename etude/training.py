@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from etude import tracking
-from etude.params import LrSchedule, NoteRnnVariant, config_hash
+from etude.params import LrSchedule, config_hash
 
 
 def pick_device(requested: str) -> torch.device:
@@ -94,7 +94,7 @@ def load_weights(path: Path, model: torch.nn.Module) -> dict[str, Any]:
     return state
 
 
-def train(name: str, config: NoteRnnVariant, family: ModuleType, experiment: str, out_dir: Path,
+def train(name: str, config: Any, family: ModuleType, experiment: str, out_dir: Path,
           history_path: Path, run_link: Path, checkpoint_root: Path, progress_bar: bool = True) -> Progress:
     """Train variant `name`, resuming from its checkpoint if one exists; write best/last and history."""
     seed_everything(config.seed, config.threads)
@@ -182,7 +182,10 @@ def _run_epoch(model, optimizer, family, data, config, epoch: int, device,
         raise ValueError("no training batch: fewer training windows than batch_size")
     samples_per_s = batches * config.batch_size / (time.perf_counter() - started)
     row = {"epoch": float(epoch)} | {f"train_{k}": v / batches for k, v in sums.items()}
-    return row | validate(model, family, data, config, epoch, device), samples_per_s
+    row |= validate(model, family, data, config, epoch, device)
+    if hasattr(family, "diagnostics"):
+        row |= family.diagnostics(model, data, config, epoch, device)
+    return row, samples_per_s
 
 
 @torch.no_grad()
@@ -203,14 +206,14 @@ def validate(model, family, data, config, epoch: int, device) -> dict[str, float
 class Trained:
     """A trained variant, ready for evaluation or sampling."""
 
-    config: NoteRnnVariant
+    config: Any
     family: ModuleType
     data: Any
     model: torch.nn.Module
     device: torch.device
 
 
-def load_trained(config: NoteRnnVariant, family: ModuleType, checkpoint: Path) -> Trained:
+def load_trained(config: Any, family: ModuleType, checkpoint: Path) -> Trained:
     seed_everything(config.seed, config.threads)
     device = pick_device(config.device)
     data = family.load_data(config)

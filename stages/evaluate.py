@@ -13,7 +13,7 @@ from etude.training import load_trained
 def run(params, variant):
     config = read_variant_config(path_for(CONFIG, variant))
     t = load_trained(config, family(config.model), path_for(MODEL_DIR, variant) / "best.pt")
-    metrics = t.family.evaluate(t.model, t.data, config, params.evaluate.max_windows, t.device)
+    metrics = t.family.evaluate(t.model, t.data, config, params.evaluate, t.device)
     target = path_for(EVAL_METRICS, variant)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(metrics, indent=2) + "\n")

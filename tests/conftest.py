@@ -24,9 +24,9 @@ TINY = {
     "samples_per_epoch": 256,
     "val_max_windows": 256,
     "checkpoint_every": 1,
-    "evaluate": {"max_windows": 512},
+    "evaluate": {"max_windows": 512, "prior_samples": 64},
     "generate": {"temperatures": [1.0, 2.0], "num_samples": 2, "midi_files": 1, "num_notes": 16},
-    "variants": {"rnn_stacked": {"samples_per_epoch": 256, "epochs": 2}},
+    "variants": {name: {"samples_per_epoch": 256, "epochs": 2} for name in ("rnn_stacked", "rhythm_vae", "melody_vae")},
 }
 
 

@@ -4,6 +4,8 @@ import re
 
 from dvc.repo import Repo
 
+from etude.params import load
+
 from tests.conftest import REPO, make_project, run
 
 
@@ -34,7 +36,8 @@ def test_dvc_and_snakemake_have_the_same_stages_commands_and_files(tmp_path):
             split = lambda text: {p.strip() for p in text.split(",") if p.strip()}  # noqa: E731
             snake[cmd.group(1).strip()] = (split(fields.get("input", "")), split(fields["output"]))
 
-    assert len(dvc) == 4 + 4 * 2 and set(snake) == set(dvc)  # fetch, ingest, tokenize, report + 4 per variant
+    variants = load(project / "params.yaml").variants
+    assert len(dvc) == 5 + 4 * len(variants) and set(snake) == set(dvc)  # 5 shared stages + 4 per variant
     for cmd, (deps, outs) in dvc.items():
         inputs, outputs = snake[cmd]
         assert outputs == outs, cmd

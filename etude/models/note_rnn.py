@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from etude.params import Generate, NoteRnnVariant
+from etude.params import Evaluate, Generate, NoteRnnVariant
+from etude.pipeline import variant_input
 from etude.sequences import NoteSequences, evenly_spaced
 
-INPUTS = (Path("data/tokens/notes.npz"),)
 Batch = tuple[torch.Tensor, torch.Tensor]  # inputs (B, T, 3) raw notes, targets (B, 3)
 
 
@@ -57,7 +57,7 @@ class NoteRNN(nn.Module):
 
 
 def load_data(config: NoteRnnVariant) -> NoteSequences:
-    return NoteSequences.load(INPUTS[0])
+    return NoteSequences.load(Path(variant_input(config)))
 
 
 def build(config: NoteRnnVariant, data: NoteSequences) -> NoteRNN:
@@ -123,13 +123,13 @@ def loss(model: NoteRNN, batch: Batch, config: NoteRnnVariant, epoch: int) -> tu
 
 
 @torch.no_grad()
-def evaluate(model: NoteRNN, data: NoteSequences, config: NoteRnnVariant, limit: int | None,
+def evaluate(model: NoteRNN, data: NoteSequences, config: NoteRnnVariant, settings: Evaluate,
              device: torch.device) -> dict[str, dict[str, float]]:
     """Test-split metrics per head, each beside the baselines that a useful model must beat."""
     model.eval()
     ce, top1, top5, repeat_last, prev_pitch, pitch_true = [], [], [], [], [], []
     step_pred, step_true, dur_pred, dur_true = [], [], [], []
-    for inputs, target in eval_batches(data, config, "test", limit, device):
+    for inputs, target in eval_batches(data, config, "test", settings.max_windows, device):
         logits, step, duration, _ = model(inputs)
         pitch = target[:, 0].long()
         ce.append(F.cross_entropy(logits, pitch, reduction="none"))
@@ -215,7 +215,7 @@ def generate(model: NoteRNN, data: NoteSequences, config: NoteRnnVariant, settin
     for row, (temp, index) in enumerate((t, i) for t in settings.temperatures for i in range(len(seeds))):
         pitch, step, duration = notes[row, :, 0].astype(int), notes[row, :, 1], notes[row, :, 2]
         start = np.cumsum(step)
-        frame = pd.DataFrame({"temperature": temp, "sample": index, "pitch": pitch, "step": step,
+        frame = pd.DataFrame({"group": f"t{temp:g}", "temperature": temp, "sample": index, "pitch": pitch, "step": step,
                               "duration": duration, "start": start, "end": start + duration})
         frames.append(frame)
         if index < settings.midi_files:

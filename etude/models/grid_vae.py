@@ -1,0 +1,290 @@
+"""RhythmVAE / MelodyVAE (M4L line): a dense VAE over onset, velocity, (duration,) timeshift grids.
+
+Encoder: one branch per feature, Dense -> BatchNorm -> LeakyReLU -> Dropout, concatenated ->
+Dense -> (mu, log sigma^2). Decoder: Dense -> one head per feature, Dense -> BN -> LeakyReLU ->
+Dense(cells): sigmoid onset (as logits, for a stable BCE) and velocity, bounded duration, tanh
+timeshift. Loss: onset BCE + velocity, duration and timeshift MSE, summed over cells, plus KL, with
+the MelodyVAE training fixes (KL annealing, timeshift ramp, masking) as parameters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pretty_midi
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from etude.grids import FEATURES, GridSet, decode
+from etude.params import Evaluate, Generate, GridVaeVariant
+from etude.pipeline import variant_input
+
+Batch = tuple[torch.Tensor]  # grids (B, F, R, T)
+
+
+class GridVAE(nn.Module):
+    def __init__(self, config: GridVaeVariant, shape: tuple[int, int, int], duration_range: tuple[float, float]):
+        super().__init__()
+        self.features = FEATURES[config.representation]
+        n_features, rows, steps = shape
+        self.shape, cells = shape, rows * steps
+        self.duration_range = duration_range
+
+        def block(n_in: int, n_out: int) -> nn.Sequential:
+            return nn.Sequential(nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out, momentum=config.batchnorm_momentum),
+                                 nn.LeakyReLU(config.leaky_slope), nn.Dropout(config.dropout))
+
+        self.branches = nn.ModuleList(block(cells, config.encoder_units) for _ in range(n_features))
+        self.merge = block(n_features * config.encoder_units, config.encoder_units)
+        self.mu = nn.Linear(config.encoder_units, config.latent_dim)
+        self.logvar = nn.Linear(config.encoder_units, config.latent_dim)
+        self.expand = block(config.latent_dim, config.decoder_units)
+        self.heads = nn.ModuleList(nn.Sequential(block(config.decoder_units, config.head_units),
+                                                 nn.Linear(config.head_units, cells)) for _ in range(n_features))
+
+    def encode(self, grids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = grids.flatten(2)
+        h = self.merge(torch.cat([branch(flat[:, f]) for f, branch in enumerate(self.branches)], dim=1))
+        return self.mu(h), self.logvar(h)
+
+    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, F, R, T) pre-activation outputs; onset stays a logit."""
+        h = self.expand(z)
+        return torch.stack([head(h) for head in self.heads], dim=1).view(len(z), *self.shape)
+
+    def activate(self, raw: torch.Tensor) -> torch.Tensor:
+        out = []
+        for f, name in enumerate(self.features):
+            x = raw[:, f]
+            if name in ("onset", "velocity"):
+                out.append(torch.sigmoid(x))
+            elif name == "duration":
+                lo, hi = self.duration_range
+                out.append(lo + (hi - lo) * torch.sigmoid(x))
+            else:
+                out.append(torch.tanh(x))
+        return torch.stack(out, dim=1)
+
+    def forward(self, grids: torch.Tensor):
+        mu, logvar = self.encode(grids)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
+        return self.decode_raw(z), mu, logvar
+
+
+def load_data(config: GridVaeVariant) -> GridSet:
+    return GridSet.load(Path(variant_input(config)))
+
+
+def build(config: GridVaeVariant, data: GridSet) -> GridVAE:
+    return GridVAE(config, data.grids.shape[1:], (data.grid.duration_min, data.grid.duration_max))
+
+
+def train_batches(data: GridSet, config: GridVaeVariant, epoch: int, device: torch.device) -> Iterator[Batch]:
+    rng = np.random.default_rng([config.seed, epoch])
+    index = rng.permutation(data.split_index("train"))[: config.samples_per_epoch]
+    # Full batches only: BatchNorm cannot train on a batch of one.
+    for i in range(0, len(index) - config.batch_size + 1, config.batch_size):
+        yield (torch.from_numpy(data.grids[np.sort(index[i : i + config.batch_size])]).to(device),)
+
+
+def eval_batches(data: GridSet, config: GridVaeVariant, split: str, limit: int | None,
+                 device: torch.device) -> Iterator[Batch]:
+    index = data.split_index(split)
+    if limit is not None and len(index) > limit:
+        index = index[np.linspace(0, len(index) - 1, limit).round().astype(np.int64)]
+    if len(index) == 0:
+        raise ValueError(f"the {split} split has no grid window")
+    for i in range(0, len(index), config.val_batch_size):
+        yield (torch.from_numpy(data.grids[index[i : i + config.val_batch_size]]).to(device),)
+
+
+def kl_weight(config: GridVaeVariant, epoch: int) -> float:
+    kl = config.kl
+    if epoch < kl.start_epoch:
+        return 0.0
+    if kl.anneal_epochs == 0:
+        return kl.beta
+    progress = epoch - kl.start_epoch
+    if kl.cyclical:
+        progress %= kl.anneal_epochs
+    return kl.beta * min(1.0, progress / kl.anneal_epochs)
+
+
+def timeshift_weight(config: GridVaeVariant, epoch: int) -> float:
+    ramp = config.timeshift_ramp_epochs
+    return 1.0 if ramp == 0 else min(1.0, (epoch + 1) / ramp)
+
+
+def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """(B, latent) KL(q(z|x) || N(0, I)) per dimension."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)
+
+
+def loss(model: GridVAE, batch: Batch, config: GridVaeVariant, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    (x,) = batch
+    raw, mu, logvar = model(x)
+    out = model.activate(raw)
+    onset = x[:, 0]
+    # The unmasked original pulls empty cells' velocity and timeshift to 0; masked, only onset
+    # cells count, so timeshift keeps its spread.
+    mask = onset if config.mask_to_onsets else torch.ones_like(onset)
+    sum_cells = lambda t: t.flatten(1).sum(1)  # noqa: E731
+    terms = {"onset": sum_cells(F.binary_cross_entropy_with_logits(raw[:, 0], onset, reduction="none"))}
+    for f, name in enumerate(model.features[1:], start=1):
+        terms[name] = sum_cells(mask * (out[:, f] - x[:, f]) ** 2)
+    kl_dims = kl_per_dim(mu, logvar)
+    # Free bits: no pressure on a dimension whose batch-mean KL is below the floor.
+    terms["kl"] = torch.clamp(kl_dims.mean(0), min=config.kl.free_bits).sum().expand(len(x))
+    terms = {k: v.mean() for k, v in terms.items()}
+    coef = config.loss.model_dump()
+    weights = {name: coef[name] for name in model.features}
+    weights["timeshift"] *= timeshift_weight(config, epoch)
+    weights["kl"] = kl_weight(config, epoch)
+    total = sum(weights[k] * v for k, v in terms.items())
+    return total, terms
+
+
+@torch.no_grad()
+def _encode_decode(model: GridVAE, batches: Iterator[Batch]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs, decoded outputs (from z = mu), mu and logvar over a split."""
+    model.eval()
+    xs, outs, mus, logvars = [], [], [], []
+    for (x,) in batches:
+        raw, mu, logvar = model(x)
+        xs.append(x.cpu()), outs.append(model.activate(raw).cpu()), mus.append(mu.cpu()), logvars.append(logvar.cpu())
+    return tuple(torch.cat(t).numpy() for t in (xs, outs, mus, logvars))
+
+
+def _onset_scores(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    tp = float((true & pred).sum())
+    precision = tp / max(pred.sum(), 1)
+    recall = tp / max(true.sum(), 1)
+    return {"onset_precision": precision, "onset_recall": recall,
+            "onset_f1": 0.0 if tp == 0 else 2 * precision * recall / (precision + recall)}
+
+
+def _latent_stats(mu: np.ndarray, logvar: np.ndarray, config: GridVaeVariant) -> dict[str, float]:
+    kl = kl_per_dim(torch.from_numpy(mu), torch.from_numpy(logvar)).mean(0).numpy()
+    variance = mu.var(axis=0, ddof=1) if len(mu) > 1 else np.zeros(mu.shape[1])
+    stats = {"kl": float(kl.sum()), "active_units": float((variance > config.active_unit_threshold).sum())}
+    stats |= {f"kl_dim_{j}": float(v) for j, v in enumerate(kl)}
+    return stats
+
+
+def diagnostics(model: GridVAE, data: GridSet, config: GridVaeVariant, epoch: int, device: torch.device) -> dict[str, float]:
+    """Per epoch, on the validation split: loss weights, KL per dimension, active units, onset F1
+    and the variance of decoded timeshift on onset cells (feature collapse below the threshold)."""
+    x, out, mu, logvar = _encode_decode(model, eval_batches(data, config, "validation", config.val_max_windows, device))
+    onsets = x[:, 0] > 0.5
+    ts = out[:, model.features.index("timeshift")][onsets]
+    row = {"kl_weight": kl_weight(config, epoch), "timeshift_weight": timeshift_weight(config, epoch),
+           "timeshift_variance": float(ts.var()) if ts.size else 0.0}
+    row |= {f"val_{k}": v for k, v in _latent_stats(mu, logvar, config).items()}
+    row["val_onset_f1"] = _onset_scores(onsets, out[:, 0] > config.onset_threshold)["onset_f1"]
+    annealed = epoch >= config.kl.start_epoch + config.kl.anneal_epochs
+    if annealed and row["timeshift_variance"] < config.collapse_variance:
+        print(f"WARNING: epoch {epoch + 1}: decoded timeshift variance {row['timeshift_variance']:.4f} < "
+              f"{config.collapse_variance}: timeshift feature collapse", flush=True)
+    return row
+
+
+def _feature_stats(grids: np.ndarray, features: tuple[str, ...], threshold: float) -> dict[str, float]:
+    onsets = grids[:, 0] > threshold
+    ts = grids[:, features.index("timeshift")][onsets]
+    return {"onset_density": float(onsets.sum(axis=(1, 2)).mean()), "timeshift_std": float(ts.std()) if ts.size else 0.0}
+
+
+@torch.no_grad()
+def evaluate(model: GridVAE, data: GridSet, config: GridVaeVariant, settings: Evaluate,
+             device: torch.device) -> dict[str, dict[str, float]]:
+    x, out, mu, logvar = _encode_decode(model, eval_batches(data, config, "test", settings.max_windows, device))
+    features = model.features
+    onsets = x[:, 0] > 0.5
+    ts_true = x[:, features.index("timeshift")][onsets]
+    ts_pred = out[:, features.index("timeshift")][onsets]
+    train = data.grids[data.split_index("train")]
+    train_onsets = train[:, 0] > 0.5
+    metrics = _onset_scores(onsets, out[:, 0] > config.onset_threshold)
+    metrics |= {"velocity_mae": float(np.abs(out[:, 1][onsets] - x[:, 1][onsets]).mean()),
+                "timeshift_mae": float(np.abs(ts_pred - ts_true).mean()),
+                "timeshift_std_ratio": float(ts_pred.std() / max(ts_true.std(), 1e-12))}
+    metrics |= _latent_stats(mu, logvar, config)
+
+    generator = torch.Generator().manual_seed(config.seed)
+    z = torch.randn(settings.prior_samples, config.latent_dim, generator=generator).to(device)
+    prior = model.activate(model.decode_raw(z)).cpu().numpy()
+    return {
+        "model": metrics,
+        # An all-empty grid (F1 0) and the training mean of velocity and timeshift on onset cells.
+        "baseline": {"onset_precision": 0.0, "onset_recall": 0.0, "onset_f1": 0.0,
+                     "velocity_mae": float(np.abs(train[:, 1][train_onsets].mean() - x[:, 1][onsets]).mean()),
+                     "timeshift_mae": float(np.abs(train[:, -1][train_onsets].mean() - ts_true).mean())},
+        "prior_samples": _feature_stats(prior, features, config.onset_threshold),
+        "test_data": _feature_stats(x, features, 0.5),
+        "windows": {"count": float(len(x))},
+    }
+
+
+@torch.no_grad()
+def generate(model: GridVAE, data: GridSet, config: GridVaeVariant, settings: Generate,
+             out_dir: Path, device: torch.device) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Prior samples, the XY-pad sweep (latent_dim 2), interpolations between test windows; each
+    group written as one MIDI file, windows back to back."""
+    grid = data.grid
+    model.eval()
+    generator = torch.Generator().manual_seed(config.seed)
+    groups: dict[str, torch.Tensor] = {
+        "prior": torch.randn(settings.num_samples, config.latent_dim, generator=generator)}
+    if config.latent_dim == 2:
+        axis = torch.linspace(-settings.sweep_range, settings.sweep_range, settings.sweep_steps)
+        groups["sweep"] = torch.cartesian_prod(axis, axis)
+    test = data.split_index("test")
+    pairs = test[np.linspace(0, len(test) - 1, 2 * settings.interpolations).round().astype(np.int64)]
+    if settings.interpolations:
+        mu, _ = model.encode(torch.from_numpy(data.grids[pairs]).to(device))
+        mu = mu.cpu()
+        steps = torch.linspace(0, 1, settings.interpolation_steps)[:, None]
+        for k in range(settings.interpolations):
+            groups[f"interp{k}"] = (1 - steps) * mu[2 * k] + steps * mu[2 * k + 1]
+
+    beats = data.beats(int(data.piece[test[0]]))
+    steps_per_window = grid.bars * grid.beats_per_bar * grid.steps_per_beat
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frames, decoded = [], {}
+    for name, z in groups.items():
+        windows = model.activate(model.decode_raw(z.to(device))).cpu().numpy()
+        decoded[name] = windows
+        for i, window in enumerate(windows):
+            notes = decode(window, beats, grid, config.representation, first_step=i * steps_per_window,
+                           onset_threshold=settings.onset_threshold, grid_offset=settings.grid_offset)
+            frames.append(notes.assign(group=name, sample=i))
+    table = pd.concat(frames, ignore_index=True)
+    for name, notes in table.groupby("group"):
+        _write_midi(notes, out_dir / f"{name}.mid", settings.program)
+    np.savez(out_dir / "grids.npz", **decoded)
+    _latent_map(model, data, config, device).to_parquet(out_dir / "latent.parquet", index=False)
+    stats = {f"{name}_{k}": v for name, w in decoded.items()
+             for k, v in _feature_stats(w, model.features, settings.onset_threshold).items()}
+    return table, stats
+
+
+def _latent_map(model: GridVAE, data: GridSet, config: GridVaeVariant, device: torch.device) -> pd.DataFrame:
+    """Test windows' mu (first two dimensions) and onset density: the report's latent plane."""
+    x, _, mu, _ = _encode_decode(model, eval_batches(data, config, "test", None, device))
+    second = mu[:, 1] if mu.shape[1] > 1 else np.zeros(len(mu))
+    return pd.DataFrame({"z0": mu[:, 0], "z1": second, "onset_density": (x[:, 0] > 0.5).sum(axis=(1, 2))})
+
+
+def _write_midi(notes: pd.DataFrame, path: Path, program: int) -> None:
+    midi = pretty_midi.PrettyMIDI()
+    instrument = pretty_midi.Instrument(program=program)
+    offset = notes["start"].min()
+    for n in notes.itertuples(index=False):
+        instrument.notes.append(pretty_midi.Note(int(n.velocity), int(n.pitch), float(n.start - offset),
+                                                 float(n.end - offset)))
+    midi.instruments.append(instrument)
+    midi.write(str(path))
