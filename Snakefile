@@ -28,7 +28,7 @@ rule all:
 def _inputs(stage):
     code = [stage.script, *stage.code]
     if stage.per_variant:
-        return lambda wc: code + [fill(d, PARAMS, wc.variant) for d in stage.deps]
+        return lambda wc: [fill(d, PARAMS, wc.variant) for d in code + list(stage.deps)]
     per_variant = [fill(t, PARAMS, v) for t in stage.variant_inputs for v in VARIANTS]
     fixed = [d for d in stage.deps if d not in ("metrics", "samples", "runs")]
     return code + fixed + per_variant

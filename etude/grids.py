@@ -33,9 +33,6 @@ class BeatGrid:
     phase: float  # seconds of the first grid line
     source: str   # file | estimate | fixed
 
-    def unit(self, steps_per_beat: int) -> float:
-        return 60.0 / self.bpm / steps_per_beat
-
 
 def estimate_tempo(onsets: np.ndarray, weights: np.ndarray, settings: Tempo) -> tuple[float, float]:
     """(bpm, phase) of a performance from its note onsets.
@@ -58,11 +55,16 @@ def estimate_tempo(onsets: np.ndarray, weights: np.ndarray, settings: Tempo) -> 
     # The envelope quantises onsets to frames, and a period off by a fraction of a frame drifts
     # the phase by tenths of a second over a piece: refine within one frame on the exact onset
     # times, maximising the circular resultant |sum w exp(2 pi i t / period)| (a comb fit).
-    periods = np.linspace(best - 1, best + 1, settings.refine_candidates) / fps
+    beat, offset = comb_fit(onsets, weights, np.linspace(best - 1, best + 1, settings.refine_candidates) / fps)
+    return 60.0 / beat, offset % beat
+
+
+def comb_fit(onsets: np.ndarray, weights: np.ndarray, periods: np.ndarray) -> tuple[float, float]:
+    """(period, offset in [-period/2, period/2)) maximising |sum w exp(2 pi i t / period)|: the
+    beat lattice that the onsets fall on most closely."""
     resultant = np.exp(2j * np.pi * onsets[None, :] / periods[:, None]) @ weights
     k = int(np.argmax(np.abs(resultant)))
-    beat = float(periods[k])
-    return 60.0 / beat, float((np.angle(resultant[k]) / (2 * np.pi)) % 1.0 * beat)
+    return float(periods[k]), float(np.angle(resultant[k]) / (2 * np.pi) * periods[k])
 
 
 def beat_grid(notes: pd.DataFrame, file_tempo_bpm: float, settings: Tempo) -> BeatGrid:
@@ -89,49 +91,81 @@ def num_rows(grid: Grid, representation: str) -> int:
     return grid.melody.rows if representation == "melody" else len(grid.rhythm.band_edges) - 1
 
 
-def encode(notes: pd.DataFrame, beats: BeatGrid, grid: Grid, representation: str) -> tuple[np.ndarray, np.ndarray]:
-    """(windows, first_step): grids (W, F, R, T) float32 and each window's first global step."""
+def window_grids(notes: pd.DataFrame, beats: BeatGrid, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """(start, unit) of consecutive windows: the first grid line of each, in seconds, and its step.
+
+    With grid.tempo.local_tolerance 0 (or a tempo from the file or fixed) every window keeps the
+    piece's tempo and phase. Otherwise each window refits its beat period (within the tolerance of
+    the piece's) and phase (within half a beat) to its own onsets, and the next window starts where
+    it ends: a piecewise-constant grid that follows rubato, so timeshift measures timing against
+    the local pulse rather than against a tempo the performer left long ago.
+    """
+    beat0 = 60.0 / beats.bpm
+    window_beats = grid.bars * grid.beats_per_bar
+    tolerance = grid.tempo.local_tolerance if beats.source == "estimate" else 0.0
+    onsets = np.sort(notes["start"].to_numpy())
+    weights = notes["velocity"].to_numpy()[np.argsort(notes["start"].to_numpy(), kind="stable")] / 127.0
+    periods = beat0 * np.linspace(1 - tolerance, 1 + tolerance, grid.tempo.refine_candidates)
+    starts, units = [], []
+    start = beats.phase - np.ceil((beats.phase - onsets[0]) / (window_beats * beat0)) * window_beats * beat0
+    while start - beat0 / 2 <= onsets[-1]:
+        beat = beat0
+        if tolerance > 0:
+            inside = (onsets >= start - beat0 / 2) & (onsets < start + (window_beats - 0.5) * beat0)
+            if inside.sum() >= 2:
+                beat, offset = comb_fit(onsets[inside] - start, weights[inside], periods)
+                start += offset
+        starts.append(start)
+        units.append(beat / grid.steps_per_beat)
+        start += window_beats * beat
+    return np.array(starts), np.array(units)
+
+
+def encode(notes: pd.DataFrame, beats: BeatGrid, grid: Grid,
+           representation: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(windows, start, unit): grids (W, F, R, T) float32, each window's first grid line (s) and step (s)."""
     features = FEATURES[representation]
     steps = grid.bars * grid.beats_per_bar * grid.steps_per_beat
-    unit = beats.unit(grid.steps_per_beat)
+    starts, units = window_grids(notes, beats, grid)
+    # Each note belongs to the window whose first cell's half-step catchment has begun.
+    t = notes["start"].to_numpy()
+    window = np.clip(np.searchsorted(starts - units / 2, t, side="right") - 1, 0, len(starts) - 1)
+    unit = units[window]
+    index = np.floor((t - starts[window] + unit / 2) / unit).astype(np.int64)
     rows = rows_of(notes, grid, representation)
-    keep = rows >= 0
+    # A window that refit its phase later leaves a gap after the previous one: notes there fall on
+    # no cell and are dropped rather than moved.
+    keep = (rows >= 0) & (index >= 0) & (index < steps)
     if representation == "melody" and grid.melody.voice == "skyline":
-        keep &= _is_skyline(notes, beats, unit)
-    notes, rows = notes[keep], rows[keep]
+        keep &= _is_skyline(window * steps + index, notes["pitch"].to_numpy())
+    notes, rows, window, index, unit, t = notes[keep], rows[keep], window[keep], index[keep], unit[keep], t[keep]
 
-    t = notes["start"].to_numpy() - beats.phase
-    index = np.maximum(0, np.floor((t + unit / 2) / unit)).astype(np.int64)
-    timeshift = np.clip((t - unit * index) / (unit / 2), -1.0, np.nextafter(1.0, 0))
+    timeshift = np.clip((t - starts[window] - unit * index) / (unit / 2), -1.0, np.nextafter(np.float32(1), 0))
     velocity = notes["velocity"].to_numpy() / 127.0
-    half_note = 2 * 60.0 / beats.bpm
+    half_note = 2 * grid.steps_per_beat * unit
     duration = np.clip((notes["end"] - notes["start"]).to_numpy() / half_note, grid.duration_min, grid.duration_max)
-
-    window, cell = index // steps, index % steps
+    cell = index
     # Two notes in one cell: the louder wins (first occurrence after a stable descending sort).
     order = np.argsort(-velocity, kind="stable")
     key = (window * num_rows(grid, representation) + rows) * steps + cell
     _, first = np.unique(key[order], return_index=True)
     chosen = order[first]
-    count = int(window.max()) + 1 if len(window) else 0
-    out = np.zeros((count, len(features), num_rows(grid, representation), steps), dtype=np.float32)
+    out = np.zeros((len(starts), len(features), num_rows(grid, representation), steps), dtype=np.float32)
     values = {"onset": 1.0, "velocity": velocity, "duration": duration, "timeshift": timeshift}
     for f, name in enumerate(features):
         value = values[name]
         out[window[chosen], f, rows[chosen], cell[chosen]] = value if np.isscalar(value) else value[chosen]
     onsets = out[:, 0].sum(axis=(1, 2))
     kept = np.flatnonzero(onsets >= max(grid.min_onsets, 1))
-    return out[kept], kept * steps
+    return out[kept], starts[kept], units[kept]
 
 
 
-def _is_skyline(notes: pd.DataFrame, beats: BeatGrid, unit: float) -> np.ndarray:
+def _is_skyline(step: np.ndarray, pitch: np.ndarray) -> np.ndarray:
     """True for the highest note among those whose onsets fall in the same grid step."""
-    step = np.floor((notes["start"].to_numpy() - beats.phase + unit / 2) / unit).astype(np.int64)
-    pitch = notes["pitch"].to_numpy()
     order = np.lexsort((-pitch, step))
     first = np.r_[True, step[order][1:] != step[order][:-1]]
-    mask = np.zeros(len(notes), dtype=bool)
+    mask = np.zeros(len(step), dtype=bool)
     mask[order[first]] = True
     return mask
 
@@ -144,16 +178,16 @@ def lane_pitches(grid: Grid, representation: str) -> np.ndarray:
     return ((edges[:-1] + edges[1:] - 1) // 2).clip(0, 127)
 
 
-def decode(window: np.ndarray, beats: BeatGrid, grid: Grid, representation: str, first_step: int = 0,
+def decode(window: np.ndarray, start_s: float, unit: float, grid: Grid, representation: str,
            onset_threshold: float = 0.5, grid_offset: float = 1.0) -> pd.DataFrame:
-    """Notes (pitch, velocity, start, end in seconds) of one (F, R, T) grid, with micro-timing."""
+    """Notes (pitch, velocity, start, end in seconds) of one (F, R, T) grid whose first grid line is
+    at `start_s` with steps of `unit` seconds, with micro-timing scaled by `grid_offset`."""
     features = FEATURES[representation]
-    unit = beats.unit(grid.steps_per_beat)
     rows, cells = np.nonzero(window[0] > onset_threshold)
     get = lambda name: window[features.index(name), rows, cells]  # noqa: E731
-    start = beats.phase + (first_step + cells) * unit + get("timeshift") * grid_offset * unit / 2
+    start = start_s + cells * unit + get("timeshift") * grid_offset * unit / 2
     if "duration" in features:
-        length = get("duration") * 2 * 60.0 / beats.bpm
+        length = get("duration") * 2 * grid.steps_per_beat * unit
     else:
         length = np.full(len(rows), unit)  # rhythm grids carry no duration: one step
     velocity = np.clip(np.round(get("velocity") * 127), 1, 127).astype(int)
@@ -166,7 +200,8 @@ def decode(window: np.ndarray, beats: BeatGrid, grid: Grid, representation: str,
 class GridSet:
     grids: np.ndarray       # (W, F, R, T) float32
     piece: np.ndarray       # (W,) piece id
-    first_step: np.ndarray  # (W,) global step index of each window's first cell
+    start: np.ndarray       # (W,) seconds of each window's first grid line
+    unit: np.ndarray        # (W,) seconds per grid step of each window
     split: np.ndarray       # (W,) SPLIT_CODES
     tempo: pd.DataFrame     # per piece: id, bpm, phase, source
     grid: Grid              # the geometry the grids were built with: decoding needs it
@@ -175,7 +210,7 @@ class GridSet:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as f:
-            np.savez(f, grids=self.grids, piece=self.piece, first_step=self.first_step, split=self.split,
+            np.savez(f, grids=self.grids, piece=self.piece, start=self.start, unit=self.unit, split=self.split,
                      grid=np.array(self.grid.model_dump_json()), representation=np.array(self.representation),
                      tempo_id=self.tempo["id"].to_numpy(), tempo_bpm=self.tempo["bpm"].to_numpy(),
                      tempo_phase=self.tempo["phase"].to_numpy(), tempo_source=self.tempo["source"].to_numpy(str))
@@ -185,32 +220,29 @@ class GridSet:
         with np.load(path) as z:
             tempo = pd.DataFrame({"id": z["tempo_id"], "bpm": z["tempo_bpm"], "phase": z["tempo_phase"],
                                   "source": z["tempo_source"]})
-            return cls(z["grids"], z["piece"], z["first_step"], z["split"], tempo,
+            return cls(z["grids"], z["piece"], z["start"], z["unit"], z["split"], tempo,
                        Grid.model_validate_json(str(z["grid"])), str(z["representation"]))
 
     def split_index(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == SPLIT_CODES[split])
 
-    def beats(self, piece: int) -> BeatGrid:
-        row = self.tempo.set_index("id").loc[piece]
-        return BeatGrid(float(row["bpm"]), float(row["phase"]), str(row["source"]))
-
 
 def build(notes: pd.DataFrame, pieces: pd.DataFrame, grid: Grid, representation: str) -> GridSet:
     usable = pieces[pieces["status"] == OK].set_index("id")
-    grids, piece_ids, first_steps, tempo_rows = [], [], [], []
+    grids, piece_ids, starts, units, tempo_rows = [], [], [], [], []
     for pid, group in notes[notes["piece"].isin(usable.index)].groupby("piece", sort=True):
         beats = beat_grid(group, usable.loc[pid, "file_tempo_bpm"], grid.tempo)
         tempo_rows.append({"id": pid, "bpm": beats.bpm, "phase": beats.phase, "source": beats.source})
-        windows, first = encode(group, beats, grid, representation)
+        windows, start, unit = encode(group, beats, grid, representation)
         grids.append(windows)
         piece_ids.append(np.full(len(windows), pid, dtype=np.int32))
-        first_steps.append(first)
+        starts.append(start)
+        units.append(unit)
     if not grids or sum(len(g) for g in grids) == 0:
         raise ValueError(f"grids: no {representation} window has grid.min_onsets={grid.min_onsets} onsets")
     piece = np.concatenate(piece_ids)
     split = usable.loc[piece, "split"].map(SPLIT_CODES).to_numpy(np.int8)
     if not (split == SPLIT_CODES["train"]).any():
         raise ValueError(f"grids: the training split has no {representation} window")
-    return GridSet(np.concatenate(grids), piece, np.concatenate(first_steps).astype(np.int64), split,
+    return GridSet(np.concatenate(grids), piece, np.concatenate(starts), np.concatenate(units), split,
                    pd.DataFrame(tempo_rows), grid, representation)

@@ -96,7 +96,8 @@ class Tempo(Strict):
     prior_bpm: PositiveFloat
     prior_octaves: PositiveFloat  # width of the log-normal prior on tempo, in octaves
     frame_rate: PositiveInt       # onset-envelope frames per second
-    refine_candidates: Annotated[int, Field(ge=3)]  # beat periods tried within one frame of the peak
+    refine_candidates: Annotated[int, Field(ge=3)]  # beat periods tried in each comb fit
+    local_tolerance: Annotated[float, Field(ge=0, lt=0.5)]  # estimate: per-window beat within +-this of the piece's
 
     @model_validator(mode="after")
     def _ordered(self) -> Tempo:
@@ -220,7 +221,7 @@ class GridVae(Strict):
     kl: KlSchedule
     timeshift_ramp_epochs: NonNegativeInt
     val_batch_size: PositiveInt
-    onset_threshold: Annotated[float, Field(gt=0, lt=1)]
+    onset_threshold: Annotated[float, Field(gt=0, lt=1)]  # decoding threshold: metrics and samples (the M4L knob)
     active_unit_threshold: PositiveFloat    # Var_x(mu_j) above this: dimension j is in use
     collapse_variance: PositiveFloat        # decoded timeshift variance below this: collapsed
 
@@ -258,7 +259,6 @@ class Generate(Strict):
     sweep_range: PositiveFloat                       # sweep over [-range, range] on each axis
     interpolations: NonNegativeInt                   # pairs of test windows
     interpolation_steps: Annotated[int, Field(ge=2)]
-    onset_threshold: Annotated[float, Field(gt=0, lt=1)]
     grid_offset: Annotated[float, Field(ge=0, le=2)]  # scale of decoded timeshift (M4L knob)
 
 

@@ -39,6 +39,7 @@ RUN_LINK = "runs/{stage}/{variant}.json"
 REPORT_HTML = "reports/index.html"
 REPORT_MD = "reports/summary.md"
 INPUT = "{input}"  # the representation file the variant trains on: variant_input()
+FAMILY_CODE = "etude/models/{model}.py"  # a variant depends on its own family's module only
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,11 @@ STAGES: tuple[Stage, ...] = (
           outs=tuple(GRIDS.format(representation=r) for r in REPRESENTATIONS), params=("grid",)),
     Stage("configure", code=("etude/params.py",), outs=(CONFIG,),
           params=(*TRAINING_KEYS, "models.{model}", "variants.{variant}"), per_variant=True),
-    Stage("train", code=("etude/training.py", "etude/models"), deps=(CONFIG, INPUT),
+    Stage("train", code=("etude/training.py", FAMILY_CODE), deps=(CONFIG, INPUT),
           outs=(MODEL_DIR, _run_link("train")), metrics=(TRAIN_METRICS,), plots=(HISTORY,), per_variant=True),
-    Stage("evaluate", code=("etude/models",), deps=(CONFIG, INPUT, MODEL_DIR),
+    Stage("evaluate", code=("etude/training.py", FAMILY_CODE), deps=(CONFIG, INPUT, MODEL_DIR),
           outs=(_run_link("evaluate"),), metrics=(EVAL_METRICS,), params=("evaluate",), per_variant=True),
-    Stage("generate", code=("etude/models",), deps=(CONFIG, INPUT, MODEL_DIR),
+    Stage("generate", code=("etude/training.py", FAMILY_CODE), deps=(CONFIG, INPUT, MODEL_DIR),
           outs=(SAMPLES_DIR, _run_link("generate")), metrics=(GENERATE_METRICS,), params=("generate",),
           per_variant=True),
     Stage("report", code=("etude/report.py",), deps=("metrics", "samples", "runs", PIECES),
@@ -115,7 +116,7 @@ def render_dvc(params: Params) -> str:
              for name, cfg in params.variants.items()}
     stages = {}
     for stage in STAGES:
-        body: dict = {"cmd": _dvc(stage.cmd), "deps": [stage.script, *stage.code, *map(_dvc, stage.deps)]}
+        body: dict = {"cmd": _dvc(stage.cmd), "deps": [stage.script, *map(_dvc, stage.code + stage.deps)]}
         if stage.params:
             body["params"] = [_dvc(p) for p in stage.params]
         body["outs"] = [_dvc(o) for o in stage.outs]

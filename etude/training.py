@@ -190,11 +190,13 @@ def _run_epoch(model, optimizer, family, data, config, epoch: int, device,
 
 @torch.no_grad()
 def validate(model, family, data, config, epoch: int, device) -> dict[str, float]:
+    """Validation loss at the loss schedules' final weights (epoch=None): an annealed KL weight
+    would make it rise while the model improves, and trip early stopping within a few epochs."""
     model.eval()
     sums: dict[str, float] = {}
     count = 0
     for batch in family.eval_batches(data, config, "validation", config.val_max_windows, device):
-        loss, terms = family.loss(model, batch, config, epoch)
+        loss, terms = family.loss(model, batch, config, epoch=None)
         n = len(batch[0])
         for key, value in {"loss": loss, **{f"{k}_loss": v for k, v in terms.items()}}.items():
             sums[key] = sums.get(key, 0.0) + float(value) * n

@@ -29,10 +29,12 @@ def grid_settings(params, **update):
 def test_round_trip_midi_grid_midi_on_a_real_file(notes, params, representation, steps_per_beat):
     grid = grid_settings(params, steps_per_beat=steps_per_beat, min_onsets=0)
     beats = grids.beat_grid(notes, float("nan"), grid.tempo)
-    windows, first = grids.encode(notes, beats, grid, representation)
-    unit = beats.unit(steps_per_beat)
+    windows, starts, units = grids.encode(notes, beats, grid, representation)
+    piece_unit = 60 / beats.bpm / steps_per_beat  # windows refit the beat within the tolerance
+    assert np.all(np.diff(starts) > 0) and np.all(np.abs(units / piece_unit - 1) <= grid.tempo.local_tolerance + 1e-9)
+    unit = units.max()
     rows = grids.rows_of(notes, grid, representation)
-    decoded = pd.concat([grids.decode(w, beats, grid, representation, f) for w, f in zip(windows, first)])
+    decoded = pd.concat([grids.decode(w, s, u, grid, representation) for w, s, u in zip(windows, starts, units)])
     assert len(decoded) == int((windows[:, 0] > 0.5).sum()) > 0.5 * len(notes)  # collisions drop the rest
     lane = grids.lane_pitches(grid, representation)
     original = pd.DataFrame({"row": rows, "start": notes["start"].to_numpy(), "velocity": notes["velocity"].to_numpy()})
@@ -42,8 +44,8 @@ def test_round_trip_midi_grid_midi_on_a_real_file(notes, params, representation,
         nearest = same_row.iloc[int(np.argmin(np.abs(same_row["start"] - note.start)))]
         assert abs(nearest["start"] - note.start) <= unit / 2  # within half a step (exact up to float32)
         assert abs(nearest["velocity"] - note.velocity) <= 1   # within one velocity level
-    quantised = grids.decode(windows[0], beats, grid, representation, first[0], grid_offset=0.0)
-    steps = (quantised["start"] - beats.phase) / unit
+    quantised = grids.decode(windows[0], starts[0], units[0], grid, representation, grid_offset=0.0)
+    steps = (quantised["start"] - starts[0]) / units[0]
     np.testing.assert_allclose(steps, np.round(steps), atol=1e-6)  # grid_offset 0: on grid lines
 
 
@@ -63,15 +65,15 @@ def test_tempo_sources_and_cell_rules(params):
     fixed = grids.beat_grid(notes, 133.0, grid.tempo.model_copy(update={"source": "fixed"}))
     from_file = grids.beat_grid(notes, 133.0, grid.tempo.model_copy(update={"source": "file"}))
     assert (fixed.bpm, fixed.source, from_file.bpm, from_file.source) == (120.0, "fixed", 133.0, "file")
-    windows, _ = grids.encode(notes, fixed, grid, "melody")
+    windows, _, _ = grids.encode(notes, fixed, grid, "melody")
     # 60 and 62 share the first step in different rows: both are kept.
     assert windows.shape == (1, 4, 24, 32) and windows[0, 0].sum() == 8
     clash = pd.concat([notes, notes.assign(velocity=10, start=notes["start"] + 0.02)], ignore_index=True)
-    merged, _ = grids.encode(clash, fixed, grid, "melody")
+    merged, _, _ = grids.encode(clash, fixed, grid, "melody")
     np.testing.assert_array_equal(merged[0, 1], windows[0, 1])  # the louder note of each cell wins
-    skyline, _ = grids.encode(notes, fixed, grid.model_copy(update={"melody": grid.melody.model_copy(update={"voice": "skyline"})}), "melody")
+    skyline, _, _ = grids.encode(notes, fixed, grid.model_copy(update={"melody": grid.melody.model_copy(update={"voice": "skyline"})}), "melody")
     assert skyline[0, 0].sum() == 6  # same steps: 60/62 and 60/72; only 62 and 72 are kept
-    sparse, _ = grids.encode(notes.iloc[:4], fixed, grid, "melody")
+    sparse, _, _ = grids.encode(notes.iloc[:4], fixed, grid, "melody")
     assert len(sparse) == 0  # 4 onsets < min_onsets 5: dropped
 
 
@@ -98,7 +100,7 @@ def _train_timeshift_variance(windows: np.ndarray, config, epochs: int) -> float
 
 def test_masked_loss_keeps_timeshift_variance_where_unmasked_collapses(notes, params):
     grid = grid_settings(params, min_onsets=1)
-    windows, _ = grids.encode(notes, grids.beat_grid(notes, float("nan"), grid.tempo), grid, "rhythm")
+    windows, _, _ = grids.encode(notes, grids.beat_grid(notes, float("nan"), grid.tempo), grid, "rhythm")
     target = float(windows[:, -1][windows[:, 0] > 0.5].var())  # real micro-timing: ~0.33
     small = {"encoder_units": 64, "decoder_units": 64, "head_units": 64, "dropout": 0.0, "lr": 0.003,
              "timeshift_ramp_epochs": 0, "kl": params.variant("rhythm_vae").kl.model_copy(update={"anneal_epochs": 0})}

@@ -102,8 +102,11 @@ def eval_batches(data: GridSet, config: GridVaeVariant, split: str, limit: int |
         yield (torch.from_numpy(data.grids[index[i : i + config.val_batch_size]]).to(device),)
 
 
-def kl_weight(config: GridVaeVariant, epoch: int) -> float:
+def kl_weight(config: GridVaeVariant, epoch: int | None) -> float:
+    """KL weight at `epoch`; None: the weight once every schedule has finished."""
     kl = config.kl
+    if epoch is None:
+        return kl.beta
     if epoch < kl.start_epoch:
         return 0.0
     if kl.anneal_epochs == 0:
@@ -114,9 +117,18 @@ def kl_weight(config: GridVaeVariant, epoch: int) -> float:
     return kl.beta * min(1.0, progress / kl.anneal_epochs)
 
 
-def timeshift_weight(config: GridVaeVariant, epoch: int) -> float:
+def timeshift_weight(config: GridVaeVariant, epoch: int | None) -> float:
     ramp = config.timeshift_ramp_epochs
-    return 1.0 if ramp == 0 else min(1.0, (epoch + 1) / ramp)
+    return 1.0 if ramp == 0 or epoch is None else min(1.0, (epoch + 1) / ramp)
+
+
+def loss_weights(config: GridVaeVariant, features: tuple[str, ...], epoch: int | None) -> dict[str, float]:
+    """Each loss term's weight at `epoch`: coefficients, the timeshift ramp and the KL schedule."""
+    coef = config.loss.model_dump()
+    weights = {name: coef[name] for name in features}
+    weights["timeshift"] *= timeshift_weight(config, epoch)
+    weights["kl"] = kl_weight(config, epoch)
+    return weights
 
 
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -124,7 +136,8 @@ def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)
 
 
-def loss(model: GridVAE, batch: Batch, config: GridVaeVariant, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def loss(model: GridVAE, batch: Batch, config: GridVaeVariant,
+         epoch: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     (x,) = batch
     raw, mu, logvar = model(x)
     out = model.activate(raw)
@@ -140,10 +153,7 @@ def loss(model: GridVAE, batch: Batch, config: GridVaeVariant, epoch: int) -> tu
     # Free bits: no pressure on a dimension whose batch-mean KL is below the floor.
     terms["kl"] = torch.clamp(kl_dims.mean(0), min=config.kl.free_bits).sum().expand(len(x))
     terms = {k: v.mean() for k, v in terms.items()}
-    coef = config.loss.model_dump()
-    weights = {name: coef[name] for name in model.features}
-    weights["timeshift"] *= timeshift_weight(config, epoch)
-    weights["kl"] = kl_weight(config, epoch)
+    weights = loss_weights(config, model.features, epoch)
     total = sum(weights[k] * v for k, v in terms.items())
     return total, terms
 
@@ -181,8 +191,8 @@ def diagnostics(model: GridVAE, data: GridSet, config: GridVaeVariant, epoch: in
     x, out, mu, logvar = _encode_decode(model, eval_batches(data, config, "validation", config.val_max_windows, device))
     onsets = x[:, 0] > 0.5
     ts = out[:, model.features.index("timeshift")][onsets]
-    row = {"kl_weight": kl_weight(config, epoch), "timeshift_weight": timeshift_weight(config, epoch),
-           "timeshift_variance": float(ts.var()) if ts.size else 0.0}
+    row = {f"weight_{k}": v for k, v in loss_weights(config, model.features, epoch).items()}
+    row["timeshift_variance"] = float(ts.var()) if ts.size else 0.0
     row |= {f"val_{k}": v for k, v in _latent_stats(mu, logvar, config).items()}
     row["val_onset_f1"] = _onset_scores(onsets, out[:, 0] > config.onset_threshold)["onset_f1"]
     annealed = epoch >= config.kl.start_epoch + config.kl.anneal_epochs
@@ -251,16 +261,17 @@ def generate(model: GridVAE, data: GridSet, config: GridVaeVariant, settings: Ge
         for k in range(settings.interpolations):
             groups[f"interp{k}"] = (1 - steps) * mu[2 * k] + steps * mu[2 * k + 1]
 
-    beats = data.beats(int(data.piece[test[0]]))
-    steps_per_window = grid.bars * grid.beats_per_bar * grid.steps_per_beat
+    # Samples are written back to back on the median grid step of the test windows.
+    unit = float(np.median(data.unit[test]))
+    window_s = grid.bars * grid.beats_per_bar * grid.steps_per_beat * unit
     out_dir.mkdir(parents=True, exist_ok=True)
     frames, decoded = [], {}
     for name, z in groups.items():
         windows = model.activate(model.decode_raw(z.to(device))).cpu().numpy()
         decoded[name] = windows
         for i, window in enumerate(windows):
-            notes = decode(window, beats, grid, config.representation, first_step=i * steps_per_window,
-                           onset_threshold=settings.onset_threshold, grid_offset=settings.grid_offset)
+            notes = decode(window, i * window_s, unit, grid, config.representation,
+                           onset_threshold=config.onset_threshold, grid_offset=settings.grid_offset)
             frames.append(notes.assign(group=name, sample=i))
     table = pd.concat(frames, ignore_index=True)
     for name, notes in table.groupby("group"):
@@ -268,7 +279,7 @@ def generate(model: GridVAE, data: GridSet, config: GridVaeVariant, settings: Ge
     np.savez(out_dir / "grids.npz", **decoded)
     _latent_map(model, data, config, device).to_parquet(out_dir / "latent.parquet", index=False)
     stats = {f"{name}_{k}": v for name, w in decoded.items()
-             for k, v in _feature_stats(w, model.features, settings.onset_threshold).items()}
+             for k, v in _feature_stats(w, model.features, config.onset_threshold).items()}
     return table, stats
 
 

@@ -109,7 +109,8 @@ def positive_pressure_mse(pred: torch.Tensor, target: torch.Tensor, pressure: fl
     return ((target - pred) ** 2 + pressure * torch.clamp(-pred, min=0)).mean()
 
 
-def loss(model: NoteRNN, batch: Batch, config: NoteRnnVariant, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def loss(model: NoteRNN, batch: Batch, config: NoteRnnVariant,
+         epoch: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     inputs, target = batch
     logits, step, duration, _ = model(inputs)
     terms = {
