@@ -264,6 +264,7 @@ class Generate(Strict):
 
 class Report(Strict):
     piano_roll_seconds: PositiveFloat
+    plateau_improvement: Annotated[float, Field(ge=0, lt=1)]
 
 
 class Tracking(Strict):

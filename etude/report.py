@@ -104,15 +104,16 @@ def latent_figure(result: VariantResults, latent: pd.DataFrame) -> str:
     return _png(fig)
 
 
-def diagnosis(result: VariantResults, config) -> str:
-    """One line: how training ended, and the pathologies the documents describe."""
+def diagnosis(result: VariantResults, config, plateau_improvement: float) -> str:
+    """One line: how training ended, and the pathologies the documents describe. A plateau: the
+    last third of training improved the best validation loss by less than `plateau_improvement`."""
     h, t = result.history, result.train
     parts = [f"early stop after epoch {t['epochs_run']} (best {t['best_epoch'] + 1})" if t["stopped_early"]
              else f"ran its {t['epochs_run']} epochs (best {t['best_epoch'] + 1})"]
     third = max(len(h) // 3, 1)
     if len(h) >= 6:
         before, recent = h["val_loss"].iloc[third : 2 * third].min(), h["val_loss"].iloc[2 * third :].min()
-        if before - recent < abs(before) * 0.01:  # under 1 % better in the last third of training
+        if before - recent < abs(before) * plateau_improvement:
             parts.append(f"plateau: validation loss {before:.4g} -> {recent:.4g} over the last {len(h) - 2 * third} epochs")
     if "timeshift_variance" in h:
         annealed = h[h["epoch"] >= config.kl.start_epoch + config.kl.anneal_epochs]
@@ -194,7 +195,7 @@ def build(params: Params, pieces: pd.DataFrame, html_path: Path, md_path: Path) 
         links = " ".join(f'<a href="{html.escape(_relative(path, html_path))}">{html.escape(path.stem)}</a>'
                          for path in sorted(samples_dir.glob("*.mid")))
         runs = runs_table(params.tracking.experiment, r.name)
-        line = diagnosis(r, config)
+        line = diagnosis(r, config, params.report.plateau_improvement)
         own = _fmt(variant_metrics_table(r))
         figures = [curves_figure(r), piano_roll_figure(r, params.report.piano_roll_seconds)]
         if (samples_dir / "latent.parquet").exists():
