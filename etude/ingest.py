@@ -71,20 +71,17 @@ def parse_midi(payload: bytes, settings: Ingest) -> Parsed:
                   float(tempos[0]) if tempos else float("nan"), max(len(tempos) - 1, 0))
 
 
-def _parse_task(args: tuple[bytes, Ingest]) -> Parsed:
-    return parse_midi(*args)
-
-
 def ingest(raw: pd.DataFrame, settings: Ingest, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(notes, pieces) tables from the raw table written by the fetch stage."""
-    tasks = [(payload, settings) for payload in raw["data"]]
+    payloads = list(raw["data"])
     # disable=None: a bar on a terminal, none in DVC and CI logs.
-    bar = dict(total=len(tasks), desc="ingest", unit="file", disable=None if progress else True)
-    if settings.workers == 1 or len(tasks) < 2:
-        results = [parse_midi(*t) for t in tqdm(tasks, **bar)]
+    bar = dict(total=len(payloads), desc="ingest", unit="file", disable=None if progress else True)
+    parse = lambda payload: parse_midi(payload, settings)  # noqa: E731
+    if settings.workers == 1 or len(payloads) < 2:
+        results = [parse(p) for p in tqdm(payloads, **bar)]
     else:
         with ThreadPoolExecutor(settings.workers) as pool:
-            results = list(tqdm(pool.map(_parse_task, tasks), **bar))
+            results = list(tqdm(pool.map(parse, payloads), **bar))
 
     note_frames = []
     for piece, parsed in enumerate(results):

@@ -125,7 +125,7 @@ def diagnosis(result: VariantResults, config, plateau_improvement: float) -> str
     return "; ".join(parts)
 
 
-BASELINE_LABELS = {"model": "model", "baseline": "baseline", "repeat_last": "repeat last pitch"}
+BASELINE_LABELS = {"repeat_last": "repeat last pitch"}
 
 
 def metrics_table(results: list[VariantResults]) -> pd.DataFrame:

@@ -14,12 +14,12 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-import pretty_midi
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from etude.grids import FEATURES, GridSet, decode
+from etude.midi import write_notes
 from etude.params import Evaluate, Generate, GridVaeVariant
 from etude.pipeline import variant_input
 
@@ -275,7 +275,9 @@ def generate(model: GridVAE, data: GridSet, config: GridVaeVariant, settings: Ge
             frames.append(notes.assign(group=name, sample=i))
     table = pd.concat(frames, ignore_index=True)
     for name, notes in table.groupby("group"):
-        _write_midi(notes, out_dir / f"{name}.mid", settings.program)
+        # Micro-timing can put the first onset before 0 s: shift the group to start at 0.
+        shifted = notes.assign(start=notes["start"] - notes["start"].min(), end=notes["end"] - notes["start"].min())
+        write_notes(shifted, out_dir / f"{name}.mid", settings.program)
     np.savez(out_dir / "grids.npz", **decoded)
     _latent_map(model, data, config, device).to_parquet(out_dir / "latent.parquet", index=False)
     stats = {f"{name}_{k}": v for name, w in decoded.items()
@@ -288,14 +290,3 @@ def _latent_map(model: GridVAE, data: GridSet, config: GridVaeVariant, device: t
     x, _, mu, _ = _encode_decode(model, eval_batches(data, config, "test", None, device))
     second = mu[:, 1] if mu.shape[1] > 1 else np.zeros(len(mu))
     return pd.DataFrame({"z0": mu[:, 0], "z1": second, "onset_density": (x[:, 0] > 0.5).sum(axis=(1, 2))})
-
-
-def _write_midi(notes: pd.DataFrame, path: Path, program: int) -> None:
-    midi = pretty_midi.PrettyMIDI()
-    instrument = pretty_midi.Instrument(program=program)
-    offset = notes["start"].min()
-    for n in notes.itertuples(index=False):
-        instrument.notes.append(pretty_midi.Note(int(n.velocity), int(n.pitch), float(n.start - offset),
-                                                 float(n.end - offset)))
-    midi.instruments.append(instrument)
-    midi.write(str(path))

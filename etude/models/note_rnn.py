@@ -13,11 +13,11 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-import pretty_midi
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from etude.midi import write_notes
 from etude.params import Evaluate, Generate, NoteRnnVariant
 from etude.pipeline import variant_input
 from etude.sequences import NoteSequences, evenly_spaced
@@ -217,24 +217,13 @@ def generate(model: NoteRNN, data: NoteSequences, config: NoteRnnVariant, settin
         pitch, step, duration = notes[row, :, 0].astype(int), notes[row, :, 1], notes[row, :, 2]
         start = np.cumsum(step)
         frame = pd.DataFrame({"group": f"t{temp:g}", "temperature": temp, "sample": index, "pitch": pitch, "step": step,
-                              "duration": duration, "start": start, "end": start + duration})
+                              "duration": duration, "start": start, "end": start + duration,
+                              "velocity": settings.velocity})
         frames.append(frame)
         if index < settings.midi_files:
-            write_midi(frame, out_dir / f"t{temp:g}_s{index}.mid", settings)
+            write_notes(frame, out_dir / f"t{temp:g}_s{index}.mid", settings.program)
     table = pd.concat(frames, ignore_index=True)
     return table, sample_stats(table, data, settings.num_notes)
-
-
-def write_midi(notes: pd.DataFrame, path: Path, settings: Generate) -> None:
-    midi = pretty_midi.PrettyMIDI()
-    instrument = pretty_midi.Instrument(program=settings.program)
-    # A zero-length note has no sound; it lasts one MIDI tick at the default resolution instead.
-    tick = midi.tick_to_time(1)
-    for n in notes.itertuples(index=False):
-        instrument.notes.append(pretty_midi.Note(settings.velocity, int(n.pitch), float(n.start),
-                                                 float(max(n.end, n.start + tick))))
-    midi.instruments.append(instrument)
-    midi.write(str(path))
 
 
 def sample_stats(table: pd.DataFrame, data: NoteSequences, num_notes: int) -> dict[str, float]:
