@@ -9,10 +9,15 @@ export DO_NOT_TRACK := true
 
 .PHONY: install run snakemake test bench mlflow-ui clean
 
-$(STAMP): pyproject.toml
+# TinySoundFont renders MIDI for the spectral VAE. Its wheel declares pyaudio, which it imports only
+# for live playback and which needs the PortAudio system headers to build: installed without it.
+TINYSOUNDFONT := tinysoundfont==0.3.7
+
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps $(TINYSOUNDFONT)
 	touch $@
 
 install: $(STAMP)
@@ -31,6 +36,7 @@ bench: install
 	$(BIN)/python -m bench.train
 	$(BIN)/python -m bench.generate
 	$(BIN)/python -m bench.dvc_noop
+	$(BIN)/python -m bench.mel
 
 mlflow-ui: install
 	mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --artifacts-destination $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port 5000

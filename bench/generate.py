@@ -14,7 +14,7 @@ import torch
 from bench import machine_note, median_time, print_table
 from etude import params as etude_params
 from etude.models import note_rnn
-from etude.sequences import evenly_spaced
+from etude.training import evenly_spaced
 from etude.training import seed_everything
 
 TARGET_RATIO = 100.0

@@ -138,6 +138,55 @@ class Grid(Strict):
     melody: MelodyGrid
 
 
+# ---- audio and mel spectrograms -----------------------------------------------------------------
+class SoundFont(Strict):
+    """A General MIDI SoundFont shipped inside a pinned PyPI wheel (no system packages needed)."""
+
+    package: str
+    version: str
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]         # of the wheel
+    member: str                                                      # path of the .sf2 inside it
+    member_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]  # of the .sf2
+
+
+class Audio(Strict):
+    use_recordings: bool              # MAESTRO's own recording when it exists on disk
+    soundfont: SoundFont
+    bank: NonNegativeInt
+    preset: Annotated[int, Field(ge=0, le=127)]
+    gain_db: float
+    sustain_pedal: bool               # note ends held until the sustain pedal lifts
+    tail_s: NonNegativeFloat          # rendered after the last note ends (release)
+
+
+class Mel(Strict):
+    sample_rate: PositiveInt
+    n_fft: PositiveInt
+    hop_length: PositiveInt
+    n_mels: PositiveInt
+    fmin: NonNegativeFloat
+    fmax: PositiveFloat | None        # null: sample_rate / 2
+    top_db: PositiveFloat             # dB below each segment's maximum where the floor lies
+    segment_s: PositiveFloat
+    segment_hop_s: PositiveFloat
+    min_level_db: float               # segments whose RMS level (dBFS) is below this are silence: skipped
+    max_seconds_per_piece: PositiveFloat | None  # quick runs: only the start of each piece; null = all
+    shard_segments: PositiveInt       # segments per shard file: bounds memory and file count
+    batch_segments: PositiveInt       # segments per STFT batch: bounds a worker's memory, results identical
+    workers: PositiveInt
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Mel:
+        nyquist = self.sample_rate / 2
+        if self.fmax is not None and not self.fmin < self.fmax <= nyquist:
+            raise ValueError(f"need fmin < fmax <= sample_rate / 2 ({nyquist:g})")
+        if self.fmin >= nyquist:
+            raise ValueError(f"fmin must be below sample_rate / 2 ({nyquist:g})")
+        if self.segment_s * self.sample_rate < self.n_fft:
+            raise ValueError("segment_s is shorter than one FFT window")
+        return self
+
+
 # ---- training -----------------------------------------------------------------------------------
 class LrSchedule(Strict):
     kind: Literal["none", "plateau", "step"]
@@ -163,6 +212,7 @@ class Training(Strict):
     checkpoint_every: PositiveInt
     device: Literal["auto", "cpu", "cuda"]
     threads: NonNegativeInt
+    resume_from: str | None  # a checkpoint to continue from: next epoch, its best loss kept; lr, loss weights, epochs may differ
 
 
 TRAINING_KEYS = tuple(Training.model_fields)
@@ -230,15 +280,55 @@ class GridVaeVariant(Training, GridVae):
     model: Literal["grid_vae"]
 
 
+class FrequencyBand(Strict):
+    start: Annotated[float, Field(ge=0, le=1)]  # fraction of the mel bins
+    end: Annotated[float, Field(ge=0, le=1)]
+    weight: NonNegativeFloat
+
+
+class SpectralVae(Strict):
+    """Convolutional VAE over log-mel segments (the PyTorch "MusicVAE" of the documents)."""
+
+    channels: Annotated[list[PositiveInt], Field(min_length=1)]  # one stride-2 conv block each
+    latent_dim: PositiveInt
+    kernel_size: Annotated[int, Field(ge=1)]
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    batchnorm_momentum: Annotated[float, Field(gt=0, le=1)]
+    recon_bands: list[FrequencyBand]  # frequency weighting; bins outside every band weigh 1
+    kl: KlSchedule
+    spectral_weight: NonNegativeFloat    # MSE of |FFT2| of input and reconstruction
+    output_reg_weight: NonNegativeFloat  # outputs outside the input's range, widened by range_margin
+    range_margin: NonNegativeFloat       # x R, R the input's range
+    val_split: Annotated[float, Field(gt=0, lt=1)] | None  # held-out share of training segments; null: the validation split
+    val_batch_size: PositiveInt
+    active_unit_threshold: PositiveFloat
+    featureless_std_db: PositiveFloat    # spectrogram whose dB std is below this: featureless
+    hf_fraction: Annotated[float, Field(gt=0, lt=1)]  # top share of bins: the high-frequency energy ratio
+    griffin_lim_iters: PositiveInt
+
+    @model_validator(mode="after")
+    def _bands(self) -> SpectralVae:
+        for band in self.recon_bands:
+            if band.start >= band.end:
+                raise ValueError(f"recon_bands: start {band.start} must be below end {band.end}")
+        return self
+
+
+class SpectralVaeVariant(Training, SpectralVae):
+    model: Literal["spectral_vae"]
+
+
 # A new model family adds its section class here and one union member below.
 class Models(Strict):
     note_rnn: NoteRnn
     grid_vae: GridVae
+    spectral_vae: SpectralVae
 
 
-VariantConfig = Annotated[Union[NoteRnnVariant, GridVaeVariant], Field(discriminator="model")]
+VariantConfig = Annotated[Union[NoteRnnVariant, GridVaeVariant, SpectralVaeVariant], Field(discriminator="model")]
 _VARIANT_ADAPTER: TypeAdapter[VariantConfig] = TypeAdapter(VariantConfig)
-_VARIANT_CLASSES: dict[str, type[BaseModel]] = {"note_rnn": NoteRnnVariant, "grid_vae": GridVaeVariant}
+_VARIANT_CLASSES: dict[str, type[BaseModel]] = {
+    "note_rnn": NoteRnnVariant, "grid_vae": GridVaeVariant, "spectral_vae": SpectralVaeVariant}
 
 
 # ---- evaluation, generation, report ------------------------------------------------------------
@@ -260,6 +350,7 @@ class Generate(Strict):
     interpolations: NonNegativeInt                   # pairs of test windows
     interpolation_steps: Annotated[int, Field(ge=2)]
     grid_offset: Annotated[float, Field(ge=0, le=2)]  # scale of decoded timeshift (M4L knob)
+    audio_examples: PositiveInt                      # spectral VAEs: reconstructions and prior samples rendered
 
 
 class Report(Strict):
@@ -276,6 +367,8 @@ class Params(Training):
     ingest: Ingest
     tokenize: Tokenize
     grid: Grid
+    audio: Audio
+    mel: Mel
     models: Models
     variants: dict[Annotated[str, Field(pattern=VARIANT_NAME)], dict[str, Any]]
     evaluate: Evaluate
@@ -283,7 +376,7 @@ class Params(Training):
     report: Report
     tracking: Tracking
 
-    def variant(self, name: str) -> NoteRnnVariant | GridVaeVariant:
+    def variant(self, name: str) -> NoteRnnVariant | GridVaeVariant | SpectralVaeVariant:
         """The effective configuration of one variant (defaults, family section, overrides)."""
         if name not in self.variants:
             raise ParamsError(f"params.yaml: no variant {name!r}{_suggest(name, self.variants)}")
@@ -396,7 +489,7 @@ def _describe(
     return f"{source}: invalid parameters:\n  " + "\n  ".join(lines)
 
 
-def read_variant_config(path: Path) -> NoteRnnVariant | GridVaeVariant:
+def read_variant_config(path: Path) -> NoteRnnVariant | GridVaeVariant | SpectralVaeVariant:
     """A configuration written by the configure stage: what per-variant stages depend on and use."""
     try:
         return _VARIANT_ADAPTER.validate_json(Path(path).read_text())

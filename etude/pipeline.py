@@ -27,6 +27,7 @@ PIECES = "data/ingest/pieces.parquet"
 NOTE_SEQUENCES = "data/tokens/notes.npz"
 GRIDS = "data/tokens/{representation}.npz"
 REPRESENTATIONS = ("rhythm", "melody")
+MEL = "data/mel"
 
 CONFIG = "configs/{variant}.json"
 MODEL_DIR = "models/{variant}"
@@ -39,7 +40,8 @@ RUN_LINK = "runs/{stage}/{variant}.json"
 REPORT_HTML = "reports/index.html"
 REPORT_MD = "reports/summary.md"
 INPUT = "{input}"  # the representation file the variant trains on: variant_input()
-FAMILY_CODE = "etude/models/{model}.py"  # a variant depends on its own family's module only
+FAMILY_CODE = "etude/models/{model}.py"  # a variant depends on its own family's module
+SHARED_MODEL_CODE = ("etude/training.py", "etude/models/vae.py")  # and on the code every family shares
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,14 @@ STAGES: tuple[Stage, ...] = (
           params=("tokenize",)),
     Stage("grids", code=("etude/grids.py",), deps=(NOTES, PIECES),
           outs=tuple(GRIDS.format(representation=r) for r in REPRESENTATIONS), params=("grid",)),
+    Stage("mel", code=("etude/mel.py", "etude/audio.py"), deps=(RAW, PIECES), outs=(MEL,), params=("audio", "mel")),
     Stage("configure", code=("etude/params.py",), outs=(CONFIG,),
           params=(*TRAINING_KEYS, "models.{model}", "variants.{variant}"), per_variant=True),
-    Stage("train", code=("etude/training.py", FAMILY_CODE), deps=(CONFIG, INPUT),
+    Stage("train", code=(*SHARED_MODEL_CODE, FAMILY_CODE), deps=(CONFIG, INPUT),
           outs=(MODEL_DIR, _run_link("train")), metrics=(TRAIN_METRICS,), plots=(HISTORY,), per_variant=True),
-    Stage("evaluate", code=("etude/training.py", FAMILY_CODE), deps=(CONFIG, INPUT, MODEL_DIR),
+    Stage("evaluate", code=(*SHARED_MODEL_CODE, FAMILY_CODE), deps=(CONFIG, INPUT, MODEL_DIR),
           outs=(_run_link("evaluate"),), metrics=(EVAL_METRICS,), params=("evaluate",), per_variant=True),
-    Stage("generate", code=("etude/training.py", FAMILY_CODE), deps=(CONFIG, INPUT, MODEL_DIR),
+    Stage("generate", code=(*SHARED_MODEL_CODE, FAMILY_CODE), deps=(CONFIG, INPUT, MODEL_DIR),
           outs=(SAMPLES_DIR, _run_link("generate")), metrics=(GENERATE_METRICS,), params=("generate",),
           per_variant=True),
     Stage("report", code=("etude/report.py",), deps=("metrics", "samples", "runs", PIECES),
@@ -103,6 +106,8 @@ def variant_input(config) -> str:
     """The representation file a variant trains on."""
     if config.model == "grid_vae":
         return GRIDS.format(representation=config.representation)
+    if config.model == "spectral_vae":
+        return MEL
     return NOTE_SEQUENCES
 
 

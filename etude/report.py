@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from etude import pipeline, tracking  # noqa: E402
@@ -94,6 +95,35 @@ def piano_roll_figure(result: VariantResults, seconds: float) -> str:
     return _png(fig)
 
 
+def spectrogram_figure(result: VariantResults, spectrograms: dict) -> str:
+    """Test segments over their reconstructions, and prior samples: dB below the segment maximum."""
+    rows = [g for g in ("input", "reconstruction", "prior") if g in spectrograms]
+    count = max(len(spectrograms[g]) for g in rows)
+    fig, axes = plt.subplots(len(rows), count, figsize=(2.6 * count, 2.0 * len(rows)), squeeze=False)
+    for r, group in enumerate(rows):
+        for i in range(count):
+            ax = axes[r][i]
+            ax.axis("off")
+            if i < len(spectrograms[group]):
+                ax.imshow(spectrograms[group][i], origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=0)
+                ax.set_title(f"{group} {i}", fontsize=8)
+    fig.suptitle(f"{result.name}: log-mel spectrograms (dB)", fontsize=10, y=1.02)
+    return _png(fig)
+
+
+def audio_players(result: VariantResults, samples_dir: Path) -> str:
+    """Every rendered clip as an inline player (the page stays self-contained)."""
+    cells = []
+    for group, rows in result.samples.groupby("group", sort=False):
+        players = "".join(
+            f'<figure style="display:inline-block;margin:4px"><figcaption>{html.escape(row.file)}</figcaption>'
+            f'<audio controls preload="none" src="data:audio/wav;base64,'
+            f'{base64.b64encode((samples_dir / row.file).read_bytes()).decode()}"></audio></figure>'
+            for row in rows.itertuples())
+        cells.append(f"<h4>{html.escape(group)}</h4>{players}")
+    return "<h3>Audio (Griffin-Lim)</h3>" + "".join(cells)
+
+
 def latent_figure(result: VariantResults, latent: pd.DataFrame) -> str:
     fig, ax = plt.subplots(figsize=(4, 3.4))
     points = ax.scatter(latent["z0"], latent["z1"], c=latent["onset_density"], s=6, cmap="viridis")
@@ -120,6 +150,13 @@ def diagnosis(result: VariantResults, config, plateau_improvement: float) -> str
         final = h["timeshift_variance"].iloc[-1]
         if len(annealed) and (annealed["timeshift_variance"] < config.collapse_variance).any():
             parts.append(f"WARNING timeshift collapse: decoded variance {final:.4f} < {config.collapse_variance} after KL annealing")
+    if "val_featureless_share" in h:
+        last = h.iloc[-1]
+        parts.append(f"validation outputs in [{last['val_output_min']:.2f}, {last['val_output_max']:.2f}] "
+                     f"for inputs in [{last['val_input_min']:.2f}, {last['val_input_max']:.2f}]")
+        if last["val_featureless_share"] > 0:
+            parts.append(f"WARNING {last['val_featureless_share']:.0%} featureless (blank) reconstructions")
+    if "val_active_units" in h:
         units = h["val_active_units"].iloc[-1]
         parts.append(f"active units {units:.0f}/{config.latent_dim}" + (" (posterior collapse)" if units == 0 else ""))
     return "; ".join(parts)
@@ -184,7 +221,7 @@ def build(params: Params, pieces: pd.DataFrame, html_path: Path, md_path: Path) 
             "<p>Each variant's section shows its metrics beside baselines it must beat: for note RNNs "
             "unigram pitch frequencies, the training median (MAE) and mean (RMSE) of step and duration, "
             "and repeating the last pitch; for grid VAEs an all-empty grid and the training mean of "
-            "velocity and timeshift.</p>",
+            "velocity and timeshift; for spectral VAEs the per-bin mean spectrum of the training split.</p>",
             metrics.to_html(border=0), "<h2>Training</h2>", training.to_html(border=0)]
     md = [f"# etude report\n\n{data_line}\n\n## Test-split metrics\n\n{metrics.to_markdown()}\n\n"
           f"## Training\n\n{training.to_markdown()}\n"]
@@ -197,16 +234,25 @@ def build(params: Params, pieces: pd.DataFrame, html_path: Path, md_path: Path) 
         runs = runs_table(params.tracking.experiment, r.name)
         line = diagnosis(r, config, params.report.plateau_improvement)
         own = _fmt(variant_metrics_table(r))
-        figures = [curves_figure(r), piano_roll_figure(r, params.report.piano_roll_seconds)]
+        figures = [curves_figure(r)]
+        if "pitch" in r.samples:
+            figures.append(piano_roll_figure(r, params.report.piano_roll_seconds))
         if (samples_dir / "latent.parquet").exists():
             figures.append(latent_figure(r, pd.read_parquet(samples_dir / "latent.parquet")))
+        if (samples_dir / "spectrograms.npz").exists():
+            figures.append(spectrogram_figure(r, dict(np.load(samples_dir / "spectrograms.npz"))))
+            figures.append(audio_players(r, samples_dir))
+        audio_line = ""
+        if (samples_dir / "audio_sources.json").exists():
+            hours = json.loads((samples_dir / "audio_sources.json").read_text())
+            audio_line = "Audio used: " + ", ".join(f"{source} ({seconds / 3600:.2f} h)" for source, seconds in hours.items())
         body += [f"<h2>{r.name}</h2>", f"<p><b>Diagnosis:</b> {html.escape(line)}. Best validation loss "
                  f"{r.train['best_val_loss']:.4f}; MLflow train run <code>{r.runs['train']['run_id']}</code>.</p>",
-                 own.to_html(border=0), *figures,
-                 f"<p>MIDI samples: {links}</p>", "<h3>Sample statistics</h3>", gen.to_html(border=0),
+                 f"<p>{html.escape(audio_line)}</p>" if audio_line else "", own.to_html(border=0), *figures,
+                 f"<p>MIDI samples: {links}</p>" if links else "", "<h3>Sample statistics</h3>", gen.to_html(border=0),
                  "<h3>MLflow runs of this variant</h3>",
                  _fmt(runs).to_html(border=0, index=False) if not runs.empty else "<p>none</p>"]
-        md += [f"## {r.name}\n\n**Diagnosis:** {line}.\n\n{own.to_markdown()}\n\n### MLflow runs\n\n"
+        md += [f"## {r.name}\n\n**Diagnosis:** {line}.\n\n{audio_line}\n\n{own.to_markdown()}\n\n### MLflow runs\n\n"
                + (_fmt(runs).to_markdown(index=False) if not runs.empty else "none") + "\n"]
     if len(quarantined):
         body += ["<h2>Quarantined files</h2>", quarantined.to_html(border=0, index=False)]

@@ -65,13 +65,6 @@ class NoteSequences:
         return np.repeat(self.piece_split == SPLIT_CODES[split], counts)
 
 
-def evenly_spaced(starts: np.ndarray, limit: int | None) -> np.ndarray:
-    """A deterministic subset of at most `limit` windows spread over the whole split."""
-    if limit is None or len(starts) <= limit:
-        return starts
-    return starts[np.linspace(0, len(starts) - 1, limit).round().astype(np.int64)]
-
-
 def build(notes: pd.DataFrame, pieces: pd.DataFrame, settings: Tokenize) -> NoteSequences:
     usable = pieces[pieces["status"] == OK].sort_values("id")
     keep = notes[~notes["is_drum"] & notes["piece"].isin(usable["id"])]

@@ -42,7 +42,7 @@ def collect(data: Data) -> pd.DataFrame:
     return frame[RAW_COLUMNS].sort_values("path", ignore_index=True)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -50,29 +50,32 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_sdist(package: str, version: str, sha256: str) -> Path:
-    """The pinned source distribution, downloaded once with pip and verified by sha256."""
-    target = cache_dir() / f"{package}-{version}.tar.gz"
-    if target.exists() and _sha256(target) == sha256:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-           f"{package}=={version}", "-d", str(target.parent)]
+def fetch_pinned(package: str, version: str, sha256: str, wheel: bool = False) -> Path:
+    """A pinned distribution (source by default, else the wheel), downloaded once with pip and
+    verified by sha256."""
+    pattern = f"{package}-{version}-*.whl" if wheel else f"{package}-{version}.tar.gz"
+    folder = cache_dir()
+    for target in sorted(folder.glob(pattern)):
+        if file_sha256(target) == sha256:
+            return target
+    folder.mkdir(parents=True, exist_ok=True)
+    binary = ["--only-binary", ":all:"] if wheel else ["--no-binary", ":all:"]
+    cmd = [sys.executable, "-m", "pip", "download", *binary, "--no-deps", f"{package}=={version}", "-d", str(folder)]
     done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0 or not target.exists():
-        raise SourceError(
-            f"could not download {package}=={version} from PyPI into {target.parent}:\n{done.stderr[-2000:]}"
-        )
-    actual = _sha256(target)
-    if actual != sha256:
+    found = sorted(folder.glob(pattern))
+    if done.returncode != 0 or not found:
+        raise SourceError(f"could not download {package}=={version} from PyPI into {folder}:\n{done.stderr[-2000:]}")
+    for target in found:
+        actual = file_sha256(target)
+        if actual == sha256:
+            return target
         target.unlink()
-        raise SourceError(f"{target.name}: sha256 is {actual}, params.yaml pins {sha256}; file removed")
-    return target
+    raise SourceError(f"{found[0].name}: sha256 is {actual}, params.yaml pins {sha256}; file removed")
 
 
 def _maestro_sample(data: Data) -> pd.DataFrame:
     sample = data.sample
-    sdist = fetch_sdist(sample.package, sample.version, sample.sha256)
+    sdist = fetch_pinned(sample.package, sample.version, sample.sha256)
     prefix = f"{sample.package}-{sample.version}/{sample.member_dir}/"
     split_of = {name: "validation" for name in sample.validation} | {name: "test" for name in sample.test}
     rows = []

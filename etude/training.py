@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,22 @@ def seed_everything(seed: int, threads: int) -> None:
         # CPU kernels are deterministic already (and the global flag costs ~35 us per sampling step);
         # warn_only: cuDNN's LSTM backward has no deterministic variant.
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def evenly_spaced(index: np.ndarray, limit: int | None) -> np.ndarray:
+    """A deterministic subset of at most `limit` items spread over the whole split."""
+    if limit is None or len(index) <= limit:
+        return index
+    return index[np.linspace(0, len(index) - 1, limit).round().astype(np.int64)]
+
+
+def shuffled_batches(index: np.ndarray, seed: int, epoch: int, samples_per_epoch: int | None,
+                     batch_size: int) -> Iterator[np.ndarray]:
+    """An epoch's training batches as sorted index arrays. The order depends on (seed, epoch) alone,
+    so a resumed run draws the same batches; full batches only, as BatchNorm cannot train on one."""
+    order = np.random.default_rng([seed, epoch]).permutation(index)[:samples_per_epoch]
+    for i in range(0, len(order) - batch_size + 1, batch_size):
+        yield np.sort(order[i : i + batch_size])
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: LrSchedule):
@@ -83,7 +99,7 @@ def code_hash(family: ModuleType) -> str:
     """Hash of the code that decides what training computes: resume continues a run only if the
     code is the one that started it, never weights trained by an earlier version."""
     digest = hashlib.sha256()
-    for source in (Path(__file__), Path(family.__file__)):
+    for source in (Path(__file__), Path(family.__file__), Path(__file__).parent / "models" / "vae.py"):
         digest.update(source.read_bytes())
     return digest.hexdigest()[:8]
 
@@ -92,6 +108,55 @@ def load_weights(path: Path, model: torch.nn.Module) -> dict[str, Any]:
     state = torch.load(path, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     return state
+
+
+def _restore(path: Path, model, optimizer, scheduler) -> Progress:
+    """Everything an interrupted run needs to go on exactly as if it had not stopped."""
+    saved = load_weights(path, model)
+    optimizer.load_state_dict(saved["optimizer"])
+    if scheduler and _same_kind(scheduler, saved["scheduler"]):
+        scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["torch_rng"])
+    return Progress(**saved["progress"])
+
+
+def _same_kind(scheduler, state: dict | None) -> bool:
+    """A saved scheduler state fits only a scheduler of its kind (load_state_dict does not check)."""
+    key = "mode" if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) else "step_size"
+    return state is not None and key in state
+
+
+def _continue_from(path: Path, ckpt_dir: Path, model, optimizer, scheduler, config) -> Progress:
+    """A new run that continues `path`: weights, optimiser moments, scheduler counters, epoch count,
+    history and best validation loss carry over; lr, schedule settings, loss weights and the epoch
+    budget are this configuration's. Its best.pt starts as the source run's best."""
+    if not path.is_file():
+        raise FileNotFoundError(f"resume_from: {path} does not exist")
+    try:
+        state = _restore(path, model, optimizer, scheduler)
+    except RuntimeError as err:  # a state_dict of another architecture
+        raise ValueError(f"resume_from: {path} does not fit this variant's model: {str(err)[:500]}") from None
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"resume_from: {path} is not a training checkpoint of etude ({err!r})") from None
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] = config.lr
+    _apply_schedule(scheduler, config.lr_schedule, config.lr)
+    state.run_id, state.stopped_early, state.stale_epochs = None, False, 0
+    best = path.with_name("best.pt")
+    shutil.copyfile(best if best.exists() else path, ckpt_dir / "best.pt")
+    return state
+
+
+def _apply_schedule(scheduler, schedule: LrSchedule, lr: float) -> None:
+    """This configuration's schedule settings over a restored scheduler's counters."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.factor, scheduler.patience = schedule.factor, schedule.patience
+        scheduler.min_lrs = [schedule.min_lr] * len(scheduler.min_lrs)
+        scheduler._last_lr = [lr] * len(scheduler.min_lrs)
+    elif isinstance(scheduler, torch.optim.lr_scheduler.StepLR):
+        scheduler.step_size, scheduler.gamma = schedule.every, schedule.factor
+        scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+        scheduler._last_lr = [lr] * len(scheduler.base_lrs)
 
 
 def train(name: str, config: Any, family: ModuleType, experiment: str, out_dir: Path,
@@ -110,13 +175,13 @@ def train(name: str, config: Any, family: ModuleType, experiment: str, out_dir: 
 
     state = Progress()
     if (ckpt_dir / "last.pt").exists():
-        saved = load_weights(ckpt_dir / "last.pt", model)
-        optimizer.load_state_dict(saved["optimizer"])
-        if scheduler:
-            scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["torch_rng"])
-        state = Progress(**saved["progress"])
+        state = _restore(ckpt_dir / "last.pt", model, optimizer, scheduler)
         print(f"train@{name}: resuming after epoch {state.epoch} from {ckpt_dir / 'last.pt'}")
+    elif config.resume_from:
+        source = checkpoint_root.parent / config.resume_from  # relative paths: from the project root
+        state = _continue_from(source, ckpt_dir, model, optimizer, scheduler, config)
+        print(f"train@{name}: continuing after epoch {state.epoch} from {source} "
+              f"(lr {config.lr:g}, best validation loss so far {state.best_val:.6g})")
 
     with tracking.start_run(experiment, "train", name, run_link, params=config_dict, config_hash=digest,
                             resume_run_id=state.run_id) as run:

@@ -1,4 +1,4 @@
-"""generate@VARIANT: samples per temperature as MIDI, with diversity statistics."""
+"""generate@VARIANT: samples (MIDI, or spectrograms and audio) with their statistics."""
 
 import json
 
@@ -26,7 +26,7 @@ def run(params, variant):
 
         mlflow.log_metrics(stats)
         mlflow.log_artifacts(str(out_dir), artifact_path="samples")
-    print(f"generate@{variant}: {table['sample'].nunique() * len(params.generate.temperatures)} samples -> {out_dir}")
+    print(f"generate@{variant}: {table.groupby(['group', 'sample']).ngroups} samples -> {out_dir}")
 
 
 if __name__ == "__main__":

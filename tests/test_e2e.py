@@ -9,9 +9,9 @@ import pytest
 from tests.conftest import edit_params, make_project, run
 
 pytestmark = pytest.mark.e2e
-VARIANTS = ("rnn_baseline", "rnn_stacked", "rhythm_vae", "melody_vae")
+VARIANTS = ("rnn_baseline", "rnn_stacked", "rhythm_vae", "melody_vae", "spectral_vae")
 # MIDI files per variant on the tiny profile: 2 temperatures x 1 file; prior, sweep, 2 interpolations.
-MIDI_FILES = {"rnn_baseline": 2, "rnn_stacked": 2, "rhythm_vae": 4, "melody_vae": 4}
+MIDI_FILES = {"rnn_baseline": 2, "rnn_stacked": 2, "rhythm_vae": 4, "melody_vae": 4, "spectral_vae": 0}
 PER_VARIANT = ("configure", "train", "evaluate", "generate")
 
 
@@ -34,15 +34,18 @@ def check_outputs(project):
         evaluation = json.loads((project / f"metrics/{variant}/eval.json").read_text())
         assert evaluation["model"].keys() >= evaluation["baseline"].keys()
         assert len(list((project / f"samples/{variant}").glob("*.mid"))) == MIDI_FILES[variant]
+    # 2 test segments, their reconstructions, 2 prior samples: as Griffin-Lim audio, playable in the page.
+    assert len(list((project / "samples/spectral_vae").glob("*.wav"))) == 6
     page = (project / "reports/index.html").read_text()
     assert all(v in page for v in VARIANTS) and "data:image/png;base64," in page
     assert "../samples/rnn_stacked/t2_s0.mid" in page
+    assert page.count("data:audio/wav;base64,") == 6 and "Audio used: rendered: Merlin.sf2" in page
 
 
 def test_dvc_repro_then_exp_run_reruns_only_what_changed(tmp_path):
     project = make_project(tmp_path)
     first = run(["dvc", "repro"], project)
-    assert ran_stages(first.stdout) == {"fetch", "ingest", "tokenize", "grids", "report"} | {
+    assert ran_stages(first.stdout) == {"fetch", "ingest", "tokenize", "grids", "mel", "report"} | {
         f"{s}@{v}" for s in PER_VARIANT for v in VARIANTS}
     check_outputs(project)
 
@@ -59,7 +62,8 @@ def test_dvc_repro_then_exp_run_reruns_only_what_changed(tmp_path):
     run(["git", "add", "-A"], project)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline results"], project)
     exp = run(["dvc", "exp", "run", "-S", "lr=0.0005"], project)
-    # rnn_baseline sets its own lr: its effective configuration did not change, so it is not retrained.
+    # rnn_baseline and spectral_vae set their own lr: their effective configurations did not
+    # change, so they are not retrained.
     using_default_lr = ("rnn_stacked", "rhythm_vae", "melody_vae")
     assert ran_stages(exp.stdout) == {f"configure@{v}" for v in VARIANTS} | {"report"} | {
         f"{s}@{v}" for s in ("train", "evaluate", "generate") for v in using_default_lr}

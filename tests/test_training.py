@@ -3,11 +3,10 @@ with exactly the weights of an uninterrupted run (CPU determinism)."""
 
 import shutil
 import signal
-import subprocess
 
 import torch
 
-from tests.conftest import env, make_project, run
+from tests.conftest import kill_when, make_project, run
 
 RESUME = {"variants": {"rnn_baseline": {"epochs": 4, "samples_per_epoch": 512}}}
 
@@ -21,13 +20,7 @@ def test_killed_training_resumes_and_matches_uninterrupted(tmp_path):
     run(["dvc", "repro", "tokenize", "configure@rnn_baseline"], project)
     train = ["python", "-m", "stages.train", "--variant", "rnn_baseline"]
 
-    proc = subprocess.Popen(train, cwd=project, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        if "epoch 2/4" in line:
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    assert kill_when(train, project, "epoch 2/4") == -signal.SIGKILL
     assert not (project / "models/rnn_baseline/last.pt").exists()
 
     resumed = run(train, project)

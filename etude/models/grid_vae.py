@@ -20,8 +20,10 @@ from torch import nn
 
 from etude.grids import FEATURES, GridSet, decode
 from etude.midi import write_notes
+from etude.models.vae import kl_term, kl_weight, latent_stats
 from etude.params import Evaluate, Generate, GridVaeVariant
 from etude.pipeline import variant_input
+from etude.training import evenly_spaced, shuffled_batches
 
 Batch = tuple[torch.Tensor]  # grids (B, F, R, T)
 
@@ -84,37 +86,18 @@ def build(config: GridVaeVariant, data: GridSet) -> GridVAE:
 
 
 def train_batches(data: GridSet, config: GridVaeVariant, epoch: int, device: torch.device) -> Iterator[Batch]:
-    rng = np.random.default_rng([config.seed, epoch])
-    index = rng.permutation(data.split_index("train"))[: config.samples_per_epoch]
-    # Full batches only: BatchNorm cannot train on a batch of one.
-    for i in range(0, len(index) - config.batch_size + 1, config.batch_size):
-        yield (torch.from_numpy(data.grids[np.sort(index[i : i + config.batch_size])]).to(device),)
+    for index in shuffled_batches(data.split_index("train"), config.seed, epoch, config.samples_per_epoch,
+                                  config.batch_size):
+        yield (torch.from_numpy(data.grids[index]).to(device),)
 
 
 def eval_batches(data: GridSet, config: GridVaeVariant, split: str, limit: int | None,
                  device: torch.device) -> Iterator[Batch]:
-    index = data.split_index(split)
-    if limit is not None and len(index) > limit:
-        index = index[np.linspace(0, len(index) - 1, limit).round().astype(np.int64)]
+    index = evenly_spaced(data.split_index(split), limit)
     if len(index) == 0:
         raise ValueError(f"the {split} split has no grid window")
     for i in range(0, len(index), config.val_batch_size):
         yield (torch.from_numpy(data.grids[index[i : i + config.val_batch_size]]).to(device),)
-
-
-def kl_weight(config: GridVaeVariant, epoch: int | None) -> float:
-    """KL weight at `epoch`; None: the weight once every schedule has finished."""
-    kl = config.kl
-    if epoch is None:
-        return kl.beta
-    if epoch < kl.start_epoch:
-        return 0.0
-    if kl.anneal_epochs == 0:
-        return kl.beta
-    progress = epoch - kl.start_epoch
-    if kl.cyclical:
-        progress %= kl.anneal_epochs
-    return kl.beta * min(1.0, progress / kl.anneal_epochs)
 
 
 def timeshift_weight(config: GridVaeVariant, epoch: int | None) -> float:
@@ -127,13 +110,8 @@ def loss_weights(config: GridVaeVariant, features: tuple[str, ...], epoch: int |
     coef = config.loss.model_dump()
     weights = {name: coef[name] for name in features}
     weights["timeshift"] *= timeshift_weight(config, epoch)
-    weights["kl"] = kl_weight(config, epoch)
+    weights["kl"] = kl_weight(config.kl, epoch)
     return weights
-
-
-def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """(B, latent) KL(q(z|x) || N(0, I)) per dimension."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)
 
 
 def loss(model: GridVAE, batch: Batch, config: GridVaeVariant,
@@ -149,9 +127,7 @@ def loss(model: GridVAE, batch: Batch, config: GridVaeVariant,
     terms = {"onset": sum_cells(F.binary_cross_entropy_with_logits(raw[:, 0], onset, reduction="none"))}
     for f, name in enumerate(model.features[1:], start=1):
         terms[name] = sum_cells(mask * (out[:, f] - x[:, f]) ** 2)
-    kl_dims = kl_per_dim(mu, logvar)
-    # Free bits: no pressure on a dimension whose batch-mean KL is below the floor.
-    terms["kl"] = torch.clamp(kl_dims.mean(0), min=config.kl.free_bits).sum().expand(len(x))
+    terms["kl"] = kl_term(mu, logvar, config.kl.free_bits).expand(len(x))
     terms = {k: v.mean() for k, v in terms.items()}
     weights = loss_weights(config, model.features, epoch)
     total = sum(weights[k] * v for k, v in terms.items())
@@ -177,14 +153,6 @@ def _onset_scores(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
             "onset_f1": 0.0 if tp == 0 else 2 * precision * recall / (precision + recall)}
 
 
-def _latent_stats(mu: np.ndarray, logvar: np.ndarray, config: GridVaeVariant) -> dict[str, float]:
-    kl = kl_per_dim(torch.from_numpy(mu), torch.from_numpy(logvar)).mean(0).numpy()
-    variance = mu.var(axis=0, ddof=1) if len(mu) > 1 else np.zeros(mu.shape[1])
-    stats = {"kl": float(kl.sum()), "active_units": float((variance > config.active_unit_threshold).sum())}
-    stats |= {f"kl_dim_{j}": float(v) for j, v in enumerate(kl)}
-    return stats
-
-
 def diagnostics(model: GridVAE, data: GridSet, config: GridVaeVariant, epoch: int, device: torch.device) -> dict[str, float]:
     """Per epoch, on the validation split: loss weights, KL per dimension, active units, onset F1
     and the variance of decoded timeshift on onset cells (feature collapse below the threshold)."""
@@ -193,7 +161,7 @@ def diagnostics(model: GridVAE, data: GridSet, config: GridVaeVariant, epoch: in
     ts = out[:, model.features.index("timeshift")][onsets]
     row = {f"weight_{k}": v for k, v in loss_weights(config, model.features, epoch).items()}
     row["timeshift_variance"] = float(ts.var()) if ts.size else 0.0
-    row |= {f"val_{k}": v for k, v in _latent_stats(mu, logvar, config).items()}
+    row |= {f"val_{k}": v for k, v in latent_stats(mu, logvar, config.active_unit_threshold).items()}
     row["val_onset_f1"] = _onset_scores(onsets, out[:, 0] > config.onset_threshold)["onset_f1"]
     annealed = epoch >= config.kl.start_epoch + config.kl.anneal_epochs
     if annealed and row["timeshift_variance"] < config.collapse_variance:
@@ -222,7 +190,7 @@ def evaluate(model: GridVAE, data: GridSet, config: GridVaeVariant, settings: Ev
     metrics |= {"velocity_mae": float(np.abs(out[:, 1][onsets] - x[:, 1][onsets]).mean()),
                 "timeshift_mae": float(np.abs(ts_pred - ts_true).mean()),
                 "timeshift_std_ratio": float(ts_pred.std() / max(ts_true.std(), 1e-12))}
-    metrics |= _latent_stats(mu, logvar, config)
+    metrics |= latent_stats(mu, logvar, config.active_unit_threshold)
 
     generator = torch.Generator().manual_seed(config.seed)
     z = torch.randn(settings.prior_samples, config.latent_dim, generator=generator).to(device)

@@ -20,7 +20,8 @@ from torch import nn
 from etude.midi import write_notes
 from etude.params import Evaluate, Generate, NoteRnnVariant
 from etude.pipeline import variant_input
-from etude.sequences import NoteSequences, evenly_spaced
+from etude.sequences import NoteSequences
+from etude.training import evenly_spaced
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # inputs (B, T, 3) raw notes, targets (B, 3)
 

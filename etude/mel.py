@@ -1,0 +1,250 @@
+"""Log-mel segments of every piece's audio, written as a few large shards.
+
+Each piece's audio (recording or rendering, etude.audio) is resampled to `mel.sample_rate`, cut into
+segments of `segment_s`, and turned into a log-mel spectrogram in dB below the segment's maximum,
+floored at -top_db (the MusicVAE recipe: 0 dB = segment max). Silent segments are skipped. Pieces
+are processed in worker processes and streamed into float16 shards of `shard_segments` segments, so
+memory stays bounded by a few pieces and one shard whatever the corpus size (full MAESTRO is about
+200 hours: ~240,000 segments, 16 GB of float16). Per-bin normalisation statistics come from the
+training split only and are applied when the data is loaded, not baked into the shards.
+
+Layout of the output folder:
+  shard_NNNNN.npy    float16 (segments, n_mels, frames), memory-mapped when read
+  segments.parquet   one row per segment: piece, split, start_s, level_db, shard, row
+  pieces.parquet     one row per piece: audio source, seconds, segments kept and skipped
+  stats.npz          per-bin mean and std (dB, training split) and the mel geometry
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from dataclasses import dataclass
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from etude import audio
+from etude.params import Audio, Mel
+
+SPLITS = ("train", "validation", "test")
+
+
+def frames_per_segment(settings: Mel) -> int:
+    return 1 + int(round(settings.segment_s * settings.sample_rate)) // settings.hop_length
+
+
+def mel_filterbank(settings: Mel) -> torch.Tensor:
+    # The reference recipe: HTK mel scale, Slaney area normalisation.
+    return torch.from_numpy(librosa.filters.mel(
+        sr=settings.sample_rate, n_fft=settings.n_fft, n_mels=settings.n_mels, fmin=settings.fmin,
+        fmax=settings.fmax, htk=True, norm="slaney"))
+
+
+def log_mel(segments: np.ndarray, settings: Mel, filterbank: torch.Tensor) -> np.ndarray:
+    """(n, samples) audio -> (n, n_mels, frames) dB below each segment's maximum, floored at -top_db."""
+    x = torch.from_numpy(np.ascontiguousarray(segments, dtype=np.float32))
+    spec = torch.stft(x, settings.n_fft, settings.hop_length, window=torch.hann_window(settings.n_fft),
+                      center=True, pad_mode="reflect", return_complex=True).abs().pow(2)
+    power = filterbank @ spec
+    peak = power.amax(dim=(1, 2), keepdim=True)
+    floor = peak * 10 ** (-settings.top_db / 10)
+    # The guard only keeps log10 finite on digital silence, which min_level_db skips anyway.
+    db = 10 * torch.log10(torch.maximum(power, floor).clamp_min(1e-30) / peak.clamp_min(1e-30))
+    return db.numpy()
+
+
+def segment(samples: np.ndarray, settings: Mel) -> tuple[np.ndarray, np.ndarray]:
+    """(n, segment samples) windows (a view of `samples`) and their start times; the incomplete
+    last window is dropped."""
+    length = int(round(settings.segment_s * settings.sample_rate))
+    hop = int(round(settings.segment_hop_s * settings.sample_rate))
+    if len(samples) < length:
+        return np.zeros((0, length), np.float32), np.zeros(0)
+    windows = np.lib.stride_tricks.sliding_window_view(samples, length)[::hop]  # a view: no copy
+    return windows, np.arange(len(windows)) * hop / settings.sample_rate
+
+
+@dataclass
+class PieceMel:
+    piece: int
+    source: str
+    seconds: float
+    mel: np.ndarray        # (kept, n_mels, frames) float16
+    start_s: np.ndarray
+    level_db: np.ndarray
+    skipped_silent: int
+
+
+@dataclass
+class _Job:
+    piece: int
+    midi: bytes
+    audio_path: str | None
+
+
+def _piece_mel(job: _Job, audio_settings: Audio, settings: Mel, soundfont: Path) -> PieceMel:
+    torch.set_num_threads(1)  # one piece per process: the processes share the cores
+    limit = settings.max_seconds_per_piece
+    if job.audio_path is not None:
+        samples, source = audio.load_recording(job.audio_path, settings.sample_rate, limit), audio.RECORDING
+    else:
+        samples = audio.render(job.midi, audio_settings, soundfont, settings.sample_rate, limit)
+        source = audio.rendered_label(audio_settings)
+    seconds = len(samples) / settings.sample_rate
+    windows, starts = segment(samples, settings)
+    energy = np.einsum("ij,ij->i", windows, windows, dtype=np.float64) / max(windows.shape[1], 1)
+    level = 10 * np.log10(np.maximum(energy, 1e-30))
+    keep = level >= settings.min_level_db
+    kept = np.flatnonzero(keep)
+    filterbank = mel_filterbank(settings)
+    mel = np.zeros((len(kept), settings.n_mels, frames_per_segment(settings)), np.float16)
+    for i in range(0, len(kept), settings.batch_segments):
+        batch = kept[i : i + settings.batch_segments]
+        mel[i : i + len(batch)] = log_mel(windows[batch], settings, filterbank)
+    return PieceMel(job.piece, source, seconds, mel, starts[keep], level[keep], int((~keep).sum()))
+
+
+def _worker(args: tuple[_Job, Audio, Mel, Path]) -> PieceMel:
+    return _piece_mel(*args)
+
+
+class _ShardWriter:
+    """Appends segments and writes a shard each time `shard_segments` have accumulated."""
+
+    def __init__(self, out_dir: Path, settings: Mel):
+        self.out_dir, self.size = out_dir, settings.shard_segments
+        self.pending: list[np.ndarray] = []
+        self.count = 0
+        self.shards = 0
+
+    def add(self, mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Shard and row of each added segment."""
+        shard = np.empty(len(mel), np.int32)
+        row = np.empty(len(mel), np.int32)
+        for i in range(len(mel)):
+            shard[i], row[i] = self.shards, self.count
+            self.pending.append(mel[i])
+            self.count += 1
+            if self.count == self.size:
+                self.flush()
+        return shard, row
+
+    def flush(self) -> None:
+        if self.pending:
+            np.save(self.out_dir / f"shard_{self.shards:05d}.npy", np.stack(self.pending))
+            self.pending, self.count = [], 0
+            self.shards += 1
+
+
+def build(raw: pd.DataFrame, pieces: pd.DataFrame, audio_settings: Audio, settings: Mel, out_dir: Path,
+          progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write the shards, segment and piece tables and statistics; return (segments, pieces)."""
+    usable = pieces[pieces["status"] == "ok"]
+    if usable.empty:
+        raise ValueError("mel: no usable piece in the pieces table")
+    needs_render = not audio_settings.use_recordings or usable["audio_path"].isna().any()
+    soundfont = audio.soundfont_path(audio_settings) if needs_render else Path()
+    by_path = dict(zip(raw["path"], raw["data"]))
+    jobs = [(_Job(int(p.id), by_path[p.path], p.audio_path if audio_settings.use_recordings else None),
+             audio_settings, settings, soundfont) for p in usable.itertuples()]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("shard_*.npy"):
+        stale.unlink()
+
+    writer = _ShardWriter(out_dir, settings)
+    split_of = dict(zip(usable["id"], usable["split"]))
+    n_bins = settings.n_mels
+    sums = {"sum": np.zeros(n_bins), "sumsq": np.zeros(n_bins), "frames": 0}
+    segment_frames, piece_rows = [], []
+    bar = dict(total=len(jobs), desc="mel", unit="piece", disable=None if progress else True)
+    # Ordered results keep shards identical for any number of workers.
+    if settings.workers == 1:
+        results = map(_worker, jobs)
+        pool = None
+    else:
+        pool = multiprocessing.get_context("spawn").Pool(settings.workers)
+        results = pool.imap(_worker, jobs)
+    try:
+        for result in tqdm(results, **bar):
+            split = split_of[result.piece]
+            shard, row = writer.add(result.mel)
+            segment_frames.append(pd.DataFrame({
+                "piece": result.piece, "split": split, "start_s": result.start_s,
+                "level_db": result.level_db.astype(np.float32), "shard": shard, "row": row}))
+            piece_rows.append({"piece": result.piece, "split": split, "audio": result.source,
+                               "seconds": result.seconds, "segments": len(result.mel),
+                               "skipped_silent": result.skipped_silent})
+            if split == "train" and len(result.mel):
+                db = result.mel.astype(np.float64)
+                sums["sum"] += db.sum(axis=(0, 2))
+                sums["sumsq"] += (db ** 2).sum(axis=(0, 2))
+                sums["frames"] += db.shape[0] * db.shape[2]
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    writer.flush()
+    segments = pd.concat(segment_frames, ignore_index=True)
+    if sums["frames"] == 0:
+        raise ValueError("mel: the training split has no non-silent segment; normalisation needs one")
+    for split in SPLITS:
+        if not (segments["split"] == split).any():
+            print(f"mel: WARNING: the {split} split has no segment")
+    mean = sums["sum"] / sums["frames"]
+    std = np.sqrt(np.maximum(sums["sumsq"] / sums["frames"] - mean ** 2, 0))
+    np.savez(out_dir / "stats.npz", mean=mean.astype(np.float32), std=std.astype(np.float32),
+             **{k: np.asarray(v if v is not None else settings.sample_rate / 2)
+                for k, v in settings.model_dump().items() if k in GEOMETRY})
+    segments.to_parquet(out_dir / "segments.parquet", index=False)
+    piece_table = pd.DataFrame(piece_rows).merge(
+        usable[["id", "path"]].rename(columns={"id": "piece"}), on="piece")
+    piece_table.to_parquet(out_dir / "pieces.parquet", index=False)
+    return segments, piece_table
+
+
+GEOMETRY = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "segment_s")
+
+
+class MelSet:
+    """The mel stage's output, read lazily: shards are memory-mapped, so a full-MAESTRO set costs
+    page cache, not process memory. `normalised(index)` returns per-bin standardised segments."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        if not (self.folder / "segments.parquet").exists():
+            raise FileNotFoundError(f"{self.folder}: no mel segments; run the mel stage first")
+        self.segments = pd.read_parquet(self.folder / "segments.parquet")
+        self.pieces = pd.read_parquet(self.folder / "pieces.parquet")
+        stats = np.load(self.folder / "stats.npz")
+        self.mean, self.std = stats["mean"], stats["std"]
+        self.geometry = {k: stats[k].item() for k in GEOMETRY}
+        self.shards = [np.load(p, mmap_mode="r") for p in sorted(self.folder.glob("shard_*.npy"))]
+        self._shard = self.segments["shard"].to_numpy()
+        self._row = self.segments["row"].to_numpy()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.shards[0].shape[1:] if self.shards else (0, 0)
+
+    def split_index(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.segments["split"].to_numpy() == split)
+
+    def db(self, index: np.ndarray) -> np.ndarray:
+        """(n, n_mels, frames) float32 dB of the segments at `index`, in that order."""
+        out = np.empty((len(index), *self.shape), np.float32)
+        for i, k in enumerate(index):
+            out[i] = self.shards[self._shard[k]][self._row[k]]
+        return out
+
+    def normalise(self, db: np.ndarray) -> np.ndarray:
+        return (db - self.mean[:, None]) / (self.std[:, None] + 1e-6)
+
+    def denormalise(self, x: np.ndarray) -> np.ndarray:
+        return x * (self.std[:, None] + 1e-6) + self.mean[:, None]
+
+    def normalised(self, index: np.ndarray) -> np.ndarray:
+        return self.normalise(self.db(index))

@@ -1,0 +1,306 @@
+"""Spectral VAE: a convolutional VAE over log-mel segments (the PyTorch "MusicVAE" of the documents).
+
+Encoder: stride-2 blocks Conv2d -> BatchNorm -> GELU (-> Dropout2d), one per entry of `channels`,
+then linear mu and log sigma^2. Decoder: linear -> the encoder's last feature map -> mirrored
+stride-2 transposed convolutions -> a linear 1-channel output, cropped to the input size, so any
+segment length works.
+
+Loss = recon + beta * KL + spectral_weight * spectral + output_reg_weight * range, with the fixes of
+the documents as parameters: frequency-weighted reconstruction, an FFT-magnitude term against
+missing high frequencies, and a penalty on outputs outside the input's range.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import librosa
+import numpy as np
+import pandas as pd
+import soundfile
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from etude.mel import MelSet
+from etude.models.vae import kl_term, kl_weight, latent_stats
+from etude.params import Evaluate, Generate, SpectralVaeVariant
+from etude.pipeline import variant_input
+from etude.training import evenly_spaced, shuffled_batches
+
+Batch = tuple[torch.Tensor]  # normalised log-mel segments (B, 1, n_mels, frames)
+
+
+class SpectralVAE(nn.Module):
+    def __init__(self, config: SpectralVaeVariant, shape: tuple[int, int]):
+        super().__init__()
+        k, pad = config.kernel_size, config.kernel_size // 2
+        self.shape = shape
+        blocks, c_in, h, w = [], 1, *shape
+        for c in config.channels:
+            blocks.append(nn.Sequential(nn.Conv2d(c_in, c, k, stride=2, padding=pad),
+                                        nn.BatchNorm2d(c, momentum=config.batchnorm_momentum), nn.GELU(),
+                                        nn.Dropout2d(config.dropout)))
+            c_in, h, w = c, (h + 2 * pad - k) // 2 + 1, (w + 2 * pad - k) // 2 + 1
+        self.encoder = nn.Sequential(*blocks)
+        self.encoded = (c_in, h, w)
+        flat = c_in * h * w
+        self.mu = nn.Linear(flat, config.latent_dim)
+        self.logvar = nn.Linear(flat, config.latent_dim)
+        self.expand = nn.Linear(config.latent_dim, flat)
+        ups = []
+        reversed_channels = config.channels[::-1]
+        for c_from, c_to in zip(reversed_channels, reversed_channels[1:]):
+            ups.append(nn.Sequential(nn.ConvTranspose2d(c_from, c_to, k, stride=2, padding=pad, output_padding=1),
+                                     nn.BatchNorm2d(c_to, momentum=config.batchnorm_momentum), nn.GELU()))
+        # Linear output: normalised log-mels are unbounded on both sides.
+        ups.append(nn.ConvTranspose2d(config.channels[0], 1, k, stride=2, padding=pad, output_padding=1))
+        self.decoder = nn.Sequential(*ups)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x).flatten(1)
+        return self.mu(h), self.logvar(h)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.decoder(self.expand(z).view(len(z), *self.encoded))
+        rows, cols = self.shape
+        out = out[..., :rows, :cols]
+        return F.pad(out, (0, cols - out.shape[-1], 0, rows - out.shape[-2]))
+
+    def forward(self, x: torch.Tensor):
+        mu, logvar = self.encode(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
+        return self.decode(z), mu, logvar
+
+
+@dataclass
+class SpectralData:
+    mel: MelSet
+    train: np.ndarray       # segment indices
+    validation: np.ndarray
+    test: np.ndarray
+
+    def split_index(self, split: str) -> np.ndarray:
+        return {"train": self.train, "validation": self.validation, "test": self.test}[split]
+
+
+def load_data(config: SpectralVaeVariant) -> SpectralData:
+    mel = MelSet(Path(variant_input(config)))
+    train = mel.split_index("train")
+    if config.val_split is None:
+        validation = mel.split_index("validation")
+    else:  # the reference recipe: a seeded share of the training segments
+        held = np.random.default_rng(config.seed).permutation(len(train))[: int(round(config.val_split * len(train)))]
+        validation, train = np.sort(train[held]), np.delete(train, held)
+    for split, index in (("train", train), ("validation", validation)):
+        if len(index) == 0:
+            raise ValueError(f"{mel.folder}: no {split} segment for the spectral VAE")
+    return SpectralData(mel, train, validation, mel.split_index("test"))
+
+
+def build(config: SpectralVaeVariant, data: SpectralData) -> SpectralVAE:
+    return SpectralVAE(config, data.mel.shape)
+
+
+def _batch(data: SpectralData, index: np.ndarray, device: torch.device) -> Batch:
+    return (torch.from_numpy(data.mel.normalised(index)[:, None]).to(device),)
+
+
+def train_batches(data: SpectralData, config: SpectralVaeVariant, epoch: int, device: torch.device) -> Iterator[Batch]:
+    for index in shuffled_batches(data.train, config.seed, epoch, config.samples_per_epoch, config.batch_size):
+        yield _batch(data, index, device)
+
+
+def eval_batches(data: SpectralData, config: SpectralVaeVariant, split: str, limit: int | None,
+                 device: torch.device) -> Iterator[Batch]:
+    index = evenly_spaced(data.split_index(split), limit)
+    if len(index) == 0:
+        raise ValueError(f"the {split} split has no mel segment")
+    for i in range(0, len(index), config.val_batch_size):
+        yield _batch(data, index[i : i + config.val_batch_size], device)
+
+
+def frequency_weights(config: SpectralVaeVariant, n_bins: int) -> torch.Tensor:
+    """Per-bin weights: band [start, end) covers bins int(start * n) .. int(end * n), as the
+    reference (bins 0-25 x1.5, 38-89 x2.0, 102-128 x0.8 of 128); other bins weigh 1."""
+    w = torch.ones(n_bins)
+    for band in config.recon_bands:
+        w[int(band.start * n_bins) : int(band.end * n_bins)] = band.weight
+    return w
+
+
+def loss_terms(x: torch.Tensor, out: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-segment terms (B,), each a sum over the segment's bins and frames.
+
+    Normalisation: recon is sum_{f,t} w_f (x_hat - x)^2 / mean_f(w_f), the squared error of the whole
+    segment with the weights only redistributing emphasis between bands. On this scale the loss is a
+    Gaussian log-likelihood (up to 1/2) and beta = 1 is the ELBO, so beta 0.05 is a weak prior
+    pressure, as the documents intend. The reference divided by sum_f w_f over the batch, which
+    left recon ~B*T times a per-element mean and beta at an arbitrary, tiny effective weight.
+    spectral: squared difference of |FFT2| under the orthonormal FFT (Parseval: same scale as recon).
+    range: distance of each output value outside [min - m R, max + m R] of its input segment."""
+    w = (weights / weights.mean()).to(x.device)[:, None]
+    recon = (w * (out - x) ** 2).flatten(1).sum(1)
+    spectral = (torch.fft.rfft2(out, norm="ortho").abs() - torch.fft.rfft2(x, norm="ortho").abs()).pow(2).flatten(1).sum(1)
+    return {"recon": recon, "spectral": spectral}
+
+
+def range_penalty(x: torch.Tensor, out: torch.Tensor, margin: float) -> torch.Tensor:
+    lo, hi = x.flatten(1).amin(1), x.flatten(1).amax(1)
+    reach = margin * (hi - lo)
+    lo, hi = (lo - reach)[:, None, None, None], (hi + reach)[:, None, None, None]
+    return (F.relu(lo - out) + F.relu(out - hi)).flatten(1).sum(1)
+
+
+def loss_weights(config: SpectralVaeVariant, epoch: int | None) -> dict[str, float]:
+    return {"recon": 1.0, "kl": kl_weight(config.kl, epoch), "spectral": config.spectral_weight,
+            "range": config.output_reg_weight}
+
+
+def loss(model: SpectralVAE, batch: Batch, config: SpectralVaeVariant,
+         epoch: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    (x,) = batch
+    out, mu, logvar = model(x)
+    terms = loss_terms(x, out, frequency_weights(config, x.shape[-2]))
+    terms["range"] = range_penalty(x, out, config.range_margin)
+    terms["kl"] = kl_term(mu, logvar, config.kl.free_bits).expand(len(x))
+    terms = {k: v.mean() for k, v in terms.items()}
+    weights = loss_weights(config, epoch)
+    return sum(weights[k] * v for k, v in terms.items()), terms
+
+
+@torch.no_grad()
+def _encode_decode(model: SpectralVAE, batches: Iterator[Batch]) -> tuple[np.ndarray, ...]:
+    """Inputs, reconstructions (from z = mu), mu and logvar over a split; (n, n_mels, frames)."""
+    model.eval()
+    xs, outs, mus, logvars = [], [], [], []
+    for (x,) in batches:
+        out, mu, logvar = model(x)
+        xs.append(x[:, 0].cpu()), outs.append(out[:, 0].cpu()), mus.append(mu.cpu()), logvars.append(logvar.cpu())
+    return tuple(torch.cat(t).numpy() for t in (xs, outs, mus, logvars))
+
+
+def _latent(mu: np.ndarray, logvar: np.ndarray, config: SpectralVaeVariant) -> dict[str, float]:
+    """KL and active units; per-dimension KL stays out (128 columns would drown the history)."""
+    stats = latent_stats(mu, logvar, config.active_unit_threshold)
+    return {"kl": stats["kl"], "active_units": stats["active_units"]}
+
+
+def featureless_share(db: np.ndarray, config: SpectralVaeVariant) -> float:
+    """Share of spectrograms that are near-constant (dB std below the threshold): blank outputs."""
+    return float((db.reshape(len(db), -1).std(axis=1) < config.featureless_std_db).mean())
+
+
+def spectrogram_metrics(x: np.ndarray, out: np.ndarray, mel: MelSet, config: SpectralVaeVariant) -> dict[str, float]:
+    """metrics.md section 4, on normalised inputs x and outputs out (n, n_mels, frames)."""
+    floor = -mel.geometry["top_db"]
+    # The same floor on both sides (metrics.md: fix the floor); inputs never go below it anyway.
+    db_true, db_pred = np.maximum(mel.denormalise(x), floor), np.maximum(mel.denormalise(out), floor)
+    mag_true, mag_pred = 10 ** (db_true / 20), 10 ** (db_pred / 20)
+    sc = np.linalg.norm((mag_true - mag_pred).reshape(len(x), -1), axis=1) / np.linalg.norm(mag_true.reshape(len(x), -1), axis=1)
+    lsd = np.sqrt(((db_true - db_pred) ** 2).mean(axis=1)).mean(axis=1)
+    lo, hi = x.reshape(len(x), -1).min(1), x.reshape(len(x), -1).max(1)
+    outside = (out < lo[:, None, None]) | (out > hi[:, None, None])
+    top = int(round(x.shape[1] * (1 - config.hf_fraction)))
+    hf = (mag_pred[:, top:] ** 2).sum() / (mag_true[:, top:] ** 2).sum()
+    return {"mse": float(((out - x) ** 2).mean()),
+            "rmse_db": float(np.sqrt(((mel.denormalise(out) - db_true) ** 2).mean())),
+            "spectral_convergence": float(sc.mean()), "log_spectral_distance_db": float(lsd.mean()),
+            "out_of_range_share": float(outside.mean()), "hf_energy_ratio": float(hf),
+            "featureless_share": featureless_share(db_pred, config)}
+
+
+def diagnostics(model: SpectralVAE, data: SpectralData, config: SpectralVaeVariant, epoch: int,
+                device: torch.device) -> dict[str, float]:
+    """Per epoch, on the validation segments: loss weights, per-value MSE, output range against the
+    input's, featureless reconstructions, KL and active units (posterior collapse)."""
+    x, out, mu, logvar = _encode_decode(model, eval_batches(data, config, "validation", config.val_max_windows, device))
+    row = {f"weight_{k}": v for k, v in loss_weights(config, epoch).items()}
+    row |= {"val_mse": float(((out - x) ** 2).mean()), "val_output_min": float(out.min()),
+            "val_output_max": float(out.max()), "val_input_min": float(x.min()), "val_input_max": float(x.max()),
+            "val_featureless_share": featureless_share(data.mel.denormalise(out), config)}
+    row |= {f"val_{k}": v for k, v in _latent(mu, logvar, config).items()}
+    if row["val_featureless_share"] > 0.5 or row["val_active_units"] == 0:
+        print(f"WARNING: epoch {epoch + 1}: {row['val_featureless_share']:.0%} featureless reconstructions, "
+              f"{row['val_active_units']:.0f} active units: collapse", flush=True)
+    return row
+
+
+@torch.no_grad()
+def _prior(model: SpectralVAE, config: SpectralVaeVariant, count: int, device: torch.device) -> np.ndarray:
+    generator = torch.Generator().manual_seed(config.seed)
+    z = torch.randn(count, config.latent_dim, generator=generator)
+    outs = [model.decode(chunk.to(device))[:, 0].cpu() for chunk in z.split(config.val_batch_size)]
+    return torch.cat(outs).numpy()
+
+
+def evaluate(model: SpectralVAE, data: SpectralData, config: SpectralVaeVariant, settings: Evaluate,
+             device: torch.device) -> dict[str, dict[str, float]]:
+    x, out, mu, logvar = _encode_decode(model, eval_batches(data, config, "test", settings.max_windows, device))
+    mel = data.mel
+    metrics = spectrogram_metrics(x, out, mel, config) | _latent(mu, logvar, config)
+    # The per-bin mean of the training split: 0 in normalised units, every frame the average spectrum.
+    baseline = spectrogram_metrics(x, np.zeros_like(x), mel, config)
+    prior = _prior(model, config, settings.prior_samples, device)
+    prior_db = np.maximum(mel.denormalise(prior), -mel.geometry["top_db"])
+    return {
+        "model": metrics,
+        "baseline": baseline,
+        "prior_samples": {"featureless_share": featureless_share(prior_db, config),
+                          "db_std": float(prior_db.reshape(len(prior), -1).std(1).mean()),
+                          "hf_energy_ratio": _hf_ratio(prior_db, mel.denormalise(x), config)},
+        "test_data": {"db_std": float(mel.denormalise(x).reshape(len(x), -1).std(1).mean())},
+        "windows": {"count": float(len(x))},
+    }
+
+
+def _hf_ratio(db: np.ndarray, reference_db: np.ndarray, config: SpectralVaeVariant) -> float:
+    """Mean high-band power share of `db` over that of `reference_db`."""
+    def share(d):
+        power = 10 ** (d / 10)
+        top = int(round(d.shape[1] * (1 - config.hf_fraction)))
+        return power[:, top:].sum() / power.sum()
+    return float(share(db) / share(reference_db))
+
+
+def to_audio(db: np.ndarray, mel: MelSet, config: SpectralVaeVariant) -> np.ndarray:
+    """Griffin-Lim from a dB mel spectrogram, peak-normalised (levels are relative to the segment max)."""
+    g = mel.geometry
+    power = 10 ** (np.maximum(db, -g["top_db"]) / 10)
+    stft = librosa.feature.inverse.mel_to_stft(power, sr=g["sample_rate"], n_fft=g["n_fft"], power=2.0,
+                                               fmin=g["fmin"], fmax=g["fmax"], htk=True, norm="slaney")
+    audio = librosa.griffinlim(stft, n_iter=config.griffin_lim_iters, hop_length=g["hop_length"],
+                               n_fft=g["n_fft"], pad_mode="reflect", random_state=config.seed)
+    return librosa.util.normalize(audio)
+
+
+@torch.no_grad()
+def generate(model: SpectralVAE, data: SpectralData, config: SpectralVaeVariant, settings: Generate,
+             out_dir: Path, device: torch.device) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Test segments with their reconstructions, and prior samples: as dB spectrograms
+    (spectrograms.npz, for the report's images) and as Griffin-Lim audio (wav)."""
+    mel = data.mel
+    test = data.test
+    picked = test[np.linspace(0, len(test) - 1, settings.audio_examples).round().astype(np.int64)]
+    x, out, _, _ = _encode_decode(model, iter([_batch(data, picked, device)]))
+    floor = -mel.geometry["top_db"]
+    groups = {"input": mel.denormalise(x), "reconstruction": np.maximum(mel.denormalise(out), floor),
+              "prior": np.maximum(mel.denormalise(_prior(model, config, settings.audio_examples, device)), floor)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out_dir / "spectrograms.npz", **{k: v.astype(np.float32) for k, v in groups.items()})
+    rows = []
+    for group, spectrograms in groups.items():
+        for i, db in enumerate(spectrograms):
+            name = f"{group}_{i}.wav"
+            soundfile.write(out_dir / name, to_audio(db, mel, config), int(mel.geometry["sample_rate"]), subtype="PCM_16")
+            rows.append({"group": group, "sample": i, "file": name,
+                         "segment": int(picked[i]) if group != "prior" else -1,
+                         "db_std": float(db.std())})
+    sources = mel.pieces.groupby("audio")["seconds"].sum().to_dict()
+    (out_dir / "audio_sources.json").write_text(json.dumps(sources, indent=2) + "\n")
+    stats = {f"{g}_featureless_share": featureless_share(v, config) for g, v in groups.items()}
+    stats |= {f"{g}_db_std": float(v.reshape(len(v), -1).std(1).mean()) for g, v in groups.items()}
+    return pd.DataFrame(rows), stats

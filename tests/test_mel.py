@@ -1,0 +1,85 @@
+"""Audio rendering and the mel stage, on real MAESTRO files and the pinned SoundFont."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import symusic
+
+from etude import audio, mel
+from etude.mel import MelSet
+
+
+def _midi(notes, pedals=()) -> bytes:
+    """A one-track MIDI file from (start_s, duration_s, pitch, velocity) and (start_s, duration_s) pedals."""
+    score = symusic.Score(1000, ttype="second")
+    track = symusic.Track(program=0, ttype="second")
+    for start, duration, pitch, velocity in notes:
+        track.notes.append(symusic.Note(start, duration, pitch, velocity, ttype="second"))
+    for start, duration in pedals:
+        track.pedals.append(symusic.Pedal(start, duration, ttype="second"))
+    score.tracks.append(track)
+    return score.dumps_midi()
+
+
+def test_sustain_pedal_holds_notes_until_release_but_a_restruck_key_cuts_them():
+    start = np.array([0.0, 1.0, 1.5, 5.0])
+    end = np.array([0.5, 1.2, 1.7, 5.5])
+    pitch = np.array([60, 64, 60, 60])
+    held = audio.sustained_ends(start, end, pitch, pedal_down=np.array([0.2]), pedal_up=np.array([3.0]))
+    # 60 is held by the pedal but re-struck at 1.5; 64 rings to the release; the note at 5 s is unpedalled.
+    assert held.tolist() == [1.5, 3.0, 3.0, 5.5]
+
+
+def test_rendered_note_has_its_pitch_and_is_deterministic(params):
+    settings = params.audio
+    soundfont = audio.soundfont_path(settings)
+    midi = _midi([(0.1, 1.5, 69, 100)])  # A4, 440 Hz
+    sr = params.mel.sample_rate
+    first = audio.render(midi, settings, soundfont, sr)
+    assert np.array_equal(first, audio.render(midi, settings, soundfont, sr))
+    assert len(first) == pytest.approx((1.6 + settings.tail_s) * sr, abs=2)
+    assert np.abs(first[: int(0.09 * sr)]).max() == 0  # silence before the onset
+    spectrum = np.abs(np.fft.rfft(first[int(0.2 * sr) : int(1.2 * sr)]))
+    assert np.fft.rfftfreq(sr, 1 / sr)[spectrum.argmax()] == pytest.approx(440, rel=0.02)
+
+
+def test_mel_stage_streams_shards_and_normalises_on_training_segments_only(tmp_path, params, sample_midi):
+    names = ["Maestro_1.mid", "Maestro_3.mid", "Maestro_10.mid"]
+    raw = pd.DataFrame({"path": names + ["silence.mid"],
+                        "data": [sample_midi[n] for n in names] + [_midi([(4.0, 1.0, 60, 80), (7.0, 1.0, 64, 80)])]})
+    pieces = pd.DataFrame({"id": range(4), "path": raw["path"], "split": ["train", "train", "test", "train"],
+                           "audio_path": None, "status": ["ok", "ok", "ok", "ok"]})
+    settings = params.mel.model_copy(update={"max_seconds_per_piece": 9.0, "shard_segments": 4, "workers": 2})
+    segments, table = mel.build(raw, pieces, params.audio, settings, tmp_path, progress=False)
+
+    frames = mel.frames_per_segment(settings)
+    assert frames == 259  # 3 s at 22050 Hz, hop 256: the reference's 128 x 259
+    # Three 3-s segments per 9-s excerpt; the file that starts with 4 s of silence loses its first.
+    assert table.set_index("path")["segments"].to_dict() == {n: 3 for n in names} | {"silence.mid": 2}
+    assert table.set_index("path").loc["silence.mid", "skipped_silent"] == 1
+    assert set(table["audio"]) == {audio.rendered_label(params.audio)}
+    shards = sorted(tmp_path.glob("shard_*.npy"))
+    assert [np.load(s).shape[0] for s in shards] == [4, 4, 3]  # 11 segments in shards of 4
+    assert np.load(shards[0]).dtype == np.float16
+
+    data = MelSet(tmp_path)
+    db = data.db(np.arange(len(segments)))
+    assert db.shape == (11, 128, 259) and db.max() == 0 and db.min() >= -settings.top_db
+    assert np.allclose(db.max(axis=(1, 2)), 0)  # 0 dB is each segment's maximum
+    train = db[data.split_index("train")].astype(np.float64)
+    assert np.allclose(data.mean, train.mean(axis=(0, 2)), atol=1e-3)
+    assert np.allclose(data.std, train.std(axis=(0, 2)), atol=1e-3)
+    assert not np.allclose(data.mean, db.astype(np.float64).mean(axis=(0, 2)), atol=1e-3)  # test data left out
+
+    # Same shards with one worker: results are ordered, whatever the pool does.
+    single = tmp_path / "single"
+    mel.build(raw, pieces, params.audio, settings.model_copy(update={"workers": 1}), single, progress=False)
+    for a, b in zip(shards, sorted(single.glob("shard_*.npy"))):
+        assert np.array_equal(np.load(a), np.load(b))
+
+
+def test_mel_params_are_checked(params):
+    with pytest.raises(ValueError, match="fmax <= sample_rate / 2"):
+        params.mel.model_validate(params.mel.model_dump() | {"fmax": 20000})
+    with pytest.raises(ValueError, match="shorter than one FFT window"):
+        params.mel.model_validate(params.mel.model_dump() | {"segment_s": 0.01})
