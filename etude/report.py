@@ -17,7 +17,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from etude import pipeline, tracking  # noqa: E402
@@ -95,20 +94,8 @@ def piano_roll_figure(result: VariantResults, seconds: float) -> str:
     return _png(fig)
 
 
-def spectrogram_figure(result: VariantResults, spectrograms: dict) -> str:
-    """Test segments over their reconstructions, and prior samples: dB below the segment maximum."""
-    rows = [g for g in ("input", "reconstruction", "prior") if g in spectrograms]
-    count = max(len(spectrograms[g]) for g in rows)
-    fig, axes = plt.subplots(len(rows), count, figsize=(2.6 * count, 2.0 * len(rows)), squeeze=False)
-    for r, group in enumerate(rows):
-        for i in range(count):
-            ax = axes[r][i]
-            ax.axis("off")
-            if i < len(spectrograms[group]):
-                ax.imshow(spectrograms[group][i], origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=0)
-                ax.set_title(f"{group} {i}", fontsize=8)
-    fig.suptitle(f"{result.name}: log-mel spectrograms (dB)", fontsize=10, y=1.02)
-    return _png(fig)
+def _png_file(path: Path) -> str:
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
 
 
 def audio_players(result: VariantResults, samples_dir: Path) -> str:
@@ -156,6 +143,11 @@ def diagnosis(result: VariantResults, config, plateau_improvement: float) -> str
                      f"for inputs in [{last['val_input_min']:.2f}, {last['val_input_max']:.2f}]")
         if last["val_featureless_share"] > 0:
             parts.append(f"WARNING {last['val_featureless_share']:.0%} featureless (blank) reconstructions")
+    prior, test = result.evaluation.get("prior_samples", {}), result.evaluation.get("test_data", {})
+    if "db_std" in prior and prior["db_std"] < 0.5 * test["db_std"]:
+        parts.append(f"WARNING prior samples are flat (dB std {prior['db_std']:.1f} vs {test['db_std']:.1f} in the "
+                     f"test data): z ~ N(0, I) decodes off the data (KL {result.evaluation['model']['kl']:.0f} nats); "
+                     "a larger beta or KL annealing narrows the gap")
     if "val_active_units" in h:
         units = h["val_active_units"].iloc[-1]
         parts.append(f"active units {units:.0f}/{config.latent_dim}" + (" (posterior collapse)" if units == 0 else ""))
@@ -239,8 +231,9 @@ def build(params: Params, pieces: pd.DataFrame, html_path: Path, md_path: Path) 
             figures.append(piano_roll_figure(r, params.report.piano_roll_seconds))
         if (samples_dir / "latent.parquet").exists():
             figures.append(latent_figure(r, pd.read_parquet(samples_dir / "latent.parquet")))
-        if (samples_dir / "spectrograms.npz").exists():
-            figures.append(spectrogram_figure(r, dict(np.load(samples_dir / "spectrograms.npz"))))
+        # Figures a family draws itself (spectrogram images), then its audio.
+        figures += [_png_file(path) for path in sorted(samples_dir.glob("*.png"))]
+        if "file" in r.samples and r.samples["file"].str.endswith(".wav").any():
             figures.append(audio_players(r, samples_dir))
         audio_line = ""
         if (samples_dir / "audio_sources.json").exists():

@@ -266,6 +266,26 @@ def _hf_ratio(db: np.ndarray, reference_db: np.ndarray, config: SpectralVaeVaria
     return float(share(db) / share(reference_db))
 
 
+def spectrogram_image(groups: dict[str, np.ndarray], floor_db: float, path: Path) -> None:
+    """One row per group (inputs, their reconstructions, prior samples), dB below the segment max."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = max(len(v) for v in groups.values())
+    fig, axes = plt.subplots(len(groups), count, figsize=(2.6 * count, 2.0 * len(groups)), squeeze=False)
+    for row, (group, spectrograms) in zip(axes, groups.items()):
+        for i, ax in enumerate(row):
+            ax.axis("off")
+            if i < len(spectrograms):
+                ax.imshow(spectrograms[i], origin="lower", aspect="auto", cmap="magma", vmin=floor_db, vmax=0)
+                ax.set_title(f"{group} {i}", fontsize=8)
+    fig.suptitle("log-mel spectrograms (dB below each segment's maximum)", fontsize=10, y=1.02)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
 def to_audio(db: np.ndarray, mel: MelSet, config: SpectralVaeVariant) -> np.ndarray:
     """Griffin-Lim from a dB mel spectrogram, peak-normalised (levels are relative to the segment max)."""
     g = mel.geometry
@@ -291,6 +311,7 @@ def generate(model: SpectralVAE, data: SpectralData, config: SpectralVaeVariant,
               "prior": np.maximum(mel.denormalise(_prior(model, config, settings.audio_examples, device)), floor)}
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out_dir / "spectrograms.npz", **{k: v.astype(np.float32) for k, v in groups.items()})
+    spectrogram_image(groups, -mel.geometry["top_db"], out_dir / "spectrograms.png")
     rows = []
     for group, spectrograms in groups.items():
         for i, db in enumerate(spectrograms):
