@@ -33,6 +33,19 @@ def peak_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
 
 
+def reset_peak() -> None:
+    """Start this process's peak-RSS (VmHWM) afresh, so each phase reports its own peak (Linux)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def current_mb() -> float:
+    return int(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmRSS"))) / 1024
+
+
+def own_peak_mb() -> float:
+    return int(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM"))) / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("../shared/maestro-bench"))
@@ -49,11 +62,12 @@ def main() -> None:
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     os.chdir(args.work)  # the variant reads data/mel and writes models/ relative to the project root
-    before = peak_mb(resource.RUSAGE_SELF)
+    before = current_mb()
+    reset_peak()
     t0 = time.perf_counter()
     segments, table = mel.build(raw[["path", "data"]], pieces, params.audio, params.mel, Path(MEL), progress=False)
     mel_s = time.perf_counter() - t0
-    mel_self, mel_workers = peak_mb(resource.RUSAGE_SELF), peak_mb(resource.RUSAGE_CHILDREN)
+    mel_self, mel_workers = own_peak_mb(), peak_mb(resource.RUSAGE_CHILDREN)
     hours = table["seconds"].sum() / 3600
     shard_gb = sum(p.stat().st_size for p in Path(MEL).glob("shard_*.npy")) / 1e9
     print(f"{len(table)} pieces, {hours:.2f} h of audio ({table['audio'].unique().tolist()}); "
@@ -63,12 +77,15 @@ def main() -> None:
 
     config = params.variant("spectral_vae").model_copy(update={
         "epochs": 1, "samples_per_epoch": args.train_samples, "checkpoint_every": 1})
+    del raw, segments  # the training phase's memory is its own
+    train_before = current_mb()
+    reset_peak()
     t0 = time.perf_counter()
     state = train("spectral_vae", config, family("spectral_vae"), "bench", out_dir=Path("models/spectral_vae"),
                   history_path=Path("metrics/history.csv"), run_link=Path("runs/train.json"),
                   checkpoint_root=Path("checkpoints"), progress_bar=False)
     train_s = time.perf_counter() - t0
-    train_self = peak_mb(resource.RUSAGE_SELF)
+    train_self = own_peak_mb()
     row = state.history[-1]
 
     full_s = mel_s * FULL_MAESTRO_HOURS / hours
@@ -82,7 +99,8 @@ def main() -> None:
          f"{FULL_MAESTRO_HOURS * 3600 * 128 * 259 * 2 / 3 / 1e9:.1f} GB of shards"],
         [f"train 1 epoch of {args.train_samples} segments + validation, wall s", f"{train_s:.1f}",
          f"{args.train_samples / train_s:.1f} segments/s"],
-        ["train: peak RSS main process, MB", f"{train_self:.0f}", f"{train_self / (shard_gb * 1e3):.2f}x the shards"],
+        ["train: peak RSS main process, MB", f"{train_self:.0f} (before: {train_before:.0f})",
+         f"{train_self / (shard_gb * 1e3):.2f}x the shards"],
         ["train: validation MSE (normalised) after the epoch", f"{row['val_mse']:.3f}", "1.0 = per-bin mean"],
     ])
     pd.DataFrame(state.history).to_csv("metrics/history.csv", index=False)

@@ -140,6 +140,16 @@ class _ShardWriter:
             self.shards += 1
 
 
+def _accumulate(sums: dict, mel: np.ndarray, batch: int) -> None:
+    """Per-bin sums for the normalisation statistics, in float64 a batch at a time (a float64 copy
+    of a whole 40-minute piece would be ~400 MB)."""
+    for i in range(0, len(mel), batch):
+        db = mel[i : i + batch].astype(np.float64)
+        sums["sum"] += db.sum(axis=(0, 2))
+        sums["sumsq"] += (db ** 2).sum(axis=(0, 2))
+        sums["frames"] += db.shape[0] * db.shape[2]
+
+
 def build(raw: pd.DataFrame, pieces: pd.DataFrame, audio_settings: Audio, settings: Mel, out_dir: Path,
           progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write the shards, segment and piece tables and statistics; return (segments, pieces)."""
@@ -178,11 +188,8 @@ def build(raw: pd.DataFrame, pieces: pd.DataFrame, audio_settings: Audio, settin
             piece_rows.append({"piece": result.piece, "split": split, "audio": result.source,
                                "seconds": result.seconds, "segments": len(result.mel),
                                "skipped_silent": result.skipped_silent})
-            if split == "train" and len(result.mel):
-                db = result.mel.astype(np.float64)
-                sums["sum"] += db.sum(axis=(0, 2))
-                sums["sumsq"] += (db ** 2).sum(axis=(0, 2))
-                sums["frames"] += db.shape[0] * db.shape[2]
+            if split == "train":
+                _accumulate(sums, result.mel, settings.batch_segments)
     finally:
         if pool is not None:
             pool.close()
