@@ -1,5 +1,6 @@
 """Audio rendering and the mel stage, on real MAESTRO files and the pinned SoundFont."""
 
+import librosa
 import numpy as np
 import pandas as pd
 import pytest
@@ -83,3 +84,26 @@ def test_mel_params_are_checked(params):
         params.mel.model_validate(params.mel.model_dump() | {"fmax": 20000})
     with pytest.raises(ValueError, match="shorter than one FFT window"):
         params.mel.model_validate(params.mel.model_dump() | {"segment_s": 0.01})
+
+
+def test_a_recording_on_disk_is_used_and_resampled(tmp_path, params):
+    """MAESTRO's own audio wins over rendering: a 44.1 kHz wav of a 440 Hz tone comes out at 22,050 Hz."""
+    import soundfile
+
+    sr = 44100
+    t = np.arange(int(7 * sr)) / sr
+    soundfile.write(tmp_path / "take.wav", 0.3 * np.sin(2 * np.pi * 440 * t), sr)
+    raw = pd.DataFrame({"path": ["a.mid"], "data": [_midi([(0.0, 2.0, 60, 80), (3.0, 2.0, 64, 80)])]})
+    pieces = pd.DataFrame({"id": [0], "path": ["a.mid"], "split": ["train"], "audio_path": [str(tmp_path / "take.wav")],
+                           "status": ["ok"]})
+    segments, table = mel.build(raw, pieces, params.audio, params.mel.model_copy(update={"workers": 1}),
+                                tmp_path / "mel", progress=False)
+    assert table["audio"].tolist() == [audio.RECORDING] and table["seconds"].item() == pytest.approx(7, abs=1e-3)
+    assert len(segments) == 2  # two whole 3-s segments in 7 s
+    spectrum = MelSet(tmp_path / "mel").db(np.array([0])).mean(axis=2)[0]
+    centres = librosa.mel_frequencies(params.mel.n_mels + 2, fmin=params.mel.fmin, fmax=params.mel.sample_rate / 2, htk=True)[1:-1]
+    assert centres[spectrum.argmax()] == pytest.approx(440, rel=0.06)
+
+    rendered = mel.build(raw, pieces, params.audio.model_copy(update={"use_recordings": False}),
+                         params.mel.model_copy(update={"workers": 1}), tmp_path / "rendered", progress=False)[1]
+    assert rendered["audio"].tolist() == [audio.rendered_label(params.audio)]
