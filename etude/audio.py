@@ -55,7 +55,9 @@ def note_events(midi: bytes, settings: Audio) -> np.ndarray:
             continue
         notes = track.notes.numpy()
         start = notes["time"].astype(np.float64)
-        end = start + notes["duration"].astype(np.float64)
+        # A zero-length note must still end after it starts, or its note-off would be sorted first
+        # and release an earlier voice of that pitch instead.
+        end = np.maximum(start + notes["duration"].astype(np.float64), np.nextafter(start, np.inf))
         if settings.sustain_pedal:
             pedals = track.pedals.numpy()
             end = sustained_ends(start, end, notes["pitch"], pedals["time"], pedals["time"] + pedals["duration"])

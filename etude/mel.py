@@ -17,9 +17,12 @@ Layout of the output folder:
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import librosa
 import numpy as np
@@ -150,6 +153,20 @@ def _accumulate(sums: dict, mel: np.ndarray, batch: int) -> None:
         sums["frames"] += db.shape[0] * db.shape[2]
 
 
+def _in_order(pool, jobs: list, ahead: int) -> Iterator[PieceMel]:
+    """Results in job order (shards identical for any number of workers), with at most `ahead`
+    pieces submitted or waiting: Pool.imap would queue every finished piece behind a long one."""
+    pending: deque = deque()
+    remaining = iter(jobs)
+    for job in itertools.islice(remaining, ahead):
+        pending.append(pool.apply_async(_worker, (job,)))
+    while pending:
+        result = pending.popleft().get()
+        for job in itertools.islice(remaining, 1):
+            pending.append(pool.apply_async(_worker, (job,)))
+        yield result
+
+
 def build(raw: pd.DataFrame, pieces: pd.DataFrame, audio_settings: Audio, settings: Mel, out_dir: Path,
           progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write the shards, segment and piece tables and statistics; return (segments, pieces)."""
@@ -171,13 +188,11 @@ def build(raw: pd.DataFrame, pieces: pd.DataFrame, audio_settings: Audio, settin
     sums = {"sum": np.zeros(n_bins), "sumsq": np.zeros(n_bins), "frames": 0}
     segment_frames, piece_rows = [], []
     bar = dict(total=len(jobs), desc="mel", unit="piece", disable=None if progress else True)
-    # Ordered results keep shards identical for any number of workers.
     if settings.workers == 1:
-        results = map(_worker, jobs)
-        pool = None
+        results, pool = map(_worker, jobs), None
     else:
         pool = multiprocessing.get_context("spawn").Pool(settings.workers)
-        results = pool.imap(_worker, jobs)
+        results = _in_order(pool, jobs, ahead=2 * settings.workers)
     try:
         for result in tqdm(results, **bar):
             split = split_of[result.piece]

@@ -129,7 +129,7 @@ def diagnosis(result: VariantResults, config, plateau_improvement: float) -> str
              else f"ran its {t['epochs_run']} epochs (best {t['best_epoch'] + 1})"]
     third = max(len(h) // 3, 1)
     if len(h) >= 6:
-        before, recent = h["val_loss"].iloc[third : 2 * third].min(), h["val_loss"].iloc[2 * third :].min()
+        before, recent = h["val_loss"].iloc[: 2 * third].min(), h["val_loss"].iloc[2 * third :].min()
         if before - recent < abs(before) * plateau_improvement:
             parts.append(f"plateau: validation loss {before:.4g} -> {recent:.4g} over the last {len(h) - 2 * third} epochs")
     if "timeshift_variance" in h:
@@ -144,8 +144,9 @@ def diagnosis(result: VariantResults, config, plateau_improvement: float) -> str
         if last["val_featureless_share"] > 0:
             parts.append(f"WARNING {last['val_featureless_share']:.0%} featureless (blank) reconstructions")
     prior, test = result.evaluation.get("prior_samples", {}), result.evaluation.get("test_data", {})
-    if "db_std" in prior and prior["db_std"] < 0.5 * test["db_std"]:
-        parts.append(f"WARNING prior samples are flat (dB std {prior['db_std']:.1f} vs {test['db_std']:.1f} in the "
+    if "time_variation_db" in prior and prior["time_variation_db"] < 0.5 * test["time_variation_db"]:
+        parts.append(f"WARNING prior samples are flat (change over time {prior['time_variation_db']:.1f} dB vs "
+                     f"{test['time_variation_db']:.1f} dB in the "
                      f"test data): z ~ N(0, I) decodes off the data (KL {result.evaluation['model']['kl']:.0f} nats); "
                      "a larger beta or KL annealing narrows the gap")
     if "val_active_units" in h:

@@ -91,7 +91,8 @@ def _save(path: Path, model, optimizer, scheduler, progress: Progress, config: d
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler else None,
-                "progress": progress.__dict__, "config": config, "torch_rng": torch.get_rng_state()}, tmp)
+                "progress": progress.__dict__, "config": config, "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp)
     os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
@@ -117,6 +118,8 @@ def _restore(path: Path, model, optimizer, scheduler) -> Progress:
     if scheduler and _same_kind(scheduler, saved["scheduler"]):
         scheduler.load_state_dict(saved["scheduler"])
     torch.set_rng_state(saved["torch_rng"])
+    if saved.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
     return Progress(**saved["progress"])
 
 
@@ -197,9 +200,12 @@ def train(name: str, config: Any, family: ModuleType, experiment: str, out_dir: 
                 scheduler.step(row["val_loss"])
             elif scheduler:
                 scheduler.step()
-            if row["val_loss"] < state.best_val - config.min_delta:
+            if not math.isfinite(row["val_loss"]):
+                raise ValueError(f"train@{name}: epoch {state.epoch + 1}: validation loss is {row['val_loss']}: training "
+                                 f"diverged (lower lr?); the last good checkpoint is {ckpt_dir / 'last.pt'}")
+            improved = row["val_loss"] < state.best_val - config.min_delta
+            if improved:
                 state.best_val, state.best_epoch, state.stale_epochs = row["val_loss"], state.epoch, 0
-                _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, config_dict)
             else:
                 state.stale_epochs += 1
             state.history.append(row)
@@ -208,6 +214,9 @@ def train(name: str, config: Any, family: ModuleType, experiment: str, out_dir: 
             # Throughput goes to MLflow only: the history file must not change between identical runs.
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"} | {"train_samples_per_s": samples_per_s},
                                step=int(row["epoch"]))
+            # Saved after the bookkeeping: best.pt, like last.pt, continues after the epoch it holds.
+            if improved:
+                _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, config_dict)
             _save(ckpt_dir / "last.pt", model, optimizer, scheduler, state, config_dict)
             if state.epoch % config.checkpoint_every == 0:
                 shutil.copyfile(ckpt_dir / "last.pt", ckpt_dir / f"epoch_{state.epoch:04d}.pt")

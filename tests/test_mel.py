@@ -31,6 +31,12 @@ def test_sustain_pedal_holds_notes_until_release_but_a_restruck_key_cuts_them():
     assert held.tolist() == [1.5, 3.0, 3.0, 5.5]
 
 
+def test_a_zero_length_note_is_switched_on_before_off(params):
+    events = audio.note_events(_midi([(1.0, 0.0, 60, 90), (1.0, 0.5, 64, 90)]), params.audio)
+    order = [(int(pitch), int(on)) for _, on, pitch, _ in events]
+    assert order.index((60, 1)) < order.index((60, 0))
+
+
 def test_rendered_note_has_its_pitch_and_is_deterministic(params):
     settings = params.audio
     soundfont = audio.soundfont_path(settings)

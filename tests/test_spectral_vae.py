@@ -132,6 +132,12 @@ def test_evaluation_metrics_against_the_per_bin_mean(tmp_path, config):
     assert perfect["mse"] == 0 and perfect["spectral_convergence"] == 0 and perfect["log_spectral_distance_db"] == 0
     assert perfect["out_of_range_share"] == 0 and perfect["hf_energy_ratio"] == pytest.approx(1)
     assert perfect["featureless_share"] == 0
+    # 20 dB louder everywhere: magnitudes x10, so SC = 9, power x100 in the top bins, LSD 20 dB.
+    louder = S.spectrogram_metrics(x, x + 2, mel, config)
+    assert louder["spectral_convergence"] == pytest.approx(9, rel=1e-3)
+    assert louder["hf_energy_ratio"] == pytest.approx(100, rel=1e-3)
+    assert louder["log_spectral_distance_db"] == pytest.approx(20, rel=1e-3)
+    assert louder["out_of_range_share"] > 0.02 and louder["featureless_share"] == 0
     flat = S.spectrogram_metrics(x, np.zeros_like(x), mel, config)
     assert flat["mse"] == pytest.approx(float((x ** 2).mean())) and flat["featureless_share"] == 1
     expected_lsd = np.sqrt((np.maximum(10 * x, -40.0) ** 2).mean(1)).mean()  # dB distance above the -80 dB floor
