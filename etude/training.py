@@ -65,6 +65,17 @@ def shuffled_batches(index: np.ndarray, seed: int, epoch: int, samples_per_epoch
         yield np.sort(order[i : i + batch_size])
 
 
+def evaluation_batches(index: np.ndarray, limit: int | None, batch_size: int, split: str,
+                       what: str) -> Iterator[np.ndarray]:
+    """At most `limit` items of a split, evenly spaced, in order, in batches; an empty split is an
+    error naming what it lacks."""
+    index = evenly_spaced(index, limit)
+    if len(index) == 0:
+        raise ValueError(f"the {split} split has no {what}")
+    for i in range(0, len(index), batch_size):
+        yield index[i : i + batch_size]
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: LrSchedule):
     if schedule.kind == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(

@@ -23,7 +23,7 @@ from etude.midi import write_notes
 from etude.models.vae import kl_term, kl_weight, latent_stats
 from etude.params import Evaluate, Generate, GridVaeVariant
 from etude.pipeline import variant_input
-from etude.training import evenly_spaced, shuffled_batches
+from etude.training import evaluation_batches, shuffled_batches
 
 Batch = tuple[torch.Tensor]  # grids (B, F, R, T)
 
@@ -93,11 +93,8 @@ def train_batches(data: GridSet, config: GridVaeVariant, epoch: int, device: tor
 
 def eval_batches(data: GridSet, config: GridVaeVariant, split: str, limit: int | None,
                  device: torch.device) -> Iterator[Batch]:
-    index = evenly_spaced(data.split_index(split), limit)
-    if len(index) == 0:
-        raise ValueError(f"the {split} split has no grid window")
-    for i in range(0, len(index), config.val_batch_size):
-        yield (torch.from_numpy(data.grids[index[i : i + config.val_batch_size]]).to(device),)
+    for index in evaluation_batches(data.split_index(split), limit, config.val_batch_size, split, "grid window"):
+        yield (torch.from_numpy(data.grids[index]).to(device),)
 
 
 def timeshift_weight(config: GridVaeVariant, epoch: int | None) -> float:

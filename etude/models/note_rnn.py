@@ -21,7 +21,7 @@ from etude.midi import write_notes
 from etude.params import Evaluate, Generate, NoteRnnVariant
 from etude.pipeline import variant_input
 from etude.sequences import NoteSequences
-from etude.training import evenly_spaced
+from etude.training import evaluation_batches, evenly_spaced
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # inputs (B, T, 3) raw notes, targets (B, 3)
 
@@ -97,12 +97,10 @@ def train_batches(data: NoteSequences, config: NoteRnnVariant, epoch: int, devic
 
 def eval_batches(data: NoteSequences, config: NoteRnnVariant, split: str, limit: int | None,
                  device: torch.device, batch_size: int = 1024) -> Iterator[Batch]:
-    starts = evenly_spaced(data.window_starts(split, config.seq_len + 1), limit)
-    if len(starts) == 0:
-        raise ValueError(f"the {split} split has no window of {config.seq_len + 1} notes")
     features = data.features()
-    for i in range(0, len(starts), batch_size):
-        yield _to_batch(_windows(features, starts[i : i + batch_size], config.seq_len), device)
+    for starts in evaluation_batches(data.window_starts(split, config.seq_len + 1), limit, batch_size, split,
+                                     f"window of {config.seq_len + 1} notes"):
+        yield _to_batch(_windows(features, starts, config.seq_len), device)
 
 
 def positive_pressure_mse(pred: torch.Tensor, target: torch.Tensor, pressure: float) -> torch.Tensor:

@@ -29,7 +29,7 @@ from etude.mel import MelSet
 from etude.models.vae import kl_term, kl_weight, latent_stats
 from etude.params import Evaluate, Generate, SpectralVaeVariant
 from etude.pipeline import variant_input
-from etude.training import evenly_spaced, shuffled_batches
+from etude.training import evaluation_batches, shuffled_batches
 
 Batch = tuple[torch.Tensor]  # normalised log-mel segments (B, 1, n_mels, frames)
 
@@ -116,11 +116,8 @@ def train_batches(data: SpectralData, config: SpectralVaeVariant, epoch: int, de
 
 def eval_batches(data: SpectralData, config: SpectralVaeVariant, split: str, limit: int | None,
                  device: torch.device) -> Iterator[Batch]:
-    index = evenly_spaced(data.split_index(split), limit)
-    if len(index) == 0:
-        raise ValueError(f"the {split} split has no mel segment")
-    for i in range(0, len(index), config.val_batch_size):
-        yield _batch(data, index[i : i + config.val_batch_size], device)
+    for index in evaluation_batches(data.split_index(split), limit, config.val_batch_size, split, "mel segment"):
+        yield _batch(data, index, device)
 
 
 def frequency_weights(config: SpectralVaeVariant, n_bins: int) -> torch.Tensor:
