@@ -90,11 +90,14 @@ def sustained_ends(start: np.ndarray, end: np.ndarray, pitch: np.ndarray,
 def render(midi: bytes, settings: Audio, soundfont: Path, sample_rate: int,
            until_s: float | None = None) -> np.ndarray:
     """Mono float32 audio of a MIDI file (its first `until_s` seconds if given): note events fed to
-    the synthesiser at exact sample offsets."""
+    the synthesiser at exact sample offsets. ValueError for a file with drum notes alone: rendering it
+    as silence would hide why it has no sound."""
+    events = note_events(midi, settings)
+    if not len(events):
+        raise ValueError("no pitched notes to render (drum tracks are not rendered)")
     synth = tinysoundfont.Synth(gain=settings.gain_db, samplerate=sample_rate)
     sfid = synth.sfload(str(soundfont))
     synth.program_select(0, sfid, settings.bank, settings.preset)
-    events = note_events(midi, settings)
     if until_s is not None:
         events = events[events[:, 0] < until_s]
     end_s = (events[-1, 0] if len(events) else 0.0) + settings.tail_s

@@ -6,7 +6,8 @@ Timeshift is the offset of an onset from its nearest grid line in units of half 
 Rows are lanes (rhythm: 9 pitch-register bands, or GM drum classes for drum tracks) or pitch rows
 (melody: pitch folded into `rows` semitones above a base note). Two notes in one cell: the louder
 is kept. Windows are consecutive from the first beat; those with fewer than `min_onsets` onsets are
-dropped.
+dropped. A piece left without a window, or whose tempo cannot be estimated (a single note or chord,
+onsets within less than one beat), is skipped with its reason; melody grids skip drum-only pieces.
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ import librosa
 import numpy as np
 import pandas as pd
 
-from etude.ingest import OK
+from etude.ingest import (
+    TRAINING_SPLIT_HINT,
+    Unusable,
+    nothing_left,
+    skipped_arrays,
+    skipped_from,
+    skipped_table,
+    usable,
+)
 from etude.params import Grid, Tempo
-from etude.sequences import SPLIT_CODES
+from etude.sources import SPLIT_CODES
 
 FEATURES = {"rhythm": ("onset", "velocity", "timeshift"), "melody": ("onset", "velocity", "duration", "timeshift")}
 
@@ -41,12 +50,20 @@ def estimate_tempo(onsets: np.ndarray, weights: np.ndarray, settings: Tempo) -> 
     around `prior_bpm` (the prior of librosa's tempo estimator). librosa's frame-wise tempogram
     gives the same answer but took 50 s for the ten sample pieces; one autocorrelation takes ms.
     The period is then refined on the exact onset times, and the phase is the velocity-weighted
-    circular mean of onset positions within a beat.
+    circular mean of onset positions within a beat. Unusable when the onsets span less than the
+    slowest beat: nothing repeats within the lags searched.
     """
+    span = float(np.ptp(onsets))
+    if span == 0:
+        raise Unusable("a single onset time (one note or chord): no tempo to estimate")
+    if span < 60.0 / settings.min_bpm:
+        raise Unusable(f"onsets span less than one beat at grid.tempo.min_bpm={settings.min_bpm:g}: "
+                       "no tempo to estimate")
     fps = settings.frame_rate
-    envelope = np.zeros(int(onsets.max() * fps) + 2)
-    np.add.at(envelope, (onsets * fps).astype(np.int64), weights)
     max_lag = int(np.ceil(fps * 60.0 / settings.min_bpm))
+    # At least max_lag + 1 frames, so every lag searched has an autocorrelation value.
+    envelope = np.zeros(max(int(onsets.max() * fps) + 2, max_lag + 1))
+    np.add.at(envelope, (onsets * fps).astype(np.int64), weights)
     corr = librosa.autocorrelate(envelope - envelope.mean(), max_size=max_lag + 1)
     lags = np.arange(int(np.ceil(fps * 60.0 / settings.max_bpm)), max_lag + 1)
     bpm = 60.0 * fps / lags
@@ -68,9 +85,12 @@ def comb_fit(onsets: np.ndarray, weights: np.ndarray, periods: np.ndarray) -> tu
 
 
 def beat_grid(notes: pd.DataFrame, file_tempo_bpm: float, settings: Tempo) -> BeatGrid:
+    """The piece's grid from the configured source. A file tempo that is missing or outside
+    min_bpm..max_bpm (a malformed tempo event of 1 microsecond per beat would make millions of windows)
+    is estimated instead, as the source column of the tempo table then says."""
     if settings.source == "fixed":
         return BeatGrid(settings.fixed_bpm, 0.0, "fixed")
-    if settings.source == "file" and np.isfinite(file_tempo_bpm):
+    if settings.source == "file" and settings.min_bpm <= file_tempo_bpm <= settings.max_bpm:
         return BeatGrid(float(file_tempo_bpm), 0.0, "file")
     bpm, phase = estimate_tempo(notes["start"].to_numpy(), notes["velocity"].to_numpy() / 127.0, settings)
     return BeatGrid(bpm, phase, "estimate")
@@ -160,7 +180,6 @@ def encode(notes: pd.DataFrame, beats: BeatGrid, grid: Grid,
     return out[kept], starts[kept], units[kept]
 
 
-
 def _is_skyline(step: np.ndarray, pitch: np.ndarray) -> np.ndarray:
     """True for the highest note among those whose onsets fall in the same grid step."""
     order = np.lexsort((-pitch, step))
@@ -184,12 +203,10 @@ def decode(window: np.ndarray, start_s: float, unit: float, grid: Grid, represen
     at `start_s` with steps of `unit` seconds, with micro-timing scaled by `grid_offset`."""
     features = FEATURES[representation]
     rows, cells = np.nonzero(window[0] > onset_threshold)
-    get = lambda name: window[features.index(name), rows, cells]  # noqa: E731
+    get = lambda name: window[features.index(name), rows, cells]
     start = start_s + cells * unit + get("timeshift") * grid_offset * unit / 2
-    if "duration" in features:
-        length = get("duration") * 2 * grid.steps_per_beat * unit
-    else:
-        length = np.full(len(rows), unit)  # rhythm grids carry no duration: one step
+    # Rhythm grids carry no duration: each note lasts one step.
+    length = get("duration") * 2 * grid.steps_per_beat * unit if "duration" in features else np.full(len(rows), unit)
     velocity = np.clip(np.round(get("velocity") * 127), 1, 127).astype(int)
     frame = pd.DataFrame({"pitch": lane_pitches(grid, representation)[rows], "velocity": velocity,
                           "start": start, "end": start + length})
@@ -206,6 +223,7 @@ class GridSet:
     tempo: pd.DataFrame     # per piece: id, bpm, phase, source
     grid: Grid              # the geometry the grids were built with: decoding needs it
     representation: str
+    skipped: pd.DataFrame   # piece, path, reason of each usable piece without a window
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +231,8 @@ class GridSet:
             np.savez(f, grids=self.grids, piece=self.piece, start=self.start, unit=self.unit, split=self.split,
                      grid=np.array(self.grid.model_dump_json()), representation=np.array(self.representation),
                      tempo_id=self.tempo["id"].to_numpy(), tempo_bpm=self.tempo["bpm"].to_numpy(),
-                     tempo_phase=self.tempo["phase"].to_numpy(), tempo_source=self.tempo["source"].to_numpy(str))
+                     tempo_phase=self.tempo["phase"].to_numpy(), tempo_source=self.tempo["source"].to_numpy(str),
+                     **skipped_arrays(self.skipped))
 
     @classmethod
     def load(cls, path: Path) -> GridSet:
@@ -221,28 +240,50 @@ class GridSet:
             tempo = pd.DataFrame({"id": z["tempo_id"], "bpm": z["tempo_bpm"], "phase": z["tempo_phase"],
                                   "source": z["tempo_source"]})
             return cls(z["grids"], z["piece"], z["start"], z["unit"], z["split"], tempo,
-                       Grid.model_validate_json(str(z["grid"])), str(z["representation"]))
+                       Grid.model_validate_json(str(z["grid"])), str(z["representation"]), skipped_from(z))
 
     def split_index(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == SPLIT_CODES[split])
 
 
+def piece_grids(notes: pd.DataFrame, file_tempo_bpm: float, grid: Grid,
+                representation: str) -> tuple[BeatGrid, np.ndarray, np.ndarray, np.ndarray]:
+    """(beat grid, windows, start, unit) of one piece; Unusable when it yields no window."""
+    encoded = notes
+    if representation == "melody":
+        # Drum notes name instruments, not pitches: folded into melody rows they would be noise.
+        encoded = notes[~notes["is_drum"].to_numpy()]
+        if encoded.empty:
+            raise Unusable("only drum notes (melody grids use pitched notes only)")
+    beats = beat_grid(notes, file_tempo_bpm, grid.tempo)  # every note: drums often carry the clearest pulse
+    windows, start, unit = encode(encoded, beats, grid, representation)
+    if not len(windows):
+        raise Unusable(f"no {grid.bars}-bar window with {max(grid.min_onsets, 1)} onsets "
+                       f"(grid.min_onsets={grid.min_onsets})")
+    return beats, windows, start, unit
+
+
 def build(notes: pd.DataFrame, pieces: pd.DataFrame, grid: Grid, representation: str) -> GridSet:
-    usable = pieces[pieces["status"] == OK].set_index("id")
-    grids, piece_ids, starts, units, tempo_rows = [], [], [], [], []
-    for pid, group in notes[notes["piece"].isin(usable.index)].groupby("piece", sort=True):
-        beats = beat_grid(group, usable.loc[pid, "file_tempo_bpm"], grid.tempo)
+    candidates = usable(pieces).set_index("id")
+    grids, piece_ids, starts, units, tempo_rows, reasons = [], [], [], [], [], {}
+    for pid, group in notes[notes["piece"].isin(candidates.index)].groupby("piece", sort=True):
+        file_tempo = candidates.loc[pid, "file_tempo_bpm"]
+        try:
+            beats, windows, start, unit = piece_grids(group, file_tempo, grid, representation)
+        except Unusable as err:
+            reasons[pid] = str(err)
+            continue
         tempo_rows.append({"id": pid, "bpm": beats.bpm, "phase": beats.phase, "source": beats.source})
-        windows, start, unit = encode(group, beats, grid, representation)
         grids.append(windows)
         piece_ids.append(np.full(len(windows), pid, dtype=np.int32))
         starts.append(start)
         units.append(unit)
-    if not grids or sum(len(g) for g in grids) == 0:
-        raise ValueError(f"grids: no {representation} window has grid.min_onsets={grid.min_onsets} onsets")
+    skipped = skipped_table(pieces, reasons)
+    if not grids:
+        raise ValueError(nothing_left(f"{representation} window", skipped))
     piece = np.concatenate(piece_ids)
-    split = usable.loc[piece, "split"].map(SPLIT_CODES).to_numpy(np.int8)
+    split = candidates.loc[piece, "split"].map(SPLIT_CODES).to_numpy(np.int8)
     if not (split == SPLIT_CODES["train"]).any():
-        raise ValueError(f"grids: the training split has no {representation} window")
+        raise ValueError(f"the training split has no {representation} window; {TRAINING_SPLIT_HINT}")
     return GridSet(np.concatenate(grids), piece, np.concatenate(starts), np.concatenate(units), split,
-                   pd.DataFrame(tempo_rows), grid, representation)
+                   pd.DataFrame(tempo_rows), grid, representation, skipped)

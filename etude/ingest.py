@@ -2,8 +2,12 @@
 
 Parsing uses symusic (a C++ MIDI parser, about 150x faster than pretty_midi on MAESTRO) in a pool
 of threads: symusic releases the GIL while parsing, and threads avoid copying results between
-processes, which cost more than the parsing itself. A file that cannot be used is quarantined with its reason in the pieces
-table; the run fails only when no usable file is left.
+processes, which cost more than the parsing itself. A file that cannot be used is quarantined with
+its reason in the pieces table; the run fails only when no usable file is left.
+
+Every later stage follows the same rule for the usable pieces: a piece it cannot use raises `Unusable`
+with the reason, which the stage records in its own output (`skipped`: piece, path, reason), prints,
+and goes on; the stage fails only when nothing is left, naming why (`nothing_left`).
 """
 
 from __future__ import annotations
@@ -21,10 +25,62 @@ from etude.params import Ingest
 NOTE_COLUMNS = {"piece": "int32", "track": "int16", "program": "int16", "is_drum": "bool",
                 "pitch": "int16", "velocity": "int16", "start": "float64", "end": "float64"}
 OK, QUARANTINED = "ok", "quarantined"
+SKIPPED_COLUMNS = ("piece", "path", "reason")
+# A stage whose statistics need training data names the settings that decide the split.
+TRAINING_SPLIT_HINT = ("statistics come from the training split: give it usable pieces through data.midi_dir_split "
+                       "(midi_dir source), data.sample.validation/test (maestro-sample) or the metadata's split "
+                       "column (maestro)")
 
 
 class NoUsableFiles(RuntimeError):
     """Every file of the source was quarantined."""
+
+
+class Unusable(ValueError):
+    """A piece that a stage after ingest cannot use; the message is the reason it records."""
+
+
+def usable(pieces: pd.DataFrame) -> pd.DataFrame:
+    """The pieces that ingest did not quarantine."""
+    return pieces[pieces["status"] == OK]
+
+
+def one_line(reason: str) -> str:
+    """A reason as one line: an exception's message may span several, and a stage prints one per piece."""
+    return " ".join(reason.split())
+
+
+def skipped_table(pieces: pd.DataFrame, reasons: dict[int, str]) -> pd.DataFrame:
+    """piece, path and reason of each skipped piece id, in id order."""
+    ids = sorted(int(i) for i in reasons)
+    path_of = dict(zip(pieces["id"], pieces["path"]))
+    return pd.DataFrame({"piece": np.array(ids, dtype=np.int32), "path": [str(path_of[i]) for i in ids],
+                         "reason": [one_line(reasons[i]) for i in ids]}, columns=list(SKIPPED_COLUMNS))
+
+
+def skipped_arrays(skipped: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The skip records as npz arrays: fixed-width unicode, so no pickle and the same bytes for the same records."""
+    return {"skipped_piece": skipped["piece"].to_numpy(np.int32), "skipped_path": skipped["path"].to_numpy(str),
+            "skipped_reason": skipped["reason"].to_numpy(str)}
+
+
+def skipped_from(arrays) -> pd.DataFrame:
+    """The skip records of an npz written with `skipped_arrays`."""
+    return pd.DataFrame({"piece": arrays["skipped_piece"], "path": arrays["skipped_path"].tolist(),
+                         "reason": arrays["skipped_reason"].tolist()}, columns=list(SKIPPED_COLUMNS))
+
+
+def nothing_left(what: str, skipped: pd.DataFrame, most: int = 5) -> str:
+    """Why a stage has no output: 'no rhythm window in any piece: 3 pieces skipped (2: reason; 1: reason)'."""
+    if skipped.empty:
+        return f"no {what}: the pieces table has no usable piece"
+    counts = skipped["reason"].value_counts()
+    # Most common first, ties by text: the same message for the same corpus.
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    shown = "; ".join(f"{n}: {reason}" for reason, n in ranked[:most])
+    more = f"; and {len(ranked) - most} other reasons" if len(ranked) > most else ""
+    plural = "piece" if len(skipped) == 1 else "pieces"
+    return f"no {what} in any piece: {len(skipped)} {plural} skipped ({shown}{more})"
 
 
 @dataclass
@@ -48,8 +104,10 @@ def parse_midi(payload: bytes, settings: Ingest) -> Parsed:
         return Parsed(None, 0.0, f"unreadable MIDI: {err}")
     duration = float(score.end())
     columns: dict[str, list[np.ndarray]] = {k: [] for k in NOTE_COLUMNS if k != "piece"}
+    dropped_drums = 0
     for index, track in enumerate(score.tracks):
         if track.is_drum and not settings.include_drums:
+            dropped_drums += len(track.notes)
             continue
         arrays = track.notes.numpy()
         n = len(arrays["pitch"])
@@ -62,10 +120,13 @@ def parse_midi(payload: bytes, settings: Ingest) -> Parsed:
         columns["start"].append(start)
         columns["end"].append(start + arrays["duration"].astype(np.float64))
     count = sum(len(p) for p in columns["pitch"])
+    if count == 0 and dropped_drums:
+        return Parsed(None, duration, "only drum notes (ingest.include_drums is false)")
     if count < settings.min_notes:
         return Parsed(None, duration, f"{count} notes, fewer than ingest.min_notes={settings.min_notes}")
     if duration > settings.max_duration_s:
-        return Parsed(None, duration, f"lasts {duration:.0f} s, more than ingest.max_duration_s={settings.max_duration_s:g}")
+        return Parsed(None, duration,
+                      f"lasts {duration:.0f} s, more than ingest.max_duration_s={settings.max_duration_s:g}")
     tempos = [t.qpm for t in score.tempos]
     return Parsed({k: np.concatenate(v) for k, v in columns.items()}, duration, None,
                   float(tempos[0]) if tempos else float("nan"), max(len(tempos) - 1, 0))
@@ -75,8 +136,8 @@ def ingest(raw: pd.DataFrame, settings: Ingest, progress: bool = True) -> tuple[
     """(notes, pieces) tables from the raw table written by the fetch stage."""
     payloads = list(raw["data"])
     # disable=None: a bar on a terminal, none in DVC and CI logs.
-    bar = dict(total=len(payloads), desc="ingest", unit="file", disable=None if progress else True)
-    parse = lambda payload: parse_midi(payload, settings)  # noqa: E731
+    bar = {"total": len(payloads), "desc": "ingest", "unit": "file", "disable": None if progress else True}
+    parse = lambda payload: parse_midi(payload, settings)
     if settings.workers == 1 or len(payloads) < 2:
         results = [parse(p) for p in tqdm(payloads, **bar)]
     else:

@@ -8,10 +8,14 @@ memory stays bounded by a few pieces and one shard whatever the corpus size (ful
 200 hours: ~240,000 segments, 16 GB of float16). Per-bin normalisation statistics come from the
 training split only and are applied when the data is loaded, not baked into the shards.
 
+A piece without a non-silent segment (audio shorter than one segment, or silent throughout) or whose
+audio cannot be loaded or rendered is skipped with its reason; the stage fails only when no piece is left.
+
 Layout of the output folder:
   shard_NNNNN.npy    float16 (segments, n_mels, frames), memory-mapped when read
   segments.parquet   one row per segment: piece, split, start_s, level_db, shard, row
-  pieces.parquet     one row per piece: audio source, seconds, segments kept and skipped
+  pieces.parquet     one row per piece: audio source, seconds, segments kept and skipped, path, and the
+                     reason the piece was skipped (null for the pieces used)
   stats.npz          per-bin mean and std (dB, training split) and the mel geometry
 """
 
@@ -20,9 +24,9 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import librosa
 import numpy as np
@@ -31,9 +35,9 @@ import torch
 from tqdm import tqdm
 
 from etude import audio
+from etude.ingest import SKIPPED_COLUMNS, TRAINING_SPLIT_HINT, nothing_left, one_line, usable
 from etude.params import Audio, Mel
-
-SPLITS = ("train", "validation", "test")
+from etude.sources import SPLITS
 
 
 def frames_per_segment(settings: Mel) -> int:
@@ -80,6 +84,7 @@ class PieceMel:
     start_s: np.ndarray
     level_db: np.ndarray
     skipped_silent: int
+    reason: str | None = None  # why the piece is skipped: no segment was kept, or its audio failed
 
 
 @dataclass
@@ -89,14 +94,17 @@ class _Job:
     audio_path: str | None
 
 
+def _source(job: _Job, audio_settings: Audio) -> str:
+    return audio.RECORDING if job.audio_path is not None else audio.rendered_label(audio_settings)
+
+
 def _piece_mel(job: _Job, audio_settings: Audio, settings: Mel, soundfont: Path) -> PieceMel:
     torch.set_num_threads(1)  # one piece per process: the processes share the cores
     limit = settings.max_seconds_per_piece
     if job.audio_path is not None:
-        samples, source = audio.load_recording(job.audio_path, settings.sample_rate, limit), audio.RECORDING
+        samples = audio.load_recording(job.audio_path, settings.sample_rate, limit)
     else:
         samples = audio.render(job.midi, audio_settings, soundfont, settings.sample_rate, limit)
-        source = audio.rendered_label(audio_settings)
     seconds = len(samples) / settings.sample_rate
     windows, starts = segment(samples, settings)
     energy = np.einsum("ij,ij->i", windows, windows, dtype=np.float64) / max(windows.shape[1], 1)
@@ -108,11 +116,28 @@ def _piece_mel(job: _Job, audio_settings: Audio, settings: Mel, soundfont: Path)
     for i in range(0, len(kept), settings.batch_segments):
         batch = kept[i : i + settings.batch_segments]
         mel[i : i + len(batch)] = log_mel(windows[batch], settings, filterbank)
-    return PieceMel(job.piece, source, seconds, mel, starts[keep], level[keep], int((~keep).sum()))
+    return PieceMel(job.piece, _source(job, audio_settings), seconds, mel, starts[keep], level[keep],
+                    int((~keep).sum()), _no_segment_reason(len(windows), len(kept), settings))
+
+
+def _no_segment_reason(segments: int, kept: int, settings: Mel) -> str | None:
+    if segments == 0:
+        return f"audio shorter than one mel segment (mel.segment_s={settings.segment_s:g} s)"
+    if kept == 0:
+        limit = settings.max_seconds_per_piece
+        where = f" of its first {limit:g} s (mel.max_seconds_per_piece)" if limit is not None else ""
+        return f"silent: every segment{where} is below mel.min_level_db={settings.min_level_db:g} dB"
+    return None
 
 
 def _worker(args: tuple[_Job, Audio, Mel, Path]) -> PieceMel:
-    return _piece_mel(*args)
+    job, audio_settings, settings, _ = args
+    try:
+        return _piece_mel(*args)
+    except Exception as err:  # a corrupt recording or a failed rendering costs its piece, not the corpus
+        empty = np.zeros((0, settings.n_mels, frames_per_segment(settings)), np.float16)
+        return PieceMel(job.piece, _source(job, audio_settings), float("nan"), empty, np.zeros(0),
+                        np.zeros(0, np.float32), 0, one_line(str(err)) or type(err).__name__)
 
 
 class _ShardWriter:
@@ -169,25 +194,29 @@ def _in_order(pool, jobs: list, ahead: int) -> Iterator[PieceMel]:
 
 def build(raw: pd.DataFrame, pieces: pd.DataFrame, audio_settings: Audio, settings: Mel, out_dir: Path,
           progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write the shards, segment and piece tables and statistics; return (segments, pieces)."""
-    usable = pieces[pieces["status"] == "ok"]
-    if usable.empty:
-        raise ValueError("mel: no usable piece in the pieces table")
-    needs_render = not audio_settings.use_recordings or usable["audio_path"].isna().any()
+    """Write the shards, segment and piece tables and statistics; return (segments, pieces), the pieces
+    table with a row for every usable piece, skipped ones included."""
+    candidates = usable(pieces)
+    if candidates.empty:
+        raise ValueError("no usable piece in the pieces table")
+    needs_render = not audio_settings.use_recordings or candidates["audio_path"].isna().any()
     soundfont = audio.soundfont_path(audio_settings) if needs_render else Path()
     by_path = dict(zip(raw["path"], raw["data"]))
-    jobs = [(_Job(int(p.id), by_path[p.path], p.audio_path if audio_settings.use_recordings else None),
-             audio_settings, settings, soundfont) for p in usable.itertuples()]
+    use_recording = audio_settings.use_recordings
+    # A recording absent from disk reads back from parquet as NaN, not None: that piece is rendered.
+    jobs = [(_Job(int(p.id), by_path[p.path], p.audio_path if use_recording and pd.notna(p.audio_path) else None),
+             audio_settings, settings, soundfont) for p in candidates.itertuples()]
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("shard_*.npy"):
         stale.unlink()
 
     writer = _ShardWriter(out_dir, settings)
-    split_of = dict(zip(usable["id"], usable["split"]))
+    split_of = dict(zip(candidates["id"], candidates["split"]))
+    path_of = dict(zip(candidates["id"], candidates["path"]))
     n_bins = settings.n_mels
     sums = {"sum": np.zeros(n_bins), "sumsq": np.zeros(n_bins), "frames": 0}
     segment_frames, piece_rows = [], []
-    bar = dict(total=len(jobs), desc="mel", unit="piece", disable=None if progress else True)
+    bar = {"total": len(jobs), "desc": "mel", "unit": "piece", "disable": None if progress else True}
     if settings.workers == 1:
         results, pool = map(_worker, jobs), None
     else:
@@ -202,7 +231,8 @@ def build(raw: pd.DataFrame, pieces: pd.DataFrame, audio_settings: Audio, settin
                 "level_db": result.level_db.astype(np.float32), "shard": shard, "row": row}))
             piece_rows.append({"piece": result.piece, "split": split, "audio": result.source,
                                "seconds": result.seconds, "segments": len(result.mel),
-                               "skipped_silent": result.skipped_silent})
+                               "skipped_silent": result.skipped_silent, "path": path_of[result.piece],
+                               "reason": result.reason})
             if split == "train":
                 _accumulate(sums, result.mel, settings.batch_segments)
     finally:
@@ -211,8 +241,11 @@ def build(raw: pd.DataFrame, pieces: pd.DataFrame, audio_settings: Audio, settin
             pool.join()
     writer.flush()
     segments = pd.concat(segment_frames, ignore_index=True)
+    piece_table = pd.DataFrame(piece_rows)
+    if segments.empty:
+        raise ValueError(nothing_left("non-silent mel segment", _skipped(piece_table)))
     if sums["frames"] == 0:
-        raise ValueError("mel: the training split has no non-silent segment; normalisation needs one")
+        raise ValueError(f"the training split has no non-silent mel segment; {TRAINING_SPLIT_HINT}")
     for split in SPLITS:
         if not (segments["split"] == split).any():
             print(f"mel: WARNING: the {split} split has no segment")
@@ -222,10 +255,13 @@ def build(raw: pd.DataFrame, pieces: pd.DataFrame, audio_settings: Audio, settin
              **{k: np.asarray(v if v is not None else settings.sample_rate / 2)
                 for k, v in settings.model_dump().items() if k in GEOMETRY})
     segments.to_parquet(out_dir / "segments.parquet", index=False)
-    piece_table = pd.DataFrame(piece_rows).merge(
-        usable[["id", "path"]].rename(columns={"id": "piece"}), on="piece")
     piece_table.to_parquet(out_dir / "pieces.parquet", index=False)
     return segments, piece_table
+
+
+def _skipped(piece_table: pd.DataFrame) -> pd.DataFrame:
+    """The skip records (piece, path, reason) among the rows of a mel pieces table."""
+    return piece_table.loc[piece_table["reason"].notna(), list(SKIPPED_COLUMNS)].reset_index(drop=True)
 
 
 GEOMETRY = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "segment_s")
@@ -240,7 +276,9 @@ class MelSet:
         if not (self.folder / "segments.parquet").exists():
             raise FileNotFoundError(f"{self.folder}: no mel segments; run the mel stage first")
         self.segments = pd.read_parquet(self.folder / "segments.parquet")
-        self.pieces = pd.read_parquet(self.folder / "pieces.parquet")
+        table = pd.read_parquet(self.folder / "pieces.parquet")
+        self.pieces = table[table["reason"].isna()].reset_index(drop=True)  # the pieces that have segments
+        self.skipped = _skipped(table)
         stats = np.load(self.folder / "stats.npz")
         self.mean, self.std = stats["mean"], stats["std"]
         self.geometry = {k: stats[k].item() for k in GEOMETRY}

@@ -3,7 +3,7 @@
 Notes of each piece are sorted by start; step is the time from the previous note's start (0 for
 the first note and within chords), duration is end - start, both in seconds. All pieces are
 concatenated into flat arrays with piece offsets, stored in one npz. Normalisation statistics come
-from the training split only.
+from the training split only. Drum notes carry no pitch: a piece with nothing else is skipped.
 """
 
 from __future__ import annotations
@@ -14,10 +14,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from etude.ingest import OK
+from etude.ingest import (
+    TRAINING_SPLIT_HINT,
+    nothing_left,
+    skipped_arrays,
+    skipped_from,
+    skipped_table,
+    usable,
+)
 from etude.params import Tokenize
+from etude.sources import SPLIT_CODES
 
-SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
+ONLY_DRUMS = "only drum notes (tokenize keeps pitched notes only)"
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,7 @@ class NoteSequences:
     piece_split: np.ndarray  # int8 (P,) SPLIT_CODES
     stats: dict[str, float]  # training-split statistics
     train_pitch_counts: np.ndarray  # int64 (128,) pitch histogram of the training split
+    skipped: pd.DataFrame    # piece, path, reason of each usable piece left out
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,14 +47,15 @@ class NoteSequences:
                      piece_ids=self.piece_ids, piece_split=self.piece_split,
                      train_pitch_counts=self.train_pitch_counts,
                      stat_names=np.array(sorted(self.stats)),
-                     stat_values=np.array([self.stats[k] for k in sorted(self.stats)], dtype=np.float64))
+                     stat_values=np.array([self.stats[k] for k in sorted(self.stats)], dtype=np.float64),
+                     **skipped_arrays(self.skipped))
 
     @classmethod
     def load(cls, path: Path) -> NoteSequences:
         with np.load(path) as z:
             stats = dict(zip(z["stat_names"].tolist(), z["stat_values"].tolist()))
             return cls(z["pitch"], z["step"], z["duration"], z["offsets"], z["piece_ids"], z["piece_split"],
-                       stats, z["train_pitch_counts"])
+                       stats, z["train_pitch_counts"], skipped_from(z))
 
     def features(self) -> np.ndarray:
         """(N, 3) float32: pitch, step, duration."""
@@ -66,8 +76,8 @@ class NoteSequences:
 
 
 def build(notes: pd.DataFrame, pieces: pd.DataFrame, settings: Tokenize) -> NoteSequences:
-    usable = pieces[pieces["status"] == OK].sort_values("id")
-    keep = notes[~notes["is_drum"] & notes["piece"].isin(usable["id"])]
+    candidates = usable(pieces).sort_values("id")
+    keep = notes[~notes["is_drum"] & notes["piece"].isin(candidates["id"])]
     order = ["piece", "start", "pitch"] if settings.sort_chords_by_pitch else ["piece", "start"]
     keep = keep.sort_values(order, kind="stable")
     piece = keep["piece"].to_numpy()
@@ -77,17 +87,22 @@ def build(notes: pd.DataFrame, pieces: pd.DataFrame, settings: Tokenize) -> Note
     step[first_of_piece] = 0.0
     duration = keep["end"].to_numpy() - start
 
-    present = usable[usable["id"].isin(np.unique(piece))]
+    # Ingest keeps only pieces with notes, so a usable piece without pitched notes had drum notes alone.
+    has_notes = candidates["id"].isin(np.unique(piece))
+    skipped = skipped_table(pieces, dict.fromkeys(candidates.loc[~has_notes, "id"], ONLY_DRUMS))
+    present = candidates[has_notes]
+    if present.empty:
+        raise ValueError(nothing_left("pitched note", skipped))
     counts = keep.groupby("piece").size().reindex(present["id"]).to_numpy()
     offsets = np.r_[0, np.cumsum(counts)].astype(np.int64)
     piece_split = present["split"].map(SPLIT_CODES).to_numpy(np.int8)
     train = np.repeat(piece_split == SPLIT_CODES["train"], counts)
     if not train.any():
-        raise ValueError("tokenize: the training split has no usable notes")
+        raise ValueError(f"the training split has no pitched note; {TRAINING_SPLIT_HINT}")
     pitch = keep["pitch"].to_numpy(np.int16)
     return NoteSequences(pitch, step.astype(np.float32), duration.astype(np.float32), offsets,
                          present["id"].to_numpy(np.int32), piece_split, _stats(step[train], duration[train]),
-                         np.bincount(pitch[train], minlength=128).astype(np.int64))
+                         np.bincount(pitch[train], minlength=128).astype(np.int64), skipped)
 
 
 def _stats(step: np.ndarray, duration: np.ndarray) -> dict[str, float]:

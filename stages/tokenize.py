@@ -1,4 +1,5 @@
-"""tokenize: note sequences (pitch, step, duration) with training-split statistics."""
+"""tokenize: note sequences (pitch, step, duration) with training-split statistics; pieces without
+pitched notes are skipped and recorded in the output."""
 
 from pathlib import Path
 
@@ -12,7 +13,10 @@ from etude.pipeline import NOTE_SEQUENCES, NOTES, PIECES
 def run(params, _variant):
     seqs = sequences.build(pd.read_parquet(NOTES), pd.read_parquet(PIECES), params.tokenize)
     seqs.save(Path(NOTE_SEQUENCES))
-    print(f"tokenize: {len(seqs.pitch)} notes in {len(seqs.piece_ids)} pieces -> {NOTE_SEQUENCES}")
+    for row in seqs.skipped.itertuples():
+        print(f"tokenize: skipped {row.path}: {row.reason}")
+    print(f"tokenize: {len(seqs.pitch)} notes in {len(seqs.piece_ids)} pieces, {len(seqs.skipped)} skipped "
+          f"-> {NOTE_SEQUENCES}")
 
 
 if __name__ == "__main__":

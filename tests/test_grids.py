@@ -1,4 +1,7 @@
-"""RhythmVAE / MelodyVAE grids on the real embedded files, and the masked timeshift loss."""
+"""RhythmVAE / MelodyVAE grids on the real embedded files, odd pieces (one note, a chord, less than a
+beat, drums alone) that are skipped with their reason, and the masked timeshift loss."""
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -6,7 +9,7 @@ import pytest
 import torch
 
 from etude import grids
-from etude.ingest import ingest
+from etude.ingest import Unusable, ingest
 from etude.models import grid_vae
 from etude.params import Ingest
 from tests.test_ingest import raw_table
@@ -71,7 +74,8 @@ def test_tempo_sources_and_cell_rules(params):
     clash = pd.concat([notes, notes.assign(velocity=10, start=notes["start"] + 0.02)], ignore_index=True)
     merged, _, _ = grids.encode(clash, fixed, grid, "melody")
     np.testing.assert_array_equal(merged[0, 1], windows[0, 1])  # the louder note of each cell wins
-    skyline, _, _ = grids.encode(notes, fixed, grid.model_copy(update={"melody": grid.melody.model_copy(update={"voice": "skyline"})}), "melody")
+    skyline_grid = grid.model_copy(update={"melody": grid.melody.model_copy(update={"voice": "skyline"})})
+    skyline, _, _ = grids.encode(notes, fixed, skyline_grid, "melody")
     assert skyline[0, 0].sum() == 6  # same steps: 60/62 and 60/72; only 62 and 72 are kept
     sparse, _, _ = grids.encode(notes.iloc[:4], fixed, grid, "melody")
     assert len(sparse) == 0  # 4 onsets < min_onsets 5: dropped
@@ -87,7 +91,7 @@ def _train_timeshift_variance(windows: np.ndarray, config, epochs: int) -> float
         model.train()
         for batch in torch.randperm(len(data), generator=torch.Generator().manual_seed(epoch)).split(64):
             if len(batch) > 1:
-                loss, _ = grid_vae.loss(model, (data[batch],), config, epoch)
+                loss, _ = grid_vae.FAMILY.loss(model, (data[batch],), config, epoch)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -111,3 +115,100 @@ def test_masked_loss_keeps_timeshift_variance_where_unmasked_collapses(notes, pa
     # Measured: masked 0.052, unmasked 0.0028 (empty cells' zero targets pull every cell to 0).
     assert target > 0.1
     assert masked > threshold > unmasked, (target, masked, unmasked)
+
+
+def _notes(starts, pitches=None, piece=0, is_drum=False) -> pd.DataFrame:
+    """Notes at `starts` (seconds), 0.2 s long, velocity 90, by default in distinct lanes and rows."""
+    starts = np.asarray(starts, dtype=float)
+    pitches = [40 + 7 * i for i in range(len(starts))] if pitches is None else pitches
+    return pd.DataFrame({"piece": piece, "is_drum": is_drum, "pitch": pitches, "velocity": 90,
+                         "start": starts, "end": starts + 0.2})
+
+
+@pytest.mark.parametrize("starts, reason", [
+    ([3.0], "a single onset time (one note or chord): no tempo to estimate"),
+    ([1.0, 1.0, 1.0], "a single onset time (one note or chord): no tempo to estimate"),
+    ([0.0, 0.5], "onsets span less than one beat at grid.tempo.min_bpm=60: no tempo to estimate"),  # was IndexError
+    ([5.0, 5.2], "onsets span less than one beat at grid.tempo.min_bpm=60: no tempo to estimate"),
+])
+def test_no_tempo_is_estimated_from_one_instant_or_less_than_a_beat(params, starts, reason):
+    notes = _notes(starts)
+    with pytest.raises(Unusable, match=f"^{re.escape(reason)}$"):
+        grids.estimate_tempo(notes["start"].to_numpy(), np.ones(len(notes)), params.grid.tempo)
+    with pytest.raises(Unusable, match=re.escape(reason)):
+        grids.beat_grid(notes, float("nan"), params.grid.tempo)
+
+
+def test_two_notes_a_few_seconds_apart_get_a_tempo_in_range(params):
+    tempo = params.grid.tempo
+    bpm, phase = grids.estimate_tempo(np.array([0.0, 2.0]), np.ones(2), tempo)
+    refine = 1 + 1 / (tempo.frame_rate * 60 / tempo.max_bpm)  # the refinement moves the period by <= 1 frame
+    assert tempo.min_bpm / refine <= bpm <= tempo.max_bpm * refine and 0 <= phase < 60 / bpm
+
+
+def test_a_file_tempo_out_of_range_is_estimated_instead(params):
+    notes = _notes(0.21 + np.arange(64) * 60 / 97.0 / 2)  # eighth notes at 97 bpm
+    file_tempo = params.grid.tempo.model_copy(update={"source": "file"})
+    assert grids.beat_grid(notes, 133.0, file_tempo).source == "file"
+    for absurd in (6e7, 1.0, float("nan")):  # 1 microsecond or a minute per beat, or no tempo event
+        beats = grids.beat_grid(notes, absurd, file_tempo)
+        assert beats.source == "estimate" and abs(beats.bpm - 97) < 2
+
+
+@pytest.mark.parametrize("starts, onsets", [([1.0], 1), ([1.0, 1.0, 1.0], 3), ([0.0, 0.5], 2)])
+def test_encode_one_two_and_simultaneous_notes_on_a_fixed_grid(params, starts, onsets):
+    notes = _notes(starts)
+    beats = grids.beat_grid(notes, float("nan"), params.grid.tempo.model_copy(update={"source": "fixed"}))
+    for representation in ("rhythm", "melody"):
+        windows, start, unit = grids.encode(notes, beats, grid_settings(params, min_onsets=1), representation)
+        assert len(windows) == len(start) == len(unit) == 1 and windows[0, 0].sum() == onsets
+        none, start, _ = grids.encode(notes, beats, grid_settings(params, min_onsets=5), representation)
+        assert none.shape == (0, *windows.shape[1:]) and len(start) == 0  # fewer than min_onsets: no window
+
+
+def _odd_corpus(real_notes: pd.DataFrame, real_split: str = "train") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A real piece (0) among a single note (1), a chord (2), two notes 2 s apart (3) and drum hits (4)."""
+    drums = _notes(np.arange(32) * 0.25, pitches=[36, 42, 38, 42] * 8, piece=4, is_drum=True)
+    notes = pd.concat([real_notes.assign(piece=0), _notes([3.0], piece=1), _notes([1.0] * 3, piece=2),
+                       _notes([0.0, 2.0], piece=3), drums], ignore_index=True)
+    pieces = pd.DataFrame({"id": range(6), "path": ["real.mid", "one.mid", "chord.mid", "two.mid", "drums.mid",
+                                                    "bad.mid"],
+                           "split": [real_split, "train", "validation", "test", "train", "train"],
+                           "status": ["ok"] * 5 + ["quarantined"], "file_tempo_bpm": float("nan")})
+    return notes, pieces
+
+
+def test_build_skips_pieces_without_a_window_and_records_why(notes, params, tmp_path):
+    odd_notes, pieces = _odd_corpus(notes)
+    one_instant = "a single onset time (one note or chord): no tempo to estimate"
+    few = "no 2-bar window with 5 onsets (grid.min_onsets=5)"
+    rhythm = grids.build(odd_notes, pieces, params.grid, "rhythm")
+    assert rhythm.skipped.to_dict("records") == [
+        {"piece": 1, "path": "one.mid", "reason": one_instant},
+        {"piece": 2, "path": "chord.mid", "reason": one_instant},
+        {"piece": 3, "path": "two.mid", "reason": few}]
+    assert set(rhythm.piece) == {0, 4} and rhythm.tempo["id"].tolist() == [0, 4]  # drum lanes carry rhythm
+    melody = grids.build(odd_notes, pieces, params.grid, "melody")
+    assert melody.skipped.set_index("piece")["reason"].to_dict() == {
+        1: one_instant, 2: one_instant, 3: few, 4: "only drum notes (melody grids use pitched notes only)"}
+    assert set(melody.piece) == {0}
+
+    rhythm.save(tmp_path / "a.npz")
+    grids.build(odd_notes, pieces, params.grid, "rhythm").save(tmp_path / "b.npz")
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()  # deterministic
+    loaded = grids.GridSet.load(tmp_path / "a.npz")
+    pd.testing.assert_frame_equal(loaded.skipped, rhythm.skipped)
+    np.testing.assert_array_equal(loaded.grids, rhythm.grids)
+
+
+def test_build_fails_naming_why_when_no_piece_has_a_window(notes, params):
+    odd_notes, pieces = _odd_corpus(notes)
+    only_odd = pieces[pieces["id"].isin([1, 2, 3, 5])]
+    with pytest.raises(ValueError) as err:
+        grids.build(odd_notes, only_odd, params.grid, "rhythm")
+    assert str(err.value) == (
+        "no rhythm window in any piece: 3 pieces skipped (2: a single onset time (one note or chord): no tempo to "
+        "estimate; 1: no 2-bar window with 5 onsets (grid.min_onsets=5))")
+    _, test_only = _odd_corpus(notes, real_split="test")
+    with pytest.raises(ValueError, match=r"^the training split has no melody window; .*data\.midi_dir_split"):
+        grids.build(odd_notes, test_only, params.grid, "melody")

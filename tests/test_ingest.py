@@ -9,7 +9,7 @@ import pretty_midi
 import pytest
 
 from etude import sources
-from etude.ingest import OK, QUARANTINED, NoUsableFiles, ingest, parse_midi
+from etude.ingest import OK, QUARANTINED, NoUsableFiles, ingest, parse_midi, usable
 from etude.params import Ingest
 
 SETTINGS = Ingest(workers=2, min_notes=1, max_duration_s=14400, include_drums=False)
@@ -62,6 +62,34 @@ def test_bad_files_are_quarantined_and_the_run_goes_on(sample_midi):
     assert set(notes["piece"]) == {good}
 
 
+def drum_midi(pitched: int = 0) -> bytes:
+    """A real MIDI file: 16 GM drum hits on channel 10, then `pitched` piano notes."""
+    pm = pretty_midi.PrettyMIDI()
+    kit = pretty_midi.Instrument(program=0, is_drum=True)
+    kit.notes = [pretty_midi.Note(100, 36 if i % 2 == 0 else 38, i * 0.25, i * 0.25 + 0.1) for i in range(16)]
+    piano = pretty_midi.Instrument(program=0)
+    piano.notes = [pretty_midi.Note(80, 60 + i, i * 0.5, i * 0.5 + 0.4) for i in range(pitched)]
+    pm.instruments = [kit, piano] if pitched else [kit]
+    buffer = io.BytesIO()
+    pm.write(buffer)
+    return buffer.getvalue()
+
+
+def test_a_drum_only_file_is_quarantined_naming_the_setting():
+    parsed = parse_midi(drum_midi(), SETTINGS)
+    assert parsed.notes is None and parsed.error == "only drum notes (ingest.include_drums is false)"
+    mixed = parse_midi(drum_midi(pitched=3), SETTINGS)
+    assert mixed.error is None and not mixed.notes["is_drum"].any() and len(mixed.notes["pitch"]) == 3
+    kept = parse_midi(drum_midi(), SETTINGS.model_copy(update={"include_drums": True}))
+    assert kept.error is None and kept.notes["is_drum"].all() and len(kept.notes["pitch"]) == 16
+
+
+def test_usable_pieces_are_those_not_quarantined(sample_midi):
+    _, pieces = ingest(raw_table({"good.mid": sample_midi["Maestro_1.mid"], "drums.mid": drum_midi()}),
+                       SETTINGS, progress=False)
+    assert usable(pieces)["path"].tolist() == ["good.mid"]
+
+
 def test_absurd_length_is_quarantined(sample_midi):
     short = Ingest(workers=1, min_notes=1, max_duration_s=60, include_drums=False)
     parsed = parse_midi(sample_midi["Maestro_1.mid"], short)
@@ -69,7 +97,7 @@ def test_absurd_length_is_quarantined(sample_midi):
 
 
 def test_no_usable_file_fails_naming_each_reason(sample_midi):
-    with pytest.raises(NoUsableFiles, match="empty.mid: empty file"):
+    with pytest.raises(NoUsableFiles, match=r"empty\.mid: empty file"):
         ingest(raw_table(bad_files(sample_midi["Maestro_1.mid"])), SETTINGS, progress=False)
 
 

@@ -1,4 +1,4 @@
-"""Audio rendering and the mel stage, on real MAESTRO files and the pinned SoundFont."""
+"""Audio rendering and the mel stage, on real MAESTRO files and the pinned SoundFont; pieces it cannot use."""
 
 import librosa
 import numpy as np
@@ -52,7 +52,7 @@ def test_rendered_note_has_its_pitch_and_is_deterministic(params):
 
 def test_mel_stage_streams_shards_and_normalises_on_training_segments_only(tmp_path, params, sample_midi):
     names = ["Maestro_1.mid", "Maestro_3.mid", "Maestro_10.mid"]
-    raw = pd.DataFrame({"path": names + ["silence.mid"],
+    raw = pd.DataFrame({"path": [*names, "silence.mid"],
                         "data": [sample_midi[n] for n in names] + [_midi([(4.0, 1.0, 60, 80), (7.0, 1.0, 64, 80)])]})
     pieces = pd.DataFrame({"id": range(4), "path": raw["path"], "split": ["train", "train", "test", "train"],
                            "audio_path": None, "status": ["ok", "ok", "ok", "ok"]})
@@ -62,7 +62,7 @@ def test_mel_stage_streams_shards_and_normalises_on_training_segments_only(tmp_p
     frames = mel.frames_per_segment(settings)
     assert frames == 259  # 3 s at 22050 Hz, hop 256: the reference's 128 x 259
     # Three 3-s segments per 9-s excerpt; the file that starts with 4 s of silence loses its first.
-    assert table.set_index("path")["segments"].to_dict() == {n: 3 for n in names} | {"silence.mid": 2}
+    assert table.set_index("path")["segments"].to_dict() == dict.fromkeys(names, 3) | {"silence.mid": 2}
     assert table.set_index("path").loc["silence.mid", "skipped_silent"] == 1
     assert set(table["audio"]) == {audio.rendered_label(params.audio)}
     shards = sorted(tmp_path.glob("shard_*.npy"))
@@ -107,9 +107,55 @@ def test_a_recording_on_disk_is_used_and_resampled(tmp_path, params):
     assert table["audio"].tolist() == [audio.RECORDING] and table["seconds"].item() == pytest.approx(7, abs=1e-3)
     assert len(segments) == 2  # two whole 3-s segments in 7 s
     spectrum = MelSet(tmp_path / "mel").db(np.array([0])).mean(axis=2)[0]
-    centres = librosa.mel_frequencies(params.mel.n_mels + 2, fmin=params.mel.fmin, fmax=params.mel.sample_rate / 2, htk=True)[1:-1]
+    centres = librosa.mel_frequencies(params.mel.n_mels + 2, fmin=params.mel.fmin, fmax=params.mel.sample_rate / 2,
+                                      htk=True)[1:-1]
     assert centres[spectrum.argmax()] == pytest.approx(440, rel=0.06)
 
     rendered = mel.build(raw, pieces, params.audio.model_copy(update={"use_recordings": False}),
                          params.mel.model_copy(update={"workers": 1}), tmp_path / "rendered", progress=False)[1]
     assert rendered["audio"].tolist() == [audio.rendered_label(params.audio)]
+
+
+def test_pieces_without_a_usable_segment_are_skipped_with_their_reason(tmp_path, params, sample_midi):
+    """Too short, silent, drums alone, a missing and a corrupt recording: each skipped and recorded, the
+    rest used; with nothing left the stage fails naming why."""
+    (tmp_path / "garbage.wav").write_text("not audio at all")
+    drums = symusic.Score(1000, ttype="second")
+    kit = symusic.Track(program=0, is_drum=True, ttype="second")
+    for i in range(16):
+        kit.notes.append(symusic.Note(i * 0.5, 0.1, 36, 100, ttype="second"))
+    drums.tracks.append(kit)
+    files = {"real.mid": sample_midi["Maestro_1.mid"], "short.mid": _midi([(0.0, 0.5, 60, 80), (0.5, 0.5, 64, 80)]),
+             "quiet.mid": _midi([(i * 0.5, 0.4, 60, 1) for i in range(24)]), "drums.mid": drums.dumps_midi(),
+             "missing.mid": _midi([(0.0, 5.0, 60, 80)]), "garbage.mid": _midi([(0.0, 5.0, 60, 80)])}
+    raw = pd.DataFrame({"path": list(files), "data": list(files.values())})
+    pieces = pd.DataFrame({"id": range(6), "path": list(files), "split": "train", "status": "ok",
+                           "audio_path": [None, None, None, None, str(tmp_path / "missing.wav"),
+                                          str(tmp_path / "garbage.wav")]})
+    settings = params.mel.model_copy(update={"max_seconds_per_piece": 12.0, "workers": 2})
+    segments, table = mel.build(raw, pieces, params.audio, settings, tmp_path / "mel", progress=False)
+
+    reasons = table.set_index("path")["reason"]
+    assert reasons.drop(["real.mid"]).to_dict() == {
+        "short.mid": "audio shorter than one mel segment (mel.segment_s=3 s)",
+        "quiet.mid": "silent: every segment of its first 12 s (mel.max_seconds_per_piece) is below "
+                     "mel.min_level_db=-60 dB",
+        "drums.mid": "no pitched notes to render (drum tracks are not rendered)",
+        "missing.mid": f"[Errno 2] No such file or directory: '{tmp_path / 'missing.wav'}'",
+        "garbage.mid": "NoBackendError"}  # an exception without a message: its name
+    assert pd.isna(reasons["real.mid"]) and set(segments["piece"]) == {0} and len(segments) == 4
+    assert table["piece"].tolist() == list(range(6))  # every usable piece has its row, in id order
+    data = MelSet(tmp_path / "mel")
+    assert data.pieces["path"].tolist() == ["real.mid"]
+    assert data.skipped.columns.tolist() == ["piece", "path", "reason"]
+    assert data.skipped.set_index("path")["reason"].to_dict() == reasons.dropna().to_dict()
+
+    single = settings.model_copy(update={"workers": 1})
+    with pytest.raises(ValueError) as err:
+        mel.build(raw, pieces[pieces["id"].isin([1, 2])], params.audio, single, tmp_path / "none", progress=False)
+    assert str(err.value) == ("no non-silent mel segment in any piece: 2 pieces skipped (1: audio shorter than one "
+                              "mel segment (mel.segment_s=3 s); 1: silent: every segment of its first 12 s "
+                              "(mel.max_seconds_per_piece) is below mel.min_level_db=-60 dB)")
+    with pytest.raises(ValueError, match=r"^the training split has no non-silent mel segment; .*data\.midi_dir_split"):
+        mel.build(raw, pieces.assign(split=["test"] + ["train"] * 5).iloc[:3], params.audio, single,
+                  tmp_path / "test", progress=False)

@@ -2,9 +2,10 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from etude.params import Tokenize
-from etude.sequences import build
+from etude.sequences import NoteSequences, build
 
 
 def test_steps_durations_chords_and_train_only_stats():
@@ -12,7 +13,8 @@ def test_steps_durations_chords_and_train_only_stats():
         "piece": [0, 0, 0, 1, 1], "is_drum": False, "pitch": [64, 60, 67, 50, 52],
         "velocity": 80, "start": [1.0, 1.0, 1.5, 0.2, 0.7], "end": [2.0, 1.5, 1.75, 0.4, 5.0],
     })
-    pieces = pd.DataFrame({"id": [0, 1], "split": ["train", "test"], "status": ["ok", "ok"]})
+    pieces = pd.DataFrame({"id": [0, 1], "path": ["a.mid", "b.mid"], "split": ["train", "test"],
+                           "status": ["ok", "ok"]})
     seqs = build(notes, pieces, Tokenize(sort_chords_by_pitch=True))
     assert seqs.pitch.tolist() == [60, 64, 67, 50, 52]  # chord sorted by pitch
     np.testing.assert_allclose(seqs.step, [0, 0, 0.5, 0, 0.5])  # chord: step 0; new piece: 0
@@ -22,3 +24,38 @@ def test_steps_durations_chords_and_train_only_stats():
     np.testing.assert_allclose(seqs.stats["duration_mean"], np.mean([0.5, 1.0, 0.25]), rtol=1e-6)
     assert seqs.train_pitch_counts[60] == 1 and seqs.train_pitch_counts[50] == 0
     assert seqs.window_starts("train", 2).tolist() == [0, 1] and seqs.window_starts("test", 3).size == 0
+    assert seqs.skipped.empty
+
+
+def _drum_corpus() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pieces 0 (pitched, train), 1 (drums alone, train), 2 (quarantined), 3 (pitched and drums, test)."""
+    notes = pd.DataFrame({
+        "piece": [0, 0, 1, 1, 3, 3], "is_drum": [False, False, True, True, True, False],
+        "pitch": [60, 62, 36, 38, 42, 0], "velocity": 80,
+        "start": [0.0, 0.5, 0.0, 0.5, 0.0, 0.0], "end": [0.5, 0.5, 0.1, 0.6, 0.1, 1.0],
+    })
+    pieces = pd.DataFrame({"id": [0, 1, 2, 3], "path": ["p.mid", "drums.mid", "bad.mid", "mixed.mid"],
+                           "split": ["train", "train", "train", "test"], "status": ["ok", "ok", "quarantined", "ok"]})
+    return notes, pieces
+
+
+def test_a_drum_only_piece_is_skipped_and_recorded_and_the_file_is_deterministic(tmp_path):
+    notes, pieces = _drum_corpus()
+    seqs = build(notes, pieces, Tokenize(sort_chords_by_pitch=True))
+    assert seqs.piece_ids.tolist() == [0, 3] and seqs.pitch.tolist() == [60, 62, 0]
+    assert seqs.duration.tolist() == [0.5, 0.0, 1.0]  # a zero-length note is kept
+    assert seqs.skipped.to_dict("records") == [
+        {"piece": 1, "path": "drums.mid", "reason": "only drum notes (tokenize keeps pitched notes only)"}]
+    seqs.save(tmp_path / "a.npz")
+    build(notes, pieces, Tokenize(sort_chords_by_pitch=True)).save(tmp_path / "b.npz")
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    loaded = NoteSequences.load(tmp_path / "a.npz")
+    pd.testing.assert_frame_equal(loaded.skipped, seqs.skipped)
+
+
+def test_no_pitched_note_or_no_training_piece_fails_naming_why():
+    notes, pieces = _drum_corpus()
+    with pytest.raises(ValueError, match=r"^no pitched note in any piece: 1 piece skipped \(1: only drum notes"):
+        build(notes, pieces[pieces["id"].isin([1, 2])], Tokenize(sort_chords_by_pitch=True))
+    with pytest.raises(ValueError, match=r"the training split has no pitched note; .*data\.midi_dir_split"):
+        build(notes, pieces[pieces["id"] != 0], Tokenize(sort_chords_by_pitch=True))
