@@ -29,6 +29,7 @@ snakemake: install
 	snakemake --cores 2
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: install
@@ -38,5 +39,8 @@ bench: install
 	$(BIN)/python -m bench.dvc_noop
 	$(BIN)/python -m bench.mel
 
+# `python -m etude.tracking` first: it repoints artifact paths if the repository moved, and prints the
+# experiment's address on its training runs (the UI otherwise opens on its GenAI overview).
 mlflow-ui: install
+	$(BIN)/python -m etude.tracking
 	mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --artifacts-destination $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port 5000

@@ -3,7 +3,7 @@
 import os
 
 from etude.params import load
-from etude.pipeline import REPORT_HTML, REPORT_MD, STAGES, fill, is_directory, param_values
+from etude.pipeline import REPORT_HTML, REPORT_MD, STAGES, expand, is_directory, param_values, stage_inputs
 
 PARAMS = load()  # the typed loader: YAML 1.2 numbers, unknown keys rejected before any work
 VARIANTS = list(PARAMS.variants)
@@ -26,12 +26,12 @@ rule all:
 
 
 def _inputs(stage):
-    code = [stage.script, *stage.code]
     if stage.per_variant:
-        return lambda wc: [fill(d, PARAMS, wc.variant) for d in code + list(stage.deps)]
-    per_variant = [fill(t, PARAMS, v) for t in stage.variant_inputs for v in VARIANTS]
-    fixed = [d for d in stage.deps if d not in ("metrics", "samples", "runs")]
-    return code + fixed + per_variant
+        return lambda wc: stage_inputs(stage, PARAMS, wc.variant)
+    # DVC reads the report's inputs as whole folders; Snakemake needs the files inside them.
+    folders = ("metrics", "samples", "runs")
+    fixed = [path for path in stage_inputs(stage, PARAMS, None) if path not in folders]
+    return fixed + [path for v in VARIANTS for path in expand(stage.variant_inputs, PARAMS, v)]
 
 
 def _outputs(stage):

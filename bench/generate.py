@@ -8,14 +8,17 @@ below). Untrained weights: speed does not depend on them. Target: ours >= 100x t
     python -m bench.generate
 """
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from bench import machine_note, median_time, print_table
 from etude import params as etude_params
-from etude.models import note_rnn
-from etude.training import evenly_spaced
-from etude.training import seed_everything
+from etude.models import family
+from etude.models.note_rnn import sample
+from etude.pipeline import NOTE_SEQUENCES
+from etude.training import evenly_spaced, seed_everything
 
 TARGET_RATIO = 100.0
 
@@ -38,8 +41,9 @@ def sample_by_window(model, seed_window, temperature, num_notes, generator):
 def measure(params, variant: str):
     config, settings = params.variant(variant), params.generate
     seed_everything(config.seed, config.threads)
-    data = note_rnn.load_data(config)
-    model = note_rnn.build(config, data).eval()
+    note_rnn = family(config.model)
+    data = note_rnn.load_data(config, Path(NOTE_SEQUENCES))
+    model = note_rnn.build(config, note_rnn.model_meta(config, data)).eval()
     batch = len(settings.temperatures) * settings.num_samples
     starts = evenly_spaced(data.window_starts("test", config.seq_len), batch)
     seeds = torch.from_numpy(data.features()[starts[:, None] + np.arange(config.seq_len)])
@@ -47,7 +51,7 @@ def measure(params, variant: str):
     generator = torch.Generator().manual_seed(config.seed)
     n = settings.num_notes
 
-    ours_s = median_time(lambda: note_rnn.sample(model, seeds, temps, n, generator), repeats=5)
+    ours_s = median_time(lambda: sample(model, seeds, temps, n, generator), repeats=5)
     window_s = median_time(lambda: sample_by_window(model, seeds[0], float(temps[0]), n, generator), repeats=3)
     return config, batch, n, batch * n / ours_s, n / window_s
 

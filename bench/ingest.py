@@ -55,7 +55,7 @@ def main() -> None:
         settings = Ingest(workers=workers, min_notes=1, max_duration_s=14400, include_drums=False)
         notes, pieces = ingest(raw, settings, progress=False)  # warm-up, and the note count
         assert (pieces["status"] == "ok").all(), pieces.loc[pieces["status"] != "ok", ["path", "error"]]
-        seconds = median_time(lambda: ingest(raw, settings, progress=False), repeats=3, warmup=0)
+        seconds = median_time(lambda s=settings: ingest(raw, s, progress=False), repeats=3, warmup=0)
         results[f"etude ingest, workers={workers}"] = (seconds, len(notes))
 
     pretty_midi.PrettyMIDI(io.BytesIO(raw["data"][0]))  # warm-up: imports, caches

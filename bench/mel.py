@@ -24,7 +24,7 @@ from etude.ingest import ingest
 from etude.models import family
 from etude.params import load
 from etude.pipeline import MEL
-from etude.training import train
+from etude.training import TrainPaths, train
 
 FULL_MAESTRO_HOURS = 200.0
 
@@ -38,12 +38,17 @@ def reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as status:
+        return int(next(line.split()[1] for line in status if line.startswith(field))) / 1024
+
+
 def current_mb() -> float:
-    return int(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmRSS"))) / 1024
+    return _status_mb("VmRSS")
 
 
 def own_peak_mb() -> float:
-    return int(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM"))) / 1024
+    return _status_mb("VmHWM")
 
 
 def main() -> None:
@@ -81,9 +86,10 @@ def main() -> None:
     train_before = current_mb()
     reset_peak()
     t0 = time.perf_counter()
-    state = train("spectral_vae", config, family("spectral_vae"), "bench", out_dir=Path("models/spectral_vae"),
-                  history_path=Path("metrics/history.csv"), run_link=Path("runs/train.json"),
-                  checkpoint_root=Path("checkpoints"), progress_bar=False)
+    paths = TrainPaths(data=Path(MEL), model_dir=Path("models/spectral_vae"), history=Path("metrics/history.csv"),
+                       summary=Path("metrics/train.json"), run_link=Path("runs/train.json"),
+                       checkpoints=Path("checkpoints").resolve())
+    state = train("spectral_vae", config, family("spectral_vae"), "bench", paths, progress_bar=False)
     train_s = time.perf_counter() - t0
     train_self = own_peak_mb()
     row = state.history[-1]

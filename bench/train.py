@@ -11,12 +11,14 @@ Reference: 5,900 samples/s for a straightforward Keras implementation of rnn_bas
 import itertools
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from bench import machine_note, print_table
 from etude import params as etude_params
-from etude.models import note_rnn
+from etude.models import family
+from etude.pipeline import NOTE_SEQUENCES
 from etude.training import seed_everything
 
 KERAS_SAMPLES_PER_S = 5900.0
@@ -27,8 +29,9 @@ CPU = torch.device("cpu")
 def samples_per_s(params, variant: str, blocks: int, block_batches: int, warmup: int = 10):
     config = params.variant(variant)
     seed_everything(config.seed, config.threads)
-    data = note_rnn.load_data(config)
-    model = note_rnn.build(config, data).to(CPU).train()
+    note_rnn = family(config.model)
+    data = note_rnn.load_data(config, Path(NOTE_SEQUENCES))
+    model = note_rnn.build(config, note_rnn.model_meta(config, data)).to(CPU).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     # Epoch after epoch, as the training loop draws them.
     batches = itertools.chain.from_iterable(
@@ -54,8 +57,8 @@ def samples_per_s(params, variant: str, blocks: int, block_batches: int, warmup:
 
 
 def main() -> None:
-    if not note_rnn.INPUTS[0].exists():
-        raise SystemExit(f"{note_rnn.INPUTS[0]} is missing: run `dvc repro tokenize` first")
+    if not Path(NOTE_SEQUENCES).exists():
+        raise SystemExit(f"{NOTE_SEQUENCES} is missing: run `dvc repro tokenize` first")
     params = etude_params.load()
     rows = []
     for variant, blocks, block_batches in (("rnn_baseline", 3, 50), ("rnn_stacked", 3, 15)):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -23,8 +23,8 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
-    TypeAdapter,
     ValidationError,
+    create_model,
     model_validator,
 )
 from ruamel.yaml import YAML
@@ -210,125 +210,14 @@ class Training(Strict):
     lr_schedule: LrSchedule
     grad_clip: PositiveFloat | None
     checkpoint_every: PositiveInt
+    keep_checkpoints: NonNegativeInt  # periodic checkpoints kept per run (last and best always)
     device: Literal["auto", "cpu", "cuda"]
     threads: NonNegativeInt
-    resume_from: str | None  # a checkpoint to continue from: next epoch, its best loss kept; lr, loss weights, epochs may differ
+    # A checkpoint to continue from: the next epoch, its best loss kept; lr, loss weights, epochs may differ.
+    resume_from: str | None
 
 
 TRAINING_KEYS = tuple(Training.model_fields)
-
-
-class NoteRnnLossWeights(Strict):
-    pitch: NonNegativeFloat
-    step: NonNegativeFloat
-    duration: NonNegativeFloat
-
-
-class NoteRnn(Strict):
-    """Next-note LSTM over (pitch, step, duration), the TensorFlow tutorial's model family."""
-
-    seq_len: Annotated[int, Field(ge=2)]
-    lstm_units: Annotated[list[PositiveInt], Field(min_length=1)]
-    dropout: Annotated[float, Field(ge=0, lt=1)]
-    vocab_size: Annotated[int, Field(ge=1, le=128)]
-    loss_weights: NoteRnnLossWeights
-    positive_pressure: NonNegativeFloat
-    transpose_semitones: Annotated[int, Field(ge=0, le=24)]
-
-
-class NoteRnnVariant(Training, NoteRnn):
-    model: Literal["note_rnn"]
-
-
-class GridLossCoefficients(Strict):
-    onset: NonNegativeFloat
-    velocity: NonNegativeFloat
-    duration: NonNegativeFloat
-    timeshift: NonNegativeFloat
-
-
-class KlSchedule(Strict):
-    beta: NonNegativeFloat           # weight once annealed
-    start_epoch: NonNegativeInt      # weight 0 before this epoch
-    anneal_epochs: NonNegativeInt    # linear 0 -> beta over this many epochs (0: beta at once)
-    cyclical: bool                   # restart the ramp every anneal_epochs (Fu et al. 2019)
-    free_bits: NonNegativeFloat      # nats per latent dimension below which KL is not penalised
-
-
-class GridVae(Strict):
-    """RhythmVAE / MelodyVAE (M4L) family: dense VAE over onset/velocity/duration/timeshift grids."""
-
-    representation: Literal["rhythm", "melody"]
-    latent_dim: PositiveInt
-    encoder_units: PositiveInt
-    decoder_units: PositiveInt
-    head_units: PositiveInt
-    leaky_slope: NonNegativeFloat
-    dropout: Annotated[float, Field(ge=0, lt=1)]
-    batchnorm_momentum: Annotated[float, Field(gt=0, le=1)]
-    loss: GridLossCoefficients
-    mask_to_onsets: bool             # velocity/duration/timeshift error on onset cells only
-    kl: KlSchedule
-    timeshift_ramp_epochs: NonNegativeInt
-    val_batch_size: PositiveInt
-    onset_threshold: Annotated[float, Field(gt=0, lt=1)]  # decoding threshold: metrics and samples (the M4L knob)
-    active_unit_threshold: PositiveFloat    # Var_x(mu_j) above this: dimension j is in use
-    collapse_variance: PositiveFloat        # decoded timeshift variance below this: collapsed
-
-
-class GridVaeVariant(Training, GridVae):
-    model: Literal["grid_vae"]
-
-
-class FrequencyBand(Strict):
-    start: Annotated[float, Field(ge=0, le=1)]  # fraction of the mel bins
-    end: Annotated[float, Field(ge=0, le=1)]
-    weight: NonNegativeFloat
-
-
-class SpectralVae(Strict):
-    """Convolutional VAE over log-mel segments (the PyTorch "MusicVAE" of the documents)."""
-
-    channels: Annotated[list[PositiveInt], Field(min_length=1)]  # one stride-2 conv block each
-    latent_dim: PositiveInt
-    kernel_size: Annotated[int, Field(ge=1)]
-    dropout: Annotated[float, Field(ge=0, lt=1)]
-    batchnorm_momentum: Annotated[float, Field(gt=0, le=1)]
-    recon_bands: list[FrequencyBand]  # frequency weighting; bins outside every band weigh 1
-    kl: KlSchedule
-    spectral_weight: NonNegativeFloat    # MSE of |FFT2| of input and reconstruction
-    output_reg_weight: NonNegativeFloat  # outputs outside the input's range, widened by range_margin
-    range_margin: NonNegativeFloat       # x R, R the input's range
-    val_split: Annotated[float, Field(gt=0, lt=1)] | None  # held-out share of training segments; null: the validation split
-    val_batch_size: PositiveInt
-    active_unit_threshold: PositiveFloat
-    featureless_std_db: PositiveFloat    # spectrogram whose dB std is below this: featureless
-    hf_fraction: Annotated[float, Field(gt=0, lt=1)]  # top share of bins: the high-frequency energy ratio
-    griffin_lim_iters: PositiveInt
-
-    @model_validator(mode="after")
-    def _bands(self) -> SpectralVae:
-        for band in self.recon_bands:
-            if band.start >= band.end:
-                raise ValueError(f"recon_bands: start {band.start} must be below end {band.end}")
-        return self
-
-
-class SpectralVaeVariant(Training, SpectralVae):
-    model: Literal["spectral_vae"]
-
-
-# A new model family adds its section class here and one union member below.
-class Models(Strict):
-    note_rnn: NoteRnn
-    grid_vae: GridVae
-    spectral_vae: SpectralVae
-
-
-VariantConfig = Annotated[Union[NoteRnnVariant, GridVaeVariant, SpectralVaeVariant], Field(discriminator="model")]
-_VARIANT_ADAPTER: TypeAdapter[VariantConfig] = TypeAdapter(VariantConfig)
-_VARIANT_CLASSES: dict[str, type[BaseModel]] = {
-    "note_rnn": NoteRnnVariant, "grid_vae": GridVaeVariant, "spectral_vae": SpectralVaeVariant}
 
 
 # ---- evaluation, generation, report ------------------------------------------------------------
@@ -355,7 +244,8 @@ class Generate(Strict):
 
 class Report(Strict):
     piano_roll_seconds: PositiveFloat
-    plateau_improvement: Annotated[float, Field(ge=0, lt=1)]
+    plateau_improvement: Annotated[float, Field(ge=0, lt=1)]  # last third improved val loss less: plateau
+    plateau_min_epochs: PositiveInt                          # shorter histories are not judged
 
 
 class Tracking(Strict):
@@ -369,35 +259,61 @@ class Params(Training):
     grid: Grid
     audio: Audio
     mel: Mel
-    models: Models
+    models: dict[str, dict[str, Any]]  # one section per family, validated against the family's Config
     variants: dict[Annotated[str, Field(pattern=VARIANT_NAME)], dict[str, Any]]
     evaluate: Evaluate
     generate: Generate
     report: Report
     tracking: Tracking
 
-    def variant(self, name: str) -> NoteRnnVariant | GridVaeVariant | SpectralVaeVariant:
+    def variant(self, name: str) -> BaseModel:
         """The effective configuration of one variant (defaults, family section, overrides)."""
         if name not in self.variants:
             raise ParamsError(f"params.yaml: no variant {name!r}{_suggest(name, self.variants)}")
         overrides = self.variants[name]
         family = overrides.get("model")
-        if family not in _VARIANT_CLASSES:
-            raise ParamsError(
-                f"params.yaml: variants.{name}.model is {family!r}; "
-                f"expected one of {sorted(_VARIANT_CLASSES)}{_suggest(str(family), _VARIANT_CLASSES)}"
-            )
-        merged = _deep_merge(
-            {k: _plain(getattr(self, k)) for k in TRAINING_KEYS},
-            _plain(getattr(self.models, family)),
-        )
+        known = _families()
+        if family not in known:
+            raise ParamsError(f"params.yaml: variants.{name}.model is {family!r}; "
+                              f"expected one of {sorted(known)}{_suggest(str(family), known)}")
+        merged = _deep_merge({k: _plain(getattr(self, k)) for k in TRAINING_KEYS}, self.models[family])
         merged = _deep_merge(merged, overrides)
+        cls = variant_class(family)
         try:
-            return _VARIANT_ADAPTER.validate_python(merged)
+            return cls.model_validate(merged)
         except ValidationError as err:
-            raise ParamsError(
-                _describe(err, _VARIANT_CLASSES[family], prefix=f"variants.{name}.")
-            ) from None
+            raise ParamsError(_describe(err, cls, prefix=f"variants.{name}.")) from None
+
+
+def _families() -> dict:
+    from etude.models import (
+        families,  # families import this module: loaded on first use
+    )
+
+    return families()
+
+
+@cache
+def variant_class(family: str) -> type[BaseModel]:
+    """A family's variant configuration: the shared training settings, its Config, and `model`."""
+    config = _families()[family].Config
+    name = f"{config.__name__.removesuffix('Config')}Variant"
+    return create_model(name, __base__=(Training, config), model=(Literal[family], ...))
+
+
+def _check_models(params: Params, path: Path) -> None:
+    """Every family has its section under `models:`, each valid against the family's Config."""
+    known = _families()
+    for name in params.models:
+        if name not in known:
+            raise ParamsError(f"{path}: models.{name}: no such model family{_suggest(name, known)}")
+    for name, family in known.items():
+        if name not in params.models:
+            raise ParamsError(f"{path}: models.{name}: required section is missing (family {name} is installed)")
+        try:
+            family.Config.model_validate(params.models[name])
+        except ValidationError as err:
+            raise ParamsError(_describe(err, family.Config, prefix=f"models.{name}.", source=path)) from None
 
 
 def config_hash(config: BaseModel) -> str:
@@ -406,33 +322,32 @@ def config_hash(config: BaseModel) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def read_yaml(path: Path) -> Any:
-    try:
-        return YAML(typ="safe", pure=True).load(path.read_text())
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: file not found") from None
-    except Exception as err:  # ruamel raises several unrelated classes for malformed YAML
-        raise ParamsError(f"{path}: not valid YAML: {err}") from None
-
-
 def load(path: Path | str = PARAMS_FILE) -> Params:
     """Read and validate params.yaml, including every variant, before any work is done."""
     path = Path(path)
-    raw = read_yaml(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    return load_text(text, path)
+
+
+def load_text(text: str, source: Path | str) -> Params:
+    """Validate params given as YAML text; `source` names it in errors."""
+    try:
+        raw = YAML(typ="safe", pure=True).load(text)
+    except Exception as err:  # ruamel raises several unrelated classes for malformed YAML
+        raise ParamsError(f"{source}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: expected a mapping at the top level")
+        raise ParamsError(f"{source}: expected a mapping at the top level")
     try:
         params = Params.model_validate(raw)
     except ValidationError as err:
-        raise ParamsError(_describe(err, Params, prefix="", source=path)) from None
+        raise ParamsError(_describe(err, Params, prefix="", source=source)) from None
+    _check_models(params, source)
     for name in params.variants:
         params.variant(name)
     return params
-
-
-@lru_cache(maxsize=4)
-def load_cached(path: str = str(PARAMS_FILE)) -> Params:
-    return load(path)
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -478,7 +393,7 @@ def _describe(
 ) -> str:
     lines = []
     for e in err.errors():
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in _VARIANT_CLASSES))
+        loc = e["loc"]
         key = prefix + ".".join(str(p) for p in loc)
         if e["type"] == "extra_forbidden":
             lines.append(f"{key}: unknown key{_suggest(str(loc[-1]), _fields_at(model, loc[:-1]))}")
@@ -489,11 +404,12 @@ def _describe(
     return f"{source}: invalid parameters:\n  " + "\n  ".join(lines)
 
 
-def read_variant_config(path: Path) -> NoteRnnVariant | GridVaeVariant | SpectralVaeVariant:
+def read_variant_config(path: Path) -> BaseModel:
     """A configuration written by the configure stage: what per-variant stages depend on and use."""
     try:
-        return _VARIANT_ADAPTER.validate_json(Path(path).read_text())
+        raw = json.loads(Path(path).read_text())
+        return variant_class(raw["model"]).model_validate(raw)
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found; run the configure stage first") from None
-    except ValidationError as err:
+    except (ValidationError, KeyError, json.JSONDecodeError) as err:
         raise ParamsError(f"{path}: invalid configuration: {err}") from None

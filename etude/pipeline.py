@@ -5,7 +5,9 @@ and the Snakefile builds its rules from it, so the two runners cannot drift apar
 
 Per-variant stages depend on `configs/<variant>.json`, the variant's effective configuration,
 written by `configure@<variant>`, not on params directly: changing the shared `lr` re-runs every
-configure stage (cheap), but only variants whose effective configuration changed retrain.
+configure stage (cheap), but only variants whose effective configuration changed retrain. They also
+depend on the source files their family declares (etude.family.Family.code_files), the same files
+whose hash names the checkpoint folder.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from etude.family import SHARED_CODE
 from etude.params import TRAINING_KEYS, Params, load
 
 RAW = "data/raw/midi.parquet"
@@ -26,8 +29,10 @@ NOTES = "data/ingest/notes.parquet"
 PIECES = "data/ingest/pieces.parquet"
 NOTE_SEQUENCES = "data/tokens/notes.npz"
 GRIDS = "data/tokens/{representation}.npz"
-REPRESENTATIONS = ("rhythm", "melody")
+GRID_KINDS = ("rhythm", "melody")
 MEL = "data/mel"
+# What a family may read (Family.representation), by name.
+REPRESENTATIONS = {"notes": NOTE_SEQUENCES, **{k: GRIDS.format(representation=k) for k in GRID_KINDS}, "mel": MEL}
 
 CONFIG = "configs/{variant}.json"
 MODEL_DIR = "models/{variant}"
@@ -39,9 +44,9 @@ SAMPLES_DIR = "samples/{variant}"
 RUN_LINK = "runs/{stage}/{variant}.json"
 REPORT_HTML = "reports/index.html"
 REPORT_MD = "reports/summary.md"
-INPUT = "{input}"  # the representation file the variant trains on: variant_input()
-FAMILY_CODE = "etude/models/{model}.py"  # a variant depends on its own family's module
-SHARED_MODEL_CODE = ("etude/training.py", "etude/models/vae.py")  # and on the code every family shares
+INPUT = "{input}"                # the representation the variant reads: variant_input()
+FAMILY_CODE = "{family_code}"    # the family's declared source files: family_code()
+ALL_FAMILIES = "{all_families}"  # every family's own code: the report draws each family's sections
 
 
 @dataclass(frozen=True)
@@ -73,27 +78,29 @@ def _run_link(stage: str) -> str:
     return RUN_LINK.replace("{stage}", stage)
 
 
+VARIANT_RESULTS = (HISTORY, TRAIN_METRICS, EVAL_METRICS, GENERATE_METRICS, SAMPLES_DIR,
+                   _run_link("train"), _run_link("evaluate"), _run_link("generate"))
 STAGES: tuple[Stage, ...] = (
     Stage("fetch", code=("etude/sources.py",), outs=(RAW,), params=("data",)),
     Stage("ingest", code=("etude/ingest.py",), deps=(RAW,), outs=(NOTES, PIECES), params=("ingest",)),
     Stage("tokenize", code=("etude/sequences.py",), deps=(NOTES, PIECES), outs=(NOTE_SEQUENCES,),
           params=("tokenize",)),
     Stage("grids", code=("etude/grids.py",), deps=(NOTES, PIECES),
-          outs=tuple(GRIDS.format(representation=r) for r in REPRESENTATIONS), params=("grid",)),
+          outs=tuple(REPRESENTATIONS[k] for k in GRID_KINDS), params=("grid",)),
     Stage("mel", code=("etude/mel.py", "etude/audio.py"), deps=(RAW, PIECES), outs=(MEL,), params=("audio", "mel")),
-    Stage("configure", code=("etude/params.py",), outs=(CONFIG,),
+    # configure also checks that every split can serve the variant, before any training.
+    Stage("configure", code=("etude/params.py", FAMILY_CODE), deps=(INPUT,), outs=(CONFIG,),
           params=(*TRAINING_KEYS, "models.{model}", "variants.{variant}"), per_variant=True),
-    Stage("train", code=(*SHARED_MODEL_CODE, FAMILY_CODE), deps=(CONFIG, INPUT),
+    Stage("train", code=(FAMILY_CODE,), deps=(CONFIG, INPUT),
           outs=(MODEL_DIR, _run_link("train")), metrics=(TRAIN_METRICS,), plots=(HISTORY,), per_variant=True),
-    Stage("evaluate", code=(*SHARED_MODEL_CODE, FAMILY_CODE), deps=(CONFIG, INPUT, MODEL_DIR),
+    Stage("evaluate", code=(FAMILY_CODE,), deps=(CONFIG, INPUT, MODEL_DIR),
           outs=(_run_link("evaluate"),), metrics=(EVAL_METRICS,), params=("evaluate",), per_variant=True),
-    Stage("generate", code=(*SHARED_MODEL_CODE, FAMILY_CODE), deps=(CONFIG, INPUT, MODEL_DIR),
+    Stage("generate", code=(FAMILY_CODE,), deps=(CONFIG, INPUT, MODEL_DIR),
           outs=(SAMPLES_DIR, _run_link("generate")), metrics=(GENERATE_METRICS,), params=("generate",),
           per_variant=True),
-    Stage("report", code=("etude/report.py",), deps=("metrics", "samples", "runs", PIECES),
-          outs=(REPORT_HTML, REPORT_MD), params=("report",),
-          variant_inputs=(HISTORY, TRAIN_METRICS, EVAL_METRICS, GENERATE_METRICS, SAMPLES_DIR,
-                          _run_link("train"), _run_link("evaluate"), _run_link("generate"))),
+    Stage("report", code=("etude/report.py", "etude/figures.py", ALL_FAMILIES),
+          deps=("metrics", "samples", "runs", PIECES, NOTE_SEQUENCES, *(REPRESENTATIONS[k] for k in GRID_KINDS), MEL),
+          outs=(REPORT_HTML, REPORT_MD), params=("report",), variant_inputs=VARIANT_RESULTS),
 )
 STAGE_BY_NAME = {s.name: s for s in STAGES}
 
@@ -102,26 +109,93 @@ def path_for(template: str, variant: str, **extra: str) -> Path:
     return Path(template.format(variant=variant, **extra))
 
 
+def is_directory(path: str) -> bool:
+    """Outputs without a suffix (models/<v>, samples/<v>, data/mel) are folders."""
+    return Path(path).suffix == ""
+
+
+def _family(config):
+    from etude.models import (
+        family,  # the registry imports every family (and torch): only when needed
+    )
+
+    return family(config.model)
+
+
 def variant_input(config) -> str:
-    """The representation file a variant trains on."""
-    if config.model == "grid_vae":
-        return GRIDS.format(representation=config.representation)
-    if config.model == "spectral_vae":
-        return MEL
-    return NOTE_SEQUENCES
+    """The representation file or folder a variant reads."""
+    return REPRESENTATIONS[_family(config).representation(config)]
 
 
+def family_code(config) -> tuple[str, ...]:
+    return _family(config).code_files()
+
+
+def all_family_modules() -> tuple[str, ...]:
+    """Every family's own code: the report draws the sections each family defines there."""
+    from etude.models import families
+
+    return tuple(sorted({path for f in families().values() for path in f.code}))
+
+
+def expand(templates: tuple[str, ...], params: Params, variant: str | None) -> list[str]:
+    """A stage's templates with the variant's values; list placeholders become several paths."""
+    out: list[str] = []
+    for template in templates:
+        if template == ALL_FAMILIES:
+            out += all_family_modules()
+        elif template == FAMILY_CODE:
+            out += family_code(params.variant(variant))
+        elif variant is not None:
+            config = params.variant(variant)
+            out.append(template.format(variant=variant, model=config.model, input=variant_input(config)))
+        else:
+            out.append(template)
+    return list(dict.fromkeys(out))
+
+
+def stage_inputs(stage: Stage, params: Params, variant: str | None) -> list[str]:
+    """Every file a stage (for one variant) depends on: its script, code and data."""
+    return expand((stage.script, *stage.code, *stage.deps), params, variant)
+
+
+# ---- dvc.yaml ---------------------------------------------------------------------------------------
 def _dvc(text: str) -> str:
-    return text.replace("{variant}", "${key}").replace("{model}", "${item.model}").replace("{input}", "${item.input}")
+    return (text.replace("{variant}", "${key}").replace("{model}", "${item.model}")
+            .replace("{input}", "${item.input}"))
+
+
+def _dvc_items(params: Params) -> tuple[dict, int]:
+    """foreach items: model, input and the family's own code files as code_0 … code_{n-1}. DVC
+    cannot splice a list into `deps`, so every item gets n slots; shorter lists repeat their module."""
+    codes = {name: _family(params.variant(name)).code for name in params.variants}
+    slots = max(len(c) for c in codes.values())
+    items = {}
+    for name, cfg in params.variants.items():
+        code = list(codes[name]) + [codes[name][-1]] * (slots - len(codes[name]))
+        items[name] = {"model": cfg["model"], "input": variant_input(params.variant(name)),
+                       **{f"code_{i}": path for i, path in enumerate(code)}}
+    return items, slots
+
+
+def _dvc_deps(stage: Stage, slots: int) -> list[str]:
+    deps = [stage.script]
+    for path in (*stage.code, *stage.deps):
+        if path == FAMILY_CODE:
+            deps += [*SHARED_CODE, *(f"${{item.code_{i}}}" for i in range(slots))]
+        elif path == ALL_FAMILIES:
+            deps += all_family_modules()
+        else:
+            deps.append(_dvc(path))
+    return list(dict.fromkeys(deps))
 
 
 def render_dvc(params: Params) -> str:
-    """dvc.yaml for these params: one foreach entry per variant, items carrying model and input."""
-    items = {name: {"model": cfg["model"], "input": variant_input(params.variant(name))}
-             for name, cfg in params.variants.items()}
+    """dvc.yaml for these params: one foreach entry per variant."""
+    items, slots = _dvc_items(params)
     stages = {}
     for stage in STAGES:
-        body: dict = {"cmd": _dvc(stage.cmd), "deps": [stage.script, *map(_dvc, stage.code + stage.deps)]}
+        body: dict = {"cmd": _dvc(stage.cmd), "deps": _dvc_deps(stage, slots)}
         if stage.params:
             body["params"] = [_dvc(p) for p in stage.params]
         body["outs"] = [_dvc(o) for o in stage.outs]
@@ -136,6 +210,16 @@ def render_dvc(params: Params) -> str:
     header = "# Rendered from etude/pipeline.py by `python -m etude.pipeline`; do not edit by hand.\n"
     return header + yaml.safe_dump({"stages": stages, "plots": plots}, sort_keys=False,
                                    default_flow_style=False, width=120)
+
+
+# ---- Snakemake ----------------------------------------------------------------------------------------
+def param_values(stage: Stage, params: Params, variant: str | None) -> str:
+    """What a stage's result depends on among params, as one string: Snakemake's params trigger."""
+    if stage.name == "configure":
+        values = params.variant(variant).model_dump(mode="json")
+    else:
+        values = {key: getattr(params, key).model_dump(mode="json") for key in stage.params}
+    return json.dumps(values, sort_keys=True)
 
 
 def main() -> None:
@@ -154,22 +238,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def is_directory(path: str) -> bool:
-    """Outputs without a suffix (models/<v>, samples/<v>) are folders."""
-    return Path(path).suffix == ""
-
-
-def param_values(stage: Stage, params: Params, variant: str | None) -> str:
-    """What a stage's result depends on among params, as one string: Snakemake's params trigger."""
-    if stage.name == "configure":
-        values = params.variant(variant).model_dump(mode="json")
-    else:
-        values = {key: getattr(params, key).model_dump(mode="json") for key in stage.params}
-    return json.dumps(values, sort_keys=True)
-
-
-def fill(template: str, params: Params, variant: str) -> str:
-    config = params.variant(variant)
-    return template.format(variant=variant, model=config.model, input=variant_input(config))

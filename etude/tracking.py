@@ -5,22 +5,35 @@ experiment in a temporary copy), artifacts beside it, so every runner logs to on
 MLFLOW_TRACKING_URI points it at a tracking server instead. The database is created and migrated
 once, under a file lock, before any run uses it: concurrent first use of a fresh SQLite store races
 on migrations.
+
+MLflow stores artifact locations as absolute paths. When the repository has been moved or copied,
+`init` rewrites them to the store's new place, so artifacts stay readable and new runs log beside
+the database rather than into the old folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from filelock import FileLock
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
+# A tracking server the user chose; mlflow.set_tracking_uri later sets the variable itself.
+USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+# The MLflow UI opens an experiment of this kind on its runs, not on the GenAI overview.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# (table, column) pairs of the SQLite schema that hold absolute artifact paths.
+ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                    ("logged_models", "artifact_location"), ("model_versions", "storage_location"))
 
 
 def project_root() -> Path:
@@ -32,7 +45,7 @@ def store_dir() -> Path:
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_dir() / 'mlflow.db'}"
+    return USER_TRACKING_URI or f"sqlite:///{store_dir() / 'mlflow.db'}"
 
 
 def init(experiment: str) -> str:
@@ -41,20 +54,82 @@ def init(experiment: str) -> str:
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
+    local = uri == f"sqlite:///{store_dir() / 'mlflow.db'}"
     lock = None
-    if uri.startswith("sqlite:///"):
+    if local:
         store_dir().mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(store_dir() / ".init.lock"))
         lock.acquire(timeout=300)
     try:
         found = mlflow.get_experiment_by_name(experiment)
-        if found is not None:
-            return found.experiment_id
-        artifacts = (store_dir() / "artifacts").as_uri() if lock else None
-        return mlflow.create_experiment(experiment, artifact_location=artifacts)
+        if found is None:
+            artifacts = artifact_root().as_uri() if local else None
+            return mlflow.create_experiment(experiment, artifact_location=artifacts, tags=EXPERIMENT_KIND)
+        if local:
+            relocate(found.artifact_location)
+        if found.tags.get("mlflow.experimentKind") is None:
+            key, value = next(iter(EXPERIMENT_KIND.items()))
+            mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
+        return found.experiment_id
     finally:
         if lock:
             lock.release()
+
+
+def artifact_root() -> Path:
+    return store_dir() / "artifacts"
+
+
+def relocate(artifact_location: str) -> None:
+    """If the store was moved or copied, point every artifact path at its artifacts folder."""
+    current = artifact_root().as_uri()
+    old = artifact_location.rstrip("/")
+    if old == current or not old.endswith("/artifacts"):
+        return
+    with sqlite3.connect(store_dir() / "mlflow.db") as db:
+        tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+        for table, column in ARTIFACT_COLUMNS:
+            if table in tables:
+                db.execute(f"update {table} set {column} = ? || substr({column}, ?) "
+                           f"where substr({column}, 1, ?) = ?", (current, len(old) + 1, len(old), old))
+    print(f"mlflow: the store moved: artifact paths {old} -> {current}")
+
+
+def log_to_run(run_link: Path, metrics: dict[str, float]) -> None:
+    """Add metrics to the (finished) run a link file names, e.g. test metrics to the training run."""
+    import mlflow
+
+    link = json.loads(Path(run_link).read_text())
+    client = mlflow.MlflowClient()
+    for key, value in metrics.items():
+        client.log_metric(link["run_id"], key, value)
+
+
+def log_model(model_dir: Path) -> None:
+    """The trained model (weights and model card, as in models/<variant>/) as the active run's
+    artifacts under model/: `load_model_from_run` rebuilds it."""
+    import mlflow
+
+    mlflow.log_artifacts(str(model_dir), artifact_path="model")
+
+
+def load_model_from_run(run_id: str, uri: str | None = None):
+    """(config, family, model) of a training run logged to `uri` (default: this project's store)."""
+    import tempfile
+
+    import mlflow
+
+    from etude.training import load_model
+
+    mlflow.set_tracking_uri(uri or tracking_uri())
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", dst_path=tmp)
+        return load_model(Path(folder))
+
+
+def ui_url(experiment_id: str, host: str = "http://127.0.0.1:5000") -> str:
+    """The experiment's page in the MLflow UI, on its training runs (the UI's default is GenAI)."""
+    return f"{host}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def _git_commit() -> str:
@@ -110,8 +185,10 @@ def start_run(
                           tags=run_tags(stage, variant, config_hash)) as run:
         if params and not resume_run_id:
             mlflow.log_params(flatten(params))
-        link = {"run_id": run.info.run_id, "experiment_id": experiment_id, "tracking_uri": tracking_uri(),
-                "stage": stage, "variant": variant}
+        # No local path in the link: it is a stage output, the same bytes wherever the repository lies.
+        link = {"run_id": run.info.run_id, "experiment_id": experiment_id, "stage": stage, "variant": variant}
+        if USER_TRACKING_URI:
+            link["tracking_uri"] = USER_TRACKING_URI
         link_path.parent.mkdir(parents=True, exist_ok=True)
         link_path.write_text(json.dumps(link, indent=2) + "\n")
         yield run
@@ -121,7 +198,8 @@ def main() -> None:
     """`python -m etude.tracking`: initialise the store before parallel use (Snakemake onstart)."""
     from etude.params import load
 
-    print(f"mlflow store {tracking_uri()} experiment id {init(load().tracking.experiment)}")
+    experiment_id = init(load().tracking.experiment)
+    print(f"mlflow store {tracking_uri()} experiment id {experiment_id}; UI: {ui_url(experiment_id)}")
 
 
 if __name__ == "__main__":

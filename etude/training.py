@@ -2,31 +2,40 @@
 
 Adam, optional LR schedule (plateau or step decay, both keeping the optimiser's state), gradient
 clipping, early stopping on validation loss, per-epoch history, and checkpoints `last`, `best` and
-every N epochs. Checkpoints of a run live under checkpoints/<variant>/<config hash>-<code hash>/, outside the
-stage outputs that DVC and Snakemake delete before a run, so an interrupted training resumes where
-it stopped: same batches, same dropout masks, same weights as an uninterrupted run.
+the newest `keep_checkpoints` of every `checkpoint_every` epochs. Checkpoints of a run live under
+checkpoints/<variant>/<config hash>-<code hash>/, outside the stage outputs that DVC and Snakemake
+delete before a run, so an interrupted training resumes where it stopped: same batches, same dropout
+masks, same weights as an uninterrupted run. They alone hold optimiser, scheduler and RNG state.
+
+The stage output models/<variant>/ holds only what rebuilding the model needs, written
+byte-for-byte the same by the same training: the best weights (model.safetensors) and model.json
+(family, configuration, and the facts from the data that `Family.build` needs).
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import math
 import os
 import random
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from etude import tracking
+from etude.family import Family
 from etude.params import LrSchedule, config_hash
+
+WEIGHTS, MODEL_CARD = "model.safetensors", "model.json"
 
 
 def pick_device(requested: str) -> torch.device:
@@ -98,22 +107,47 @@ class Progress:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _save(path: Path, model, optimizer, scheduler, progress: Progress, config: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler else None,
-                "progress": progress.__dict__, "config": config, "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp)
-    os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+class RunCheckpoints:
+    """One run's checkpoint folder: last.pt, best.pt and periodic epoch_NNNN.pt. Files with equal
+    contents are hard links of one another (best after an improving epoch, a periodic checkpoint of
+    the last epoch), so a run costs disk only for the states that differ."""
+
+    def __init__(self, folder: Path, keep: int):
+        self.folder, self.keep = folder, keep
+        folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def last(self) -> Path:
+        return self.folder / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.folder / "best.pt"
+
+    def save(self, model, optimizer, scheduler, progress: Progress, improved: bool, periodic: bool) -> None:
+        tmp = self.folder / "last.tmp"
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler else None,
+                    "progress": progress.__dict__, "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp)
+        os.replace(tmp, self.last)  # atomic: a kill mid-write leaves the previous checkpoint intact
+        if improved:
+            _link(self.last, self.best)
+        if periodic and self.keep:
+            _link(self.last, self.folder / f"epoch_{progress.epoch:04d}.pt")
+            for old in sorted(self.folder.glob("epoch_*.pt"))[: -self.keep]:
+                old.unlink()
 
 
-def code_hash(family: ModuleType) -> str:
-    """Hash of the code that decides what training computes: resume continues a run only if the
-    code is the one that started it, never weights trained by an earlier version."""
-    digest = hashlib.sha256()
-    for source in (Path(__file__), Path(family.__file__), Path(__file__).parent / "models" / "vae.py"):
-        digest.update(source.read_bytes())
-    return digest.hexdigest()[:8]
+def _link(source: Path, target: Path) -> None:
+    """`target` becomes a hard link of `source` (a copy where the file system has none), atomically."""
+    tmp = target.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
 
 
 def load_weights(path: Path, model: torch.nn.Module) -> dict[str, Any]:
@@ -173,79 +207,134 @@ def _apply_schedule(scheduler, schedule: LrSchedule, lr: float) -> None:
         scheduler._last_lr = [lr] * len(scheduler.base_lrs)
 
 
-def train(name: str, config: Any, family: ModuleType, experiment: str, out_dir: Path,
-          history_path: Path, run_link: Path, checkpoint_root: Path, progress_bar: bool = True) -> Progress:
-    """Train variant `name`, resuming from its checkpoint if one exists; write best/last and history."""
+@dataclass(frozen=True)
+class TrainPaths:
+    """Where a variant's training reads and writes."""
+
+    data: Path           # the representation it reads
+    model_dir: Path      # stage output: weights and model card
+    history: Path        # stage output: one row per epoch
+    summary: Path        # stage output: train.json
+    run_link: Path       # stage output: names the MLflow run
+    checkpoints: Path    # checkpoints/ under the project root (outside the stage outputs)
+
+
+def train(name: str, config: Any, family: Family, experiment: str, paths: TrainPaths,
+          progress_bar: bool = True) -> Progress:
+    """Train variant `name`, resuming from its checkpoint if one exists; write its outputs."""
     seed_everything(config.seed, config.threads)
     device = pick_device(config.device)
-    data = family.load_data(config)
-    model = family.build(config, data).to(device)
+    data = family.load_data(config, paths.data)
+    family.check_data(name, config, data)
+    meta = family.model_meta(config, data)
+    model = family.build(config, meta).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = make_scheduler(optimizer, config.lr_schedule)
     digest = config_hash(config)
-    ckpt_dir = checkpoint_root / name / f"{digest}-{code_hash(family)}"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    config_dict = config.model_dump(mode="json")
+    run = RunCheckpoints(paths.checkpoints / name / f"{digest}-{family.code_hash()}", config.keep_checkpoints)
+    state = _start(name, config, run, paths.checkpoints.parent, model, optimizer, scheduler)
 
-    state = Progress()
-    if (ckpt_dir / "last.pt").exists():
-        state = _restore(ckpt_dir / "last.pt", model, optimizer, scheduler)
-        print(f"train@{name}: resuming after epoch {state.epoch} from {ckpt_dir / 'last.pt'}")
-    elif config.resume_from:
-        source = checkpoint_root.parent / config.resume_from  # relative paths: from the project root
-        state = _continue_from(source, ckpt_dir, model, optimizer, scheduler, config)
-        print(f"train@{name}: continuing after epoch {state.epoch} from {source} "
-              f"(lr {config.lr:g}, best validation loss so far {state.best_val:.6g})")
-
-    with tracking.start_run(experiment, "train", name, run_link, params=config_dict, config_hash=digest,
-                            resume_run_id=state.run_id) as run:
+    with tracking.start_run(experiment, "train", name, paths.run_link, params=config.model_dump(mode="json"),
+                            config_hash=digest, resume_run_id=state.run_id) as mlflow_run:
         import mlflow
 
-        state.run_id = run.info.run_id
+        state.run_id = mlflow_run.info.run_id
         if state.epoch == 0:
             mlflow.log_param("parameter_count", sum(p.numel() for p in model.parameters()))
         while state.epoch < config.epochs and not state.stopped_early:
             row, samples_per_s = _run_epoch(model, optimizer, family, data, config, state.epoch, device, progress_bar)
-            row["lr"] = optimizer.param_groups[0]["lr"]
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(row["val_loss"])
-            elif scheduler:
-                scheduler.step()
-            if not math.isfinite(row["val_loss"]):
-                raise ValueError(f"train@{name}: epoch {state.epoch + 1}: validation loss is {row['val_loss']}: training "
-                                 f"diverged (lower lr?); the last good checkpoint is {ckpt_dir / 'last.pt'}")
-            improved = row["val_loss"] < state.best_val - config.min_delta
-            if improved:
-                state.best_val, state.best_epoch, state.stale_epochs = row["val_loss"], state.epoch, 0
-            else:
-                state.stale_epochs += 1
-            state.history.append(row)
-            state.epoch += 1
-            state.stopped_early = config.patience is not None and state.stale_epochs >= config.patience
+            improved = _bookkeeping(name, state, row, optimizer, scheduler, config, run)
             # Throughput goes to MLflow only: the history file must not change between identical runs.
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"} | {"train_samples_per_s": samples_per_s},
                                step=int(row["epoch"]))
             # Saved after the bookkeeping: best.pt, like last.pt, continues after the epoch it holds.
-            if improved:
-                _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, config_dict)
-            _save(ckpt_dir / "last.pt", model, optimizer, scheduler, state, config_dict)
-            if state.epoch % config.checkpoint_every == 0:
-                shutil.copyfile(ckpt_dir / "last.pt", ckpt_dir / f"epoch_{state.epoch:04d}.pt")
+            run.save(model, optimizer, scheduler, state, improved,
+                     periodic=state.epoch % config.checkpoint_every == 0)
             print(f"train@{name} epoch {state.epoch}/{config.epochs} "
                   + " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"), flush=True)
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for kind in ("best", "last"):
-            shutil.copyfile(ckpt_dir / f"{kind}.pt", out_dir / f"{kind}.pt")
-        history_path.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(state.history).to_csv(history_path, index=False)
-        mlflow.log_metrics({"best_val_loss": state.best_val, "best_epoch": state.best_epoch,
-                            "epochs_run": state.epoch, "stopped_early": float(state.stopped_early)})
-        mlflow.log_artifact(str(history_path))
+        _publish(family, config, meta, run.best, state, paths)
     return state
 
 
-def _run_epoch(model, optimizer, family, data, config, epoch: int, device,
+def _start(name: str, config, run: RunCheckpoints, root: Path, model, optimizer, scheduler) -> Progress:
+    """A fresh run, the interrupted run in this folder resumed, or the run `resume_from` continued."""
+    if run.last.exists():
+        state = _restore(run.last, model, optimizer, scheduler)
+        print(f"train@{name}: resuming after epoch {state.epoch} from {run.last}")
+        return state
+    if config.resume_from:
+        source = root / config.resume_from  # relative paths: from the project root
+        state = _continue_from(source, run.folder, model, optimizer, scheduler, config)
+        print(f"train@{name}: continuing after epoch {state.epoch} from {source} "
+              f"(lr {config.lr:g}, best validation loss so far {state.best_val:.6g})")
+        return state
+    return Progress()
+
+
+def _bookkeeping(name: str, state: Progress, row: dict, optimizer, scheduler, config, run: RunCheckpoints) -> bool:
+    """After an epoch: LR schedule, best loss, early stopping, history. Whether the epoch improved."""
+    row["lr"] = optimizer.param_groups[0]["lr"]
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(row["val_loss"])
+    elif scheduler:
+        scheduler.step()
+    if not math.isfinite(row["val_loss"]):
+        raise ValueError(f"train@{name}: epoch {state.epoch + 1}: validation loss is {row['val_loss']}: training "
+                         f"diverged (lower lr?); the last good checkpoint is {run.last}")
+    improved = row["val_loss"] < state.best_val - config.min_delta
+    if improved:
+        state.best_val, state.best_epoch, state.stale_epochs = row["val_loss"], state.epoch, 0
+    else:
+        state.stale_epochs += 1
+    state.history.append(row)
+    state.epoch += 1
+    state.stopped_early = config.patience is not None and state.stale_epochs >= config.patience
+    return improved
+
+
+def summary(state: Progress) -> dict[str, Any]:
+    return {"best_val_loss": state.best_val, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
+            "stopped_early": state.stopped_early}
+
+
+def _publish(family: Family, config, meta: dict, best: Path, state: Progress, paths: TrainPaths) -> None:
+    """The stage outputs (best weights and model card, history, summary), also logged to MLflow."""
+    import mlflow
+
+    model = family.build(config, meta)
+    load_weights(best, model)
+    save_model(paths.model_dir, family, config, meta, model)
+    paths.history.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(state.history).to_csv(paths.history, index=False)
+    paths.summary.write_text(json.dumps(summary(state), indent=2) + "\n")
+    mlflow.log_metrics({k: float(v) for k, v in summary(state).items()})
+    mlflow.log_artifact(str(paths.history))
+    tracking.log_model(paths.model_dir)
+
+
+def save_model(folder: Path, family: Family, config, meta: dict, model: torch.nn.Module) -> None:
+    """Weights and model card, byte-for-byte the same for the same training."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, folder / WEIGHTS)
+    card = {"family": family.name, "config": config.model_dump(mode="json"), "meta": meta}
+    (folder / MODEL_CARD).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+
+
+def load_model(folder: Path) -> tuple[Any, Family, torch.nn.Module]:
+    """(config, family, model in eval mode on the CPU) from a folder written by save_model."""
+    from etude.models import family as family_named
+    from etude.params import variant_class
+
+    card = json.loads((Path(folder) / MODEL_CARD).read_text())
+    family = family_named(card["family"])
+    config = variant_class(card["family"]).model_validate(card["config"])
+    model = family.build(config, card["meta"])
+    model.load_state_dict(load_file(Path(folder) / WEIGHTS))
+    return config, family, model.eval()
+
+
+def _run_epoch(model, optimizer, family: Family, data, config, epoch: int, device,
                progress_bar: bool) -> tuple[dict[str, float], float]:
     model.train()
     sums: dict[str, float] = {}
@@ -267,14 +356,13 @@ def _run_epoch(model, optimizer, family, data, config, epoch: int, device,
         raise ValueError("no training batch: fewer training windows than batch_size")
     samples_per_s = batches * config.batch_size / (time.perf_counter() - started)
     row = {"epoch": float(epoch)} | {f"train_{k}": v / batches for k, v in sums.items()}
-    row |= validate(model, family, data, config, epoch, device)
-    if hasattr(family, "diagnostics"):
-        row |= family.diagnostics(model, data, config, epoch, device)
+    row |= validate(model, family, data, config, device)
+    row |= family.diagnostics(model, data, config, epoch, device)
     return row, samples_per_s
 
 
 @torch.no_grad()
-def validate(model, family, data, config, epoch: int, device) -> dict[str, float]:
+def validate(model, family: Family, data, config, device) -> dict[str, float]:
     """Validation loss at the loss schedules' final weights (epoch=None): an annealed KL weight
     would make it rise while the model improves, and trip early stopping within a few epochs."""
     model.eval()
@@ -291,19 +379,17 @@ def validate(model, family, data, config, epoch: int, device) -> dict[str, float
 
 @dataclass
 class Trained:
-    """A trained variant, ready for evaluation or sampling."""
+    """A trained variant with its data, ready for evaluation or sampling."""
 
     config: Any
-    family: ModuleType
+    family: Family
     data: Any
     model: torch.nn.Module
     device: torch.device
 
 
-def load_trained(config: Any, family: ModuleType, checkpoint: Path) -> Trained:
+def load_trained(model_dir: Path, data_path: Path) -> Trained:
+    config, family, model = load_model(model_dir)
     seed_everything(config.seed, config.threads)
     device = pick_device(config.device)
-    data = family.load_data(config)
-    model = family.build(config, data)
-    load_weights(checkpoint, model)
-    return Trained(config, family, data, model.to(device).eval(), device)
+    return Trained(config, family, family.load_data(config, data_path), model.to(device), device)

@@ -1,27 +1,38 @@
-"""evaluate@VARIANT: test-split metrics of the best checkpoint, beside trivial baselines."""
+"""evaluate@VARIANT: test-split metrics of the trained model, beside trivial baselines."""
 
 import json
+from pathlib import Path
 
 from etude import tracking
 from etude.cli import stage_main
-from etude.models import family
 from etude.params import config_hash, read_variant_config
-from etude.pipeline import CONFIG, EVAL_METRICS, MODEL_DIR, RUN_LINK, path_for
+from etude.pipeline import (
+    CONFIG,
+    EVAL_METRICS,
+    MODEL_DIR,
+    RUN_LINK,
+    path_for,
+    variant_input,
+)
 from etude.training import load_trained
 
 
 def run(params, variant):
     config = read_variant_config(path_for(CONFIG, variant))
-    t = load_trained(config, family(config.model), path_for(MODEL_DIR, variant) / "best.pt")
-    metrics = t.family.evaluate(t.model, t.data, config, params.evaluate, t.device)
-    target = path_for(EVAL_METRICS, variant)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(metrics, indent=2) + "\n")
-    with tracking.start_run(params.tracking.experiment, "evaluate", variant, path_for(RUN_LINK, variant, stage="evaluate"),
-                            params=config.model_dump(mode="json"), config_hash=config_hash(config)):
+    with tracking.start_run(params.tracking.experiment, "evaluate", variant,
+                            path_for(RUN_LINK, variant, stage="evaluate"), params=config.model_dump(mode="json"),
+                            config_hash=config_hash(config)):
         import mlflow
 
+        trained = load_trained(path_for(MODEL_DIR, variant), Path(variant_input(config)))
+        metrics = trained.family.evaluate(trained.model, trained.data, config, params.evaluate, trained.device)
+        target = path_for(EVAL_METRICS, variant)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(metrics, indent=2) + "\n")
         mlflow.log_metrics(tracking.flatten(metrics))
+        # The training run's row then holds params, best validation loss and test metrics together.
+        tracking.log_to_run(path_for(RUN_LINK, variant, stage="train"),
+                            {f"test.{k}": v for k, v in metrics["model"].items()})
     print(f"evaluate@{variant}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics["model"].items()))
 
 

@@ -1,29 +1,39 @@
 """generate@VARIANT: samples (MIDI, or spectrograms and audio) with their statistics."""
 
 import json
+from pathlib import Path
 
 from etude import tracking
 from etude.cli import stage_main
-from etude.models import family
 from etude.params import config_hash, read_variant_config
-from etude.pipeline import CONFIG, GENERATE_METRICS, MODEL_DIR, RUN_LINK, SAMPLES_DIR, path_for
+from etude.pipeline import (
+    CONFIG,
+    GENERATE_METRICS,
+    MODEL_DIR,
+    RUN_LINK,
+    SAMPLES_DIR,
+    path_for,
+    variant_input,
+)
 from etude.training import load_trained
 
 
 def run(params, variant):
     config = read_variant_config(path_for(CONFIG, variant))
-    t = load_trained(config, family(config.model), path_for(MODEL_DIR, variant) / "best.pt")
     out_dir = path_for(SAMPLES_DIR, variant)
-    table, stats = t.family.generate(t.model, t.data, config, params.generate, out_dir, t.device)
-    table.to_parquet(out_dir / "samples.parquet", index=False)
-    target = path_for(GENERATE_METRICS, variant)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(stats, indent=2) + "\n")
-    with tracking.start_run(params.tracking.experiment, "generate", variant, path_for(RUN_LINK, variant, stage="generate"),
+    with tracking.start_run(params.tracking.experiment, "generate", variant,
+                            path_for(RUN_LINK, variant, stage="generate"),
                             params=config.model_dump(mode="json") | {"generate": params.generate.model_dump()},
                             config_hash=config_hash(config)):
         import mlflow
 
+        trained = load_trained(path_for(MODEL_DIR, variant), Path(variant_input(config)))
+        table, stats = trained.family.generate(trained.model, trained.data, config, params.generate, out_dir,
+                                               trained.device)
+        table.to_parquet(out_dir / "samples.parquet", index=False)
+        target = path_for(GENERATE_METRICS, variant)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(stats, indent=2) + "\n")
         mlflow.log_metrics(stats)
         mlflow.log_artifacts(str(out_dir), artifact_path="samples")
     print(f"generate@{variant}: {table.groupby(['group', 'sample']).ngroups} samples -> {out_dir}")

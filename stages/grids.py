@@ -1,4 +1,5 @@
-"""grids: RhythmVAE and MelodyVAE grids, with each piece's beat grid and where its tempo came from."""
+"""grids: RhythmVAE and MelodyVAE grids, with each piece's beat grid and where its tempo came from;
+pieces without a window are skipped and recorded in each output."""
 
 from pathlib import Path
 
@@ -6,17 +7,23 @@ import pandas as pd
 
 from etude import grids
 from etude.cli import stage_main
-from etude.pipeline import GRIDS, NOTES, PIECES, REPRESENTATIONS
+from etude.pipeline import GRID_KINDS, GRIDS, NOTES, PIECES
 
 
 def run(params, _variant):
     notes, pieces = pd.read_parquet(NOTES), pd.read_parquet(PIECES)
-    for representation in REPRESENTATIONS:
-        gridset = grids.build(notes, pieces, params.grid, representation)
+    built = {r: grids.build(notes, pieces, params.grid, r) for r in GRID_KINDS}
+    # One line per piece and reason: most pieces are skipped by every representation alike.
+    skipped = pd.concat([g.skipped.assign(representation=r) for r, g in built.items()])
+    for (path, reason), group in skipped.groupby(["path", "reason"], sort=False):
+        only = "" if len(group) == len(built) else f" ({', '.join(group['representation'])} only)"
+        print(f"grids: skipped {path}: {reason}{only}")
+    for representation, gridset in built.items():
         target = Path(GRIDS.format(representation=representation))
         gridset.save(target)
         sources = gridset.tempo["source"].value_counts().to_dict()
-        print(f"grids: {len(gridset.grids)} {representation} windows {gridset.grids.shape[1:]}, tempo {sources} -> {target}")
+        print(f"grids: {len(gridset.grids)} {representation} windows {gridset.grids.shape[1:]} from "
+              f"{len(gridset.tempo)} pieces, {len(gridset.skipped)} skipped, tempo {sources} -> {target}")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,24 @@ def env() -> dict[str, str]:
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
     done = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+        raise AssertionError(f"{' '.join(cmd)} failed ({done.returncode}):\n"
+                             f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return done
+
+
+def new_shell(line: str, project: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """`line` as a user types it in a new shell after the README's set-up: a clean environment, the
+    project's .venv activated (here a link to the venv running the tests), nothing else on PATH."""
+    venv = project / ".venv"
+    if not venv.exists():
+        venv.symlink_to(BIN.parent)
+    clean = {"HOME": os.environ["HOME"], "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+    if "ETUDE_CACHE" in os.environ:
+        clean["ETUDE_CACHE"] = os.environ["ETUDE_CACHE"]
+    done = subprocess.run(["bash", "-c", f"source .venv/bin/activate && {line}"], cwd=project, env=clean,
+                          capture_output=True, text=True, timeout=900)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{line} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     return done
 
 

@@ -1,18 +1,24 @@
-"""The whole DAG on the tiny profile, for real: dvc repro, dvc exp run -S, snakemake, MLflow."""
+"""The whole DAG on the tiny profile, for real: dvc repro, the README's commands from a new shell,
+dvc exp run -S, snakemake, MLflow (runs, models, a moved store)."""
 
 import json
 import re
+import shutil
 
 import mlflow
 import pytest
 
-from tests.conftest import edit_params, make_project, run
+from etude import tracking
+from etude.params import load
+from tests.conftest import REPO, edit_params, make_project, new_shell, run
 
 pytestmark = pytest.mark.e2e
-VARIANTS = ("rnn_baseline", "rnn_stacked", "rhythm_vae", "melody_vae", "spectral_vae")
-# MIDI files per variant on the tiny profile: 2 temperatures x 1 file; prior, sweep, 2 interpolations.
-MIDI_FILES = {"rnn_baseline": 2, "rnn_stacked": 2, "rhythm_vae": 4, "melody_vae": 4, "spectral_vae": 0}
 PER_VARIANT = ("configure", "train", "evaluate", "generate")
+README = (REPO / "README.md").read_text()
+
+
+def variants(project):
+    return list(load(project / "params.yaml").variants)
 
 
 def ran_stages(output: str) -> set[str]:
@@ -28,51 +34,80 @@ def run_id(project, stage, variant):
     return json.loads((project / f"runs/{stage}/{variant}.json").read_text())["run_id"]
 
 
+def readme_line(line: str) -> str:
+    assert line in README, f"the README no longer shows `{line}`"
+    return line
+
+
 def check_outputs(project):
-    for variant in VARIANTS:
-        assert (project / f"models/{variant}/best.pt").stat().st_size > 0
+    page = (project / "reports/index.html").read_text()
+    for variant in variants(project):
+        assert {p.name for p in (project / f"models/{variant}").iterdir()} == {"model.safetensors", "model.json"}
         evaluation = json.loads((project / f"metrics/{variant}/eval.json").read_text())
         assert evaluation["model"].keys() >= evaluation["baseline"].keys()
-        assert len(list((project / f"samples/{variant}").glob("*.mid"))) == MIDI_FILES[variant]
-    # 2 test segments, their reconstructions, 2 prior samples: as Griffin-Lim audio, playable in the page.
-    assert len(list((project / "samples/spectral_vae").glob("*.wav"))) == 6
-    page = (project / "reports/index.html").read_text()
-    assert all(v in page for v in VARIANTS) and "data:image/png;base64," in page
-    assert "../samples/rnn_stacked/t2_s0.mid" in page
-    assert page.count("data:audio/wav;base64,") == 6 and "Audio used: rendered: Merlin.sf2" in page
+        samples = project / f"samples/{variant}"
+        files = sorted(samples.glob("*.mid")) + sorted(samples.glob("*.wav"))
+        assert files, variant
+        for midi in samples.glob("*.mid"):  # each MIDI sample linked from the page
+            assert f"../samples/{variant}/{midi.name}" in page
+        assert f"<h2>{variant}</h2>" in page
+    wavs = list(project.glob("samples/*/*.wav"))
+    assert page.count("data:audio/wav;base64,") == len(wavs) and "Audio used: rendered: Merlin.sf2" in page
+    assert "data:image/png;base64," in page
 
 
-def test_dvc_repro_then_exp_run_reruns_only_what_changed(tmp_path):
-    project = make_project(tmp_path)
+def check_mlflow(project, runs):
+    """Stage runs cover their work, the experiment opens on training runs, models load back."""
+    experiment = mlflow.get_experiment_by_name("etude")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    for variant in variants(project):
+        evaluation = runs[(runs["tags.stage"] == "evaluate") & (runs["tags.variant"] == variant)].iloc[-1]
+        written = (project / f"metrics/{variant}/eval.json").stat().st_mtime
+        assert evaluation["start_time"].timestamp() <= written <= evaluation["end_time"].timestamp() + 1
+        train = runs[runs["run_id"] == run_id(project, "train", variant)].iloc[0]
+        assert train["metrics.best_val_loss"] > 0 and any(c.startswith("metrics.test.") and train[c] == train[c]
+                                                          for c in runs.columns)
+    config, family, model = tracking.load_model_from_run(run_id(project, "train", "rnn_stacked"))
+    assert family.name == "note_rnn" and config.lstm_units == [256, 128]
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_dvc_repro_then_readme_commands_from_a_new_shell(tmp_path):
+    project = make_project(tmp_path / "first")
+    names = variants(project)
     first = run(["dvc", "repro"], project)
     assert ran_stages(first.stdout) == {"fetch", "ingest", "tokenize", "grids", "mel", "report"} | {
-        f"{s}@{v}" for s in PER_VARIANT for v in VARIANTS}
+        f"{s}@{v}" for s in PER_VARIANT for v in names}
     check_outputs(project)
 
     runs = mlflow_runs(project)
     assert sorted(runs["tags.stage"] + "@" + runs["tags.variant"]) == sorted(
-        f"{s}@{v}" for s in ("train", "evaluate", "generate") for v in VARIANTS)
+        f"{s}@{v}" for s in ("train", "evaluate", "generate") for v in names)
     assert set(runs["tags.runner"]) == {"dvc"} and (runs["tags.git_commit"].str.len() == 40).all()
     train = runs[runs["tags.stage"] == "train"].set_index("tags.variant")
     assert train.loc["rnn_stacked", "params.lr"] == "0.001" and train.loc["rnn_baseline", "params.lr"] == "0.005"
     history = mlflow.MlflowClient().get_metric_history(run_id(project, "train", "rnn_stacked"), "val_loss")
     assert [m.step for m in history] == [0, 1]
+    check_mlflow(project, runs)
     stacked_run, baseline_run = run_id(project, "train", "rnn_stacked"), run_id(project, "train", "rnn_baseline")
 
     run(["git", "add", "-A"], project)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline results"], project)
-    exp = run(["dvc", "exp", "run", "-S", "lr=0.0005"], project)
-    # rnn_baseline and spectral_vae set their own lr: their effective configurations did not
-    # change, so they are not retrained.
-    using_default_lr = ("rnn_stacked", "rhythm_vae", "melody_vae")
-    assert ran_stages(exp.stdout) == {f"configure@{v}" for v in VARIANTS} | {"report"} | {
+    exp = new_shell(readme_line("dvc exp run -S lr=0.0005"), project)
+    # Variants that set their own lr keep their effective configuration: not retrained.
+    params = load(project / "params.yaml")
+    using_default_lr = {v for v in names if "lr" not in params.variants[v]}
+    assert using_default_lr and ran_stages(exp.stdout) == {f"configure@{v}" for v in names} | {"report"} | {
         f"{s}@{v}" for s in ("train", "evaluate", "generate") for v in using_default_lr}
     assert run_id(project, "train", "rnn_baseline") == baseline_run
     runs = mlflow_runs(project)
     new = runs[(runs["tags.stage"] == "train") & (runs["tags.dvc_exp_name"] != "")]
-    assert sorted(new["tags.variant"]) == sorted(using_default_lr) and set(new["params.lr"]) == {"0.0005"}
-    shown = run(["dvc", "exp", "show", "--json"], project).stdout
-    assert "0.0005" in shown and "pitch_top1" in shown
+    assert set(new["tags.variant"]) == using_default_lr and set(new["params.lr"]) == {"0.0005"}
+    shown = new_shell(readme_line("dvc exp show --only-changed"), project).stdout
+    assert "0.0005" in shown
+    assert "index.html" in new_shell(readme_line("dvc plots show"), project).stdout
+    listed = new_shell(readme_line("python -m etude.checkpoints"), project).stdout
+    assert "rnn_stacked" in listed
     report = (project / "reports/summary.md").read_text()
     assert "0.0005" in report  # the runs table shows the params that differ between runs
 
@@ -84,13 +119,26 @@ def test_dvc_repro_then_exp_run_reruns_only_what_changed(tmp_path):
     assert run_id(project, "train", "rnn_stacked") == stacked_run
     assert "Data and pipelines are up to date" in run(["dvc", "repro"], project).stdout
 
+    # The repository moved: the MLflow store follows it, models load back, new runs log beside it.
+    moved = tmp_path / "moved"
+    shutil.move(project, moved)
+    edit_params(moved / "params.yaml", {"variants": {"rnn_baseline": {"lr": 0.004}}})
+    run(["dvc", "repro", "train@rnn_baseline"], moved)
+    store = f"sqlite:///{moved / 'mlruns' / 'mlflow.db'}"
+    new_run = run_id(moved, "train", "rnn_baseline")
+    for logged in (stacked_run, new_run):
+        _, family, _ = tracking.load_model_from_run(logged, store)
+        assert family.name == "note_rnn"
+    mlflow.set_tracking_uri(store)
+    assert mlflow.get_run(new_run).info.artifact_uri.startswith((moved / "mlruns").as_uri())
+
 
 def test_snakemake_runs_the_same_dag_and_reruns_on_param_change(tmp_path):
     project = make_project(tmp_path)
     run(["snakemake", "--cores", "2"], project)
     check_outputs(project)
     runs = mlflow_runs(project)
-    assert set(runs["tags.runner"]) == {"snakemake"} and len(runs) == 3 * len(VARIANTS)
+    assert set(runs["tags.runner"]) == {"snakemake"} and len(runs) == 3 * len(variants(project))
     assert "Nothing to be done" in run(["snakemake", "--cores", "2", "--dry-run"], project).stdout
 
     edit_params(project / "params.yaml", {"variants": {"rnn_stacked": {"lr": 0.002}}})

@@ -5,7 +5,6 @@ import re
 from dvc.repo import Repo
 
 from etude.params import load
-
 from tests.conftest import REPO, make_project, run
 
 
@@ -33,7 +32,7 @@ def test_dvc_and_snakemake_have_the_same_stages_commands_and_files(tmp_path):
         fields = dict(re.findall(r"^    (input|output): (.*)$", job, re.MULTILINE))
         cmd = re.search(r"^Shell command: (.*)$", job, re.MULTILINE)
         if cmd and "output" in fields:  # `rule all` has no output and no command
-            split = lambda text: {p.strip() for p in text.split(",") if p.strip()}  # noqa: E731
+            split = lambda text: {p.strip() for p in text.split(",") if p.strip()}
             snake[cmd.group(1).strip()] = (split(fields.get("input", "")), split(fields["output"]))
 
     variants = load(project / "params.yaml").variants

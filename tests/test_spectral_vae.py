@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from etude.models import spectral_vae as S
 from tests.conftest import edit_params, kill_when, make_project, run
@@ -69,6 +70,10 @@ def _weights(path):
     return torch.load(path, map_location="cpu", weights_only=False)["model"]
 
 
+def _published(project):
+    return load_file(project / "models/spectral_vae/model.safetensors")
+
+
 def _same_weights(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -78,29 +83,31 @@ TRAIN = ["python", "-m", "stages.train", "--variant", "spectral_vae"]
 
 def test_training_resumes_after_a_kill_and_continues_with_new_lr_beta_and_epochs(tmp_path):
     project = make_project(tmp_path, {"variants": {"spectral_vae": {"epochs": 4, "checkpoint_every": 1}}})
-    run(["dvc", "repro", "mel", "configure@spectral_vae"], project)
+    run(["dvc", "repro", "configure@spectral_vae"], project)
 
     # Killed after epoch 2, rerun: continues at epoch 3 and ends bit-identical to an uninterrupted run.
     assert kill_when(TRAIN, project, "epoch 2/4") == -signal.SIGKILL
     resumed = run(TRAIN, project)
     assert "resuming after epoch 2" in resumed.stdout and "epoch 3/4" in resumed.stdout
-    killed = {k: _weights(project / f"models/spectral_vae/{k}.pt") for k in ("best", "last")}
+    (first_run,) = (project / "checkpoints/spectral_vae").iterdir()
+    killed = {k: _weights(first_run / f"{k}.pt") for k in ("best", "last")}
+    assert _same_weights(killed["best"], _published(project))
     history = _history(project)
     shutil.rmtree(project / "checkpoints")
     fresh = run(TRAIN, project)
     assert "resuming" not in fresh.stdout
     for kind, weights in killed.items():
-        assert _same_weights(weights, _weights(project / f"models/spectral_vae/{kind}.pt")), kind
+        assert _same_weights(weights, _weights(first_run / f"{kind}.pt")), kind
     pd.testing.assert_frame_equal(history, _history(project))
-    saved = torch.load(project / "models/spectral_vae/last.pt", map_location="cpu", weights_only=False)
+    saved = torch.load(first_run / "last.pt", map_location="cpu", weights_only=False)
     assert {"model", "optimizer", "scheduler", "progress"} <= saved.keys() and saved["progress"]["epoch"] == 4
     assert saved["scheduler"]["mode"] == "min"  # ReduceLROnPlateau's state travels with the checkpoint
 
     # Continue that finished run: 2 more epochs, a new lr and beta. The best loss so far is kept.
-    first_run = next((project / "checkpoints/spectral_vae").iterdir())
     best_so_far = json.loads((project / "metrics/spectral_vae/train.json").read_text())["best_val_loss"]
+    source = str((first_run / "last.pt").relative_to(project))
     edit_params(project / "params.yaml", {"variants": {"spectral_vae": {
-        "epochs": 6, "lr": 1.0e-4, "kl": {"beta": 0.1}, "resume_from": str((first_run / "last.pt").relative_to(project))}}})
+        "epochs": 6, "lr": 1.0e-4, "kl": {"beta": 0.1}, "resume_from": source}}})
     run(["dvc", "repro", "configure@spectral_vae"], project)
     more = run(TRAIN, project)
     assert "continuing after epoch 4" in more.stdout and "epoch 5/6" in more.stdout and "epoch 1/6" not in more.stdout
@@ -111,12 +118,12 @@ def test_training_resumes_after_a_kill_and_continues_with_new_lr_beta_and_epochs
     summary = json.loads((project / "metrics/spectral_vae/train.json").read_text())
     assert summary["best_val_loss"] == min(best_so_far, longer["val_loss"].iloc[4:].min())
     if summary["best_epoch"] < 4:  # no better epoch since: best.pt is still the first run's best
-        assert _same_weights(killed["best"], _weights(project / "models/spectral_vae/best.pt"))
+        assert _same_weights(killed["best"], _published(project))
 
 
 def test_resume_from_a_missing_checkpoint_names_it(tmp_path):
     project = make_project(tmp_path, {"variants": {"spectral_vae": {"resume_from": "checkpoints/nowhere/last.pt"}}})
-    run(["dvc", "repro", "mel", "configure@spectral_vae"], project)
+    run(["dvc", "repro", "configure@spectral_vae"], project)
     failed = run(TRAIN, project, check=False)
     assert failed.returncode != 0 and "resume_from" in failed.stderr and "nowhere/last.pt" in failed.stderr
 

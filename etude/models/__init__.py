@@ -1,20 +1,30 @@
-"""Model families. A family is one module exposing:
+"""The family registry: every module of this package that defines `FAMILY` (an etude.family.Family).
 
-load_data(config), build(config, data), train_batches(data, config, epoch, device),
-eval_batches(data, config, split, limit, device), loss(model, batch, config, epoch),
-evaluate(model, data, config, settings, device), generate(model, data, config, settings, out_dir, device),
-and optionally diagnostics(model, data, config, epoch, device): extra per-epoch history columns.
-A new family is one module here and one entry below. VAE families share etude/models/vae.py.
+A new family is one module here plus its entries in params.yaml; nothing else lists families.
+Modules without `FAMILY` (vae.py) hold code that families share.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+import pkgutil
+from functools import lru_cache
 
-FAMILIES = {"note_rnn": "etude.models.note_rnn", "grid_vae": "etude.models.grid_vae",
-            "spectral_vae": "etude.models.spectral_vae"}
+from etude.family import Family
 
 
-def family(name: str) -> ModuleType:
-    return importlib.import_module(FAMILIES[name])
+@lru_cache(maxsize=1)
+def families() -> dict[str, Family]:
+    found: dict[str, Family] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        family = getattr(module, "FAMILY", None)
+        if isinstance(family, Family):
+            if family.name in found:
+                raise TypeError(f"{module.__file__}: family name {family.name!r} is already taken")
+            found[family.name] = family
+    return found
+
+
+def family(name: str) -> Family:
+    return families()[name]

@@ -9,27 +9,55 @@ the MelodyVAE training fixes (KL annealing, timeshift ramp, masking) as paramete
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
+from etude.family import Family, Results, Section
 from etude.grids import FEATURES, GridSet, decode
 from etude.midi import write_notes
-from etude.models.vae import kl_term, kl_weight, latent_stats
-from etude.params import Evaluate, Generate, GridVaeVariant
-from etude.pipeline import variant_input
+from etude.models.vae import KlSchedule, encode_decode, kl_term, kl_weight, latent_stats
+from etude.params import Evaluate, Generate, Strict
 from etude.training import evaluation_batches, shuffled_batches
 
 Batch = tuple[torch.Tensor]  # grids (B, F, R, T)
 
 
+class LossCoefficients(Strict):
+    onset: NonNegativeFloat
+    velocity: NonNegativeFloat
+    duration: NonNegativeFloat
+    timeshift: NonNegativeFloat
+
+
+class GridVaeConfig(Strict):
+    representation: Literal["rhythm", "melody"]
+    latent_dim: PositiveInt
+    encoder_units: PositiveInt
+    decoder_units: PositiveInt
+    head_units: PositiveInt
+    leaky_slope: NonNegativeFloat
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    batchnorm_momentum: Annotated[float, Field(gt=0, le=1)]
+    loss: LossCoefficients
+    mask_to_onsets: bool             # velocity/duration/timeshift error on onset cells only
+    kl: KlSchedule
+    timeshift_ramp_epochs: NonNegativeInt
+    val_batch_size: PositiveInt
+    onset_threshold: Annotated[float, Field(gt=0, lt=1)]  # decoding threshold: metrics and samples (the M4L knob)
+    active_unit_threshold: PositiveFloat    # Var_x(mu_j) above this: dimension j is in use
+    collapse_variance: PositiveFloat        # decoded timeshift variance below this: collapsed
+
+
 class GridVAE(nn.Module):
-    def __init__(self, config: GridVaeVariant, shape: tuple[int, int, int], duration_range: tuple[float, float]):
+    def __init__(self, config: GridVaeConfig, shape: tuple[int, int, int], duration_range: tuple[float, float]):
         super().__init__()
         self.features = FEATURES[config.representation]
         n_features, rows, steps = shape
@@ -77,69 +105,18 @@ class GridVAE(nn.Module):
         return self.decode_raw(z), mu, logvar
 
 
-def load_data(config: GridVaeVariant) -> GridSet:
-    return GridSet.load(Path(variant_input(config)))
-
-
-def build(config: GridVaeVariant, data: GridSet) -> GridVAE:
-    return GridVAE(config, data.grids.shape[1:], (data.grid.duration_min, data.grid.duration_max))
-
-
-def train_batches(data: GridSet, config: GridVaeVariant, epoch: int, device: torch.device) -> Iterator[Batch]:
-    for index in shuffled_batches(data.split_index("train"), config.seed, epoch, config.samples_per_epoch,
-                                  config.batch_size):
-        yield (torch.from_numpy(data.grids[index]).to(device),)
-
-
-def eval_batches(data: GridSet, config: GridVaeVariant, split: str, limit: int | None,
-                 device: torch.device) -> Iterator[Batch]:
-    for index in evaluation_batches(data.split_index(split), limit, config.val_batch_size, split, "grid window"):
-        yield (torch.from_numpy(data.grids[index]).to(device),)
-
-
-def timeshift_weight(config: GridVaeVariant, epoch: int | None) -> float:
+def timeshift_weight(config: GridVaeConfig, epoch: int | None) -> float:
     ramp = config.timeshift_ramp_epochs
     return 1.0 if ramp == 0 or epoch is None else min(1.0, (epoch + 1) / ramp)
 
 
-def loss_weights(config: GridVaeVariant, features: tuple[str, ...], epoch: int | None) -> dict[str, float]:
+def loss_weights(config: GridVaeConfig, features: tuple[str, ...], epoch: int | None) -> dict[str, float]:
     """Each loss term's weight at `epoch`: coefficients, the timeshift ramp and the KL schedule."""
     coef = config.loss.model_dump()
     weights = {name: coef[name] for name in features}
     weights["timeshift"] *= timeshift_weight(config, epoch)
     weights["kl"] = kl_weight(config.kl, epoch)
     return weights
-
-
-def loss(model: GridVAE, batch: Batch, config: GridVaeVariant,
-         epoch: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    (x,) = batch
-    raw, mu, logvar = model(x)
-    out = model.activate(raw)
-    onset = x[:, 0]
-    # The unmasked original pulls empty cells' velocity and timeshift to 0; masked, only onset
-    # cells count, so timeshift keeps its spread.
-    mask = onset if config.mask_to_onsets else torch.ones_like(onset)
-    sum_cells = lambda t: t.flatten(1).sum(1)  # noqa: E731
-    terms = {"onset": sum_cells(F.binary_cross_entropy_with_logits(raw[:, 0], onset, reduction="none"))}
-    for f, name in enumerate(model.features[1:], start=1):
-        terms[name] = sum_cells(mask * (out[:, f] - x[:, f]) ** 2)
-    terms["kl"] = kl_term(mu, logvar, config.kl.free_bits).expand(len(x))
-    terms = {k: v.mean() for k, v in terms.items()}
-    weights = loss_weights(config, model.features, epoch)
-    total = sum(weights[k] * v for k, v in terms.items())
-    return total, terms
-
-
-@torch.no_grad()
-def _encode_decode(model: GridVAE, batches: Iterator[Batch]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Inputs, decoded outputs (from z = mu), mu and logvar over a split."""
-    model.eval()
-    xs, outs, mus, logvars = [], [], [], []
-    for (x,) in batches:
-        raw, mu, logvar = model(x)
-        xs.append(x.cpu()), outs.append(model.activate(raw).cpu()), mus.append(mu.cpu()), logvars.append(logvar.cpu())
-    return tuple(torch.cat(t).numpy() for t in (xs, outs, mus, logvars))
 
 
 def _onset_scores(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -150,108 +127,184 @@ def _onset_scores(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
             "onset_f1": 0.0 if tp == 0 else 2 * precision * recall / (precision + recall)}
 
 
-def diagnostics(model: GridVAE, data: GridSet, config: GridVaeVariant, epoch: int, device: torch.device) -> dict[str, float]:
-    """Per epoch, on the validation split: loss weights, KL per dimension, active units, onset F1
-    and the variance of decoded timeshift on onset cells (feature collapse below the threshold)."""
-    x, out, mu, logvar = _encode_decode(model, eval_batches(data, config, "validation", config.val_max_windows, device))
-    onsets = x[:, 0] > 0.5
-    ts = out[:, model.features.index("timeshift")][onsets]
-    row = {f"weight_{k}": v for k, v in loss_weights(config, model.features, epoch).items()}
-    row["timeshift_variance"] = float(ts.var()) if ts.size else 0.0
-    row |= {f"val_{k}": v for k, v in latent_stats(mu, logvar, config.active_unit_threshold).items()}
-    row["val_onset_f1"] = _onset_scores(onsets, out[:, 0] > config.onset_threshold)["onset_f1"]
-    annealed = epoch >= config.kl.start_epoch + config.kl.anneal_epochs
-    if annealed and row["timeshift_variance"] < config.collapse_variance:
-        print(f"WARNING: epoch {epoch + 1}: decoded timeshift variance {row['timeshift_variance']:.4f} < "
-              f"{config.collapse_variance}: timeshift feature collapse", flush=True)
-    return row
-
-
 def _feature_stats(grids: np.ndarray, features: tuple[str, ...], threshold: float) -> dict[str, float]:
     onsets = grids[:, 0] > threshold
     ts = grids[:, features.index("timeshift")][onsets]
-    return {"onset_density": float(onsets.sum(axis=(1, 2)).mean()), "timeshift_std": float(ts.std()) if ts.size else 0.0}
+    return {"onset_density": float(onsets.sum(axis=(1, 2)).mean()),
+            "timeshift_std": float(ts.std()) if ts.size else 0.0}
 
 
-@torch.no_grad()
-def evaluate(model: GridVAE, data: GridSet, config: GridVaeVariant, settings: Evaluate,
-             device: torch.device) -> dict[str, dict[str, float]]:
-    x, out, mu, logvar = _encode_decode(model, eval_batches(data, config, "test", settings.max_windows, device))
-    features = model.features
-    onsets = x[:, 0] > 0.5
-    ts_true = x[:, features.index("timeshift")][onsets]
-    ts_pred = out[:, features.index("timeshift")][onsets]
-    train = data.grids[data.split_index("train")]
-    train_onsets = train[:, 0] > 0.5
-    metrics = _onset_scores(onsets, out[:, 0] > config.onset_threshold)
-    metrics |= {"velocity_mae": float(np.abs(out[:, 1][onsets] - x[:, 1][onsets]).mean()),
-                "timeshift_mae": float(np.abs(ts_pred - ts_true).mean()),
-                "timeshift_std_ratio": float(ts_pred.std() / max(ts_true.std(), 1e-12))}
-    metrics |= latent_stats(mu, logvar, config.active_unit_threshold)
+class GridVae(Family):
+    name = "grid_vae"
+    Config = GridVaeConfig
+    code = ("etude/models/grid_vae.py", "etude/models/vae.py", "etude/grids.py", "etude/midi.py")
+    baselines = "an all-empty grid (F1 0) and the training mean of velocity and timeshift on onset cells"
 
-    generator = torch.Generator().manual_seed(config.seed)
-    z = torch.randn(settings.prior_samples, config.latent_dim, generator=generator).to(device)
-    prior = model.activate(model.decode_raw(z)).cpu().numpy()
-    return {
-        "model": metrics,
-        # An all-empty grid (F1 0) and the training mean of velocity and timeshift on onset cells.
-        "baseline": {"onset_precision": 0.0, "onset_recall": 0.0, "onset_f1": 0.0,
-                     "velocity_mae": float(np.abs(train[:, 1][train_onsets].mean() - x[:, 1][onsets]).mean()),
-                     "timeshift_mae": float(np.abs(train[:, -1][train_onsets].mean() - ts_true).mean())},
-        "prior_samples": _feature_stats(prior, features, config.onset_threshold),
-        "test_data": _feature_stats(x, features, 0.5),
-        "windows": {"count": float(len(x))},
-    }
+    def representation(self, config: GridVaeConfig) -> str:
+        return config.representation
+
+    def load_data(self, config: GridVaeConfig, path: Path) -> GridSet:
+        return GridSet.load(path)
+
+    def split_size(self, config: GridVaeConfig, data: GridSet, split: str) -> int:
+        return len(data.split_index(split))
+
+    def example(self, config: GridVaeConfig) -> tuple[str, str]:
+        return f"{config.representation} window with grid.min_onsets onsets", "grid.min_onsets"
+
+    def model_meta(self, config: GridVaeConfig, data: GridSet) -> dict:
+        return {"shape": list(data.grids.shape[1:]), "duration_range": [data.grid.duration_min, data.grid.duration_max]}
+
+    def build(self, config: GridVaeConfig, meta: dict) -> GridVAE:
+        return GridVAE(config, tuple(meta["shape"]), tuple(meta["duration_range"]))
+
+    def train_batches(self, data: GridSet, config: GridVaeConfig, epoch: int, device: torch.device) -> Iterator[Batch]:
+        for index in shuffled_batches(data.split_index("train"), config.seed, epoch, config.samples_per_epoch,
+                                      config.batch_size):
+            yield (torch.from_numpy(data.grids[index]).to(device),)
+
+    def eval_batches(self, data: GridSet, config: GridVaeConfig, split: str, limit: int | None,
+                     device: torch.device) -> Iterator[Batch]:
+        for index in evaluation_batches(data.split_index(split), limit, config.val_batch_size, split, "grid window"):
+            yield (torch.from_numpy(data.grids[index]).to(device),)
+
+    def loss(self, model: GridVAE, batch: Batch, config: GridVaeConfig,
+             epoch: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        (x,) = batch
+        raw, mu, logvar = model(x)
+        out = model.activate(raw)
+        onset = x[:, 0]
+        # The unmasked original pulls empty cells' velocity and timeshift to 0; masked, only onset
+        # cells count, so timeshift keeps its spread.
+        mask = onset if config.mask_to_onsets else torch.ones_like(onset)
+        sum_cells = lambda t: t.flatten(1).sum(1)
+        terms = {"onset": sum_cells(F.binary_cross_entropy_with_logits(raw[:, 0], onset, reduction="none"))}
+        for f, name in enumerate(model.features[1:], start=1):
+            terms[name] = sum_cells(mask * (out[:, f] - x[:, f]) ** 2)
+        terms["kl"] = kl_term(mu, logvar, config.kl.free_bits).expand(len(x))
+        terms = {k: v.mean() for k, v in terms.items()}
+        weights = loss_weights(config, model.features, epoch)
+        total = sum(weights[k] * v for k, v in terms.items())
+        return total, terms
+
+    def diagnostics(self, model: GridVAE, data: GridSet, config: GridVaeConfig, epoch: int,
+                    device: torch.device) -> dict[str, float]:
+        """Per epoch, on the validation split: loss weights, KL per dimension, active units, onset F1
+        and the variance of decoded timeshift on onset cells (feature collapse below the threshold)."""
+        x, out, mu, logvar = encode_decode(
+            model, self.eval_batches(data, config, "validation", config.val_max_windows, device), model.activate)
+        onsets = x[:, 0] > 0.5
+        ts = out[:, model.features.index("timeshift")][onsets]
+        row = {f"weight_{k}": v for k, v in loss_weights(config, model.features, epoch).items()}
+        row["timeshift_variance"] = float(ts.var()) if ts.size else 0.0
+        row |= {f"val_{k}": v for k, v in latent_stats(mu, logvar, config.active_unit_threshold).items()}
+        row["val_onset_f1"] = _onset_scores(onsets, out[:, 0] > config.onset_threshold)["onset_f1"]
+        annealed = epoch >= config.kl.start_epoch + config.kl.anneal_epochs
+        if annealed and row["timeshift_variance"] < config.collapse_variance:
+            print(f"WARNING: epoch {epoch + 1}: decoded timeshift variance {row['timeshift_variance']:.4f} < "
+                  f"{config.collapse_variance}: timeshift feature collapse", flush=True)
+        return row
+
+    @torch.no_grad()
+    def evaluate(self, model: GridVAE, data: GridSet, config: GridVaeConfig, settings: Evaluate,
+                 device: torch.device) -> dict[str, dict[str, float]]:
+        x, out, mu, logvar = encode_decode(
+            model, self.eval_batches(data, config, "test", settings.max_windows, device), model.activate)
+        features = model.features
+        onsets = x[:, 0] > 0.5
+        ts_true = x[:, features.index("timeshift")][onsets]
+        ts_pred = out[:, features.index("timeshift")][onsets]
+        train = data.grids[data.split_index("train")]
+        train_onsets = train[:, 0] > 0.5
+        metrics = _onset_scores(onsets, out[:, 0] > config.onset_threshold)
+        metrics |= {"velocity_mae": float(np.abs(out[:, 1][onsets] - x[:, 1][onsets]).mean()),
+                    "timeshift_mae": float(np.abs(ts_pred - ts_true).mean()),
+                    "timeshift_std_ratio": float(ts_pred.std() / max(ts_true.std(), 1e-12))}
+        metrics |= latent_stats(mu, logvar, config.active_unit_threshold)
+
+        generator = torch.Generator().manual_seed(config.seed)
+        z = torch.randn(settings.prior_samples, config.latent_dim, generator=generator).to(device)
+        prior = model.activate(model.decode_raw(z)).cpu().numpy()
+        return {
+            "model": metrics,
+            # An all-empty grid (F1 0) and the training mean of velocity and timeshift on onset cells.
+            "baseline": {"onset_precision": 0.0, "onset_recall": 0.0, "onset_f1": 0.0,
+                         "velocity_mae": float(np.abs(train[:, 1][train_onsets].mean() - x[:, 1][onsets]).mean()),
+                         "timeshift_mae": float(np.abs(train[:, -1][train_onsets].mean() - ts_true).mean())},
+            "prior_samples": _feature_stats(prior, features, config.onset_threshold),
+            "test_data": _feature_stats(x, features, 0.5),
+            "windows": {"count": float(len(x))},
+        }
+
+    @torch.no_grad()
+    def generate(self, model: GridVAE, data: GridSet, config: GridVaeConfig, settings: Generate,
+                 out_dir: Path, device: torch.device) -> tuple[pd.DataFrame, dict[str, float]]:
+        """Prior samples, the XY-pad sweep (latent_dim 2), interpolations between test windows; each
+        group written as one MIDI file, windows back to back."""
+        grid = data.grid
+        model.eval()
+        generator = torch.Generator().manual_seed(config.seed)
+        groups: dict[str, torch.Tensor] = {
+            "prior": torch.randn(settings.num_samples, config.latent_dim, generator=generator)}
+        if config.latent_dim == 2:
+            axis = torch.linspace(-settings.sweep_range, settings.sweep_range, settings.sweep_steps)
+            groups["sweep"] = torch.cartesian_prod(axis, axis)
+        test = data.split_index("test")
+        pairs = test[np.linspace(0, len(test) - 1, 2 * settings.interpolations).round().astype(np.int64)]
+        if settings.interpolations:
+            mu, _ = model.encode(torch.from_numpy(data.grids[pairs]).to(device))
+            mu = mu.cpu()
+            steps = torch.linspace(0, 1, settings.interpolation_steps)[:, None]
+            for k in range(settings.interpolations):
+                groups[f"interp{k}"] = (1 - steps) * mu[2 * k] + steps * mu[2 * k + 1]
+
+        # Samples are written back to back on the median grid step of the test windows.
+        unit = float(np.median(data.unit[test]))
+        window_s = grid.bars * grid.beats_per_bar * grid.steps_per_beat * unit
+        out_dir.mkdir(parents=True, exist_ok=True)
+        frames, decoded = [], {}
+        for name, z in groups.items():
+            windows = model.activate(model.decode_raw(z.to(device))).cpu().numpy()
+            decoded[name] = windows
+            for i, window in enumerate(windows):
+                notes = decode(window, i * window_s, unit, grid, config.representation,
+                               onset_threshold=config.onset_threshold, grid_offset=settings.grid_offset)
+                frames.append(notes.assign(group=name, sample=i))
+        table = pd.concat(frames, ignore_index=True)
+        for name, notes in table.groupby("group"):
+            # Micro-timing can put the first onset before 0 s: shift the group to start at 0.
+            shifted = notes.assign(start=notes["start"] - notes["start"].min(), end=notes["end"] - notes["start"].min())
+            write_notes(shifted, out_dir / f"{name}.mid", settings.program)
+        np.savez(out_dir / "grids.npz", **decoded)
+        latent = _latent_map(model, self.eval_batches(data, config, "test", None, device))
+        latent.to_parquet(out_dir / "latent.parquet", index=False)
+        stats = {f"{name}_{k}": v for name, w in decoded.items()
+                 for k, v in _feature_stats(w, model.features, config.onset_threshold).items()}
+        return table, stats
+
+    def diagnose(self, result: Results, config: GridVaeConfig, settings) -> list[str]:
+        """Timeshift feature collapse: decoded variance under `collapse_variance` after KL annealing."""
+        h = result.history
+        annealed = h[h["epoch"] >= config.kl.start_epoch + config.kl.anneal_epochs]
+        if len(annealed) and (annealed["timeshift_variance"] < config.collapse_variance).any():
+            final = h["timeshift_variance"].iloc[-1]
+            return [f"WARNING timeshift collapse: decoded variance {final:.4f} < {config.collapse_variance} "
+                    "after KL annealing"]
+        return []
+
+    def report_sections(self, result: Results, config: GridVaeConfig, settings) -> list[Section]:
+        from etude.figures import latent_figure, piano_roll_figure
+
+        latent = pd.read_parquet(result.samples_dir / "latent.parquet")
+        return [Section(piano_roll_figure(result, settings.piano_roll_seconds, first_sample_only=False)),
+                Section(latent_figure(result.name, latent))]
 
 
-@torch.no_grad()
-def generate(model: GridVAE, data: GridSet, config: GridVaeVariant, settings: Generate,
-             out_dir: Path, device: torch.device) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Prior samples, the XY-pad sweep (latent_dim 2), interpolations between test windows; each
-    group written as one MIDI file, windows back to back."""
-    grid = data.grid
-    model.eval()
-    generator = torch.Generator().manual_seed(config.seed)
-    groups: dict[str, torch.Tensor] = {
-        "prior": torch.randn(settings.num_samples, config.latent_dim, generator=generator)}
-    if config.latent_dim == 2:
-        axis = torch.linspace(-settings.sweep_range, settings.sweep_range, settings.sweep_steps)
-        groups["sweep"] = torch.cartesian_prod(axis, axis)
-    test = data.split_index("test")
-    pairs = test[np.linspace(0, len(test) - 1, 2 * settings.interpolations).round().astype(np.int64)]
-    if settings.interpolations:
-        mu, _ = model.encode(torch.from_numpy(data.grids[pairs]).to(device))
-        mu = mu.cpu()
-        steps = torch.linspace(0, 1, settings.interpolation_steps)[:, None]
-        for k in range(settings.interpolations):
-            groups[f"interp{k}"] = (1 - steps) * mu[2 * k] + steps * mu[2 * k + 1]
-
-    # Samples are written back to back on the median grid step of the test windows.
-    unit = float(np.median(data.unit[test]))
-    window_s = grid.bars * grid.beats_per_bar * grid.steps_per_beat * unit
-    out_dir.mkdir(parents=True, exist_ok=True)
-    frames, decoded = [], {}
-    for name, z in groups.items():
-        windows = model.activate(model.decode_raw(z.to(device))).cpu().numpy()
-        decoded[name] = windows
-        for i, window in enumerate(windows):
-            notes = decode(window, i * window_s, unit, grid, config.representation,
-                           onset_threshold=config.onset_threshold, grid_offset=settings.grid_offset)
-            frames.append(notes.assign(group=name, sample=i))
-    table = pd.concat(frames, ignore_index=True)
-    for name, notes in table.groupby("group"):
-        # Micro-timing can put the first onset before 0 s: shift the group to start at 0.
-        shifted = notes.assign(start=notes["start"] - notes["start"].min(), end=notes["end"] - notes["start"].min())
-        write_notes(shifted, out_dir / f"{name}.mid", settings.program)
-    np.savez(out_dir / "grids.npz", **decoded)
-    _latent_map(model, data, config, device).to_parquet(out_dir / "latent.parquet", index=False)
-    stats = {f"{name}_{k}": v for name, w in decoded.items()
-             for k, v in _feature_stats(w, model.features, config.onset_threshold).items()}
-    return table, stats
-
-
-def _latent_map(model: GridVAE, data: GridSet, config: GridVaeVariant, device: torch.device) -> pd.DataFrame:
+def _latent_map(model: GridVAE, test_batches: Iterator[Batch]) -> pd.DataFrame:
     """Test windows' mu (first two dimensions) and onset density: the report's latent plane."""
-    x, _, mu, _ = _encode_decode(model, eval_batches(data, config, "test", None, device))
+    x, _, mu, _ = encode_decode(model, test_batches, model.activate)
     second = mu[:, 1] if mu.shape[1] > 1 else np.zeros(len(mu))
     return pd.DataFrame({"z0": mu[:, 0], "z1": second, "onset_density": (x[:, 0] > 0.5).sum(axis=(1, 2))})
+
+
+FAMILY = GridVae()

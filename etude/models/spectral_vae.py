@@ -12,10 +12,12 @@ missing high frequencies, and a penalty on outputs outside the input's range.
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Annotated
 
 import librosa
 import numpy as np
@@ -23,19 +25,60 @@ import pandas as pd
 import soundfile
 import torch
 import torch.nn.functional as F
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
 from torch import nn
 
+from etude.family import Family, Results, Section
 from etude.mel import MelSet
-from etude.models.vae import kl_term, kl_weight, latent_stats
-from etude.params import Evaluate, Generate, SpectralVaeVariant
-from etude.pipeline import variant_input
+from etude.models.vae import KlSchedule, encode_decode, kl_term, kl_weight, latent_stats
+from etude.params import Evaluate, Generate, Strict
 from etude.training import evaluation_batches, shuffled_batches
 
 Batch = tuple[torch.Tensor]  # normalised log-mel segments (B, 1, n_mels, frames)
 
 
+class FrequencyBand(Strict):
+    start: Annotated[float, Field(ge=0, le=1)]  # fraction of the mel bins
+    end: Annotated[float, Field(ge=0, le=1)]
+    weight: NonNegativeFloat
+
+
+class SpectralVaeConfig(Strict):
+    channels: Annotated[list[PositiveInt], Field(min_length=1)]  # one stride-2 conv block each
+    latent_dim: PositiveInt
+    kernel_size: Annotated[int, Field(ge=1)]
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    batchnorm_momentum: Annotated[float, Field(gt=0, le=1)]
+    recon_bands: list[FrequencyBand]  # frequency weighting; bins outside every band weigh 1
+    kl: KlSchedule
+    spectral_weight: NonNegativeFloat    # MSE of |FFT2| of input and reconstruction
+    output_reg_weight: NonNegativeFloat  # outputs outside the input's range, widened by range_margin
+    range_margin: NonNegativeFloat       # x R, R the input's range
+    val_split: Annotated[float, Field(gt=0, lt=1)] | None  # held-out share of training segments; null: validation split
+    val_batch_size: PositiveInt
+    active_unit_threshold: PositiveFloat
+    featureless_std_db: PositiveFloat    # spectrogram whose dB std over time is below this: featureless
+    featureless_warning_share: Annotated[float, Field(ge=0, le=1)]  # more featureless reconstructions: warn
+    flat_prior_ratio: Annotated[float, Field(gt=0, le=1)]  # prior samples' change over time below this x data's: flat
+    hf_fraction: Annotated[float, Field(gt=0, lt=1)]  # top share of bins: the high-frequency energy ratio
+    griffin_lim_iters: PositiveInt
+
+    @model_validator(mode="after")
+    def _bands(self) -> SpectralVaeConfig:
+        for band in self.recon_bands:
+            if band.start >= band.end:
+                raise ValueError(f"recon_bands: start {band.start} must be below end {band.end}")
+        return self
+
+
 class SpectralVAE(nn.Module):
-    def __init__(self, config: SpectralVaeVariant, shape: tuple[int, int]):
+    def __init__(self, config: SpectralVaeConfig, shape: tuple[int, int]):
         super().__init__()
         k, pad = config.kernel_size, config.kernel_size // 2
         self.shape = shape
@@ -53,7 +96,7 @@ class SpectralVAE(nn.Module):
         self.expand = nn.Linear(config.latent_dim, flat)
         ups = []
         reversed_channels = config.channels[::-1]
-        for c_from, c_to in zip(reversed_channels, reversed_channels[1:]):
+        for c_from, c_to in itertools.pairwise(reversed_channels):
             ups.append(nn.Sequential(nn.ConvTranspose2d(c_from, c_to, k, stride=2, padding=pad, output_padding=1),
                                      nn.BatchNorm2d(c_to, momentum=config.batchnorm_momentum), nn.GELU()))
         # Linear output: normalised log-mels are unbounded on both sides.
@@ -87,40 +130,26 @@ class SpectralData:
         return {"train": self.train, "validation": self.validation, "test": self.test}[split]
 
 
-def load_data(config: SpectralVaeVariant) -> SpectralData:
-    mel = MelSet(Path(variant_input(config)))
+def split_segments(mel: MelSet, config: SpectralVaeConfig) -> SpectralData:
     train = mel.split_index("train")
     if config.val_split is None:
         validation = mel.split_index("validation")
     else:  # the reference recipe: a seeded share of the training segments
         held = np.random.default_rng(config.seed).permutation(len(train))[: int(round(config.val_split * len(train)))]
         validation, train = np.sort(train[held]), np.delete(train, held)
-    for split, index in (("train", train), ("validation", validation)):
-        if len(index) == 0:
-            raise ValueError(f"{mel.folder}: no {split} segment for the spectral VAE")
     return SpectralData(mel, train, validation, mel.split_index("test"))
 
 
-def build(config: SpectralVaeVariant, data: SpectralData) -> SpectralVAE:
-    return SpectralVAE(config, data.mel.shape)
+def to_db(mel: MelSet, x: np.ndarray) -> np.ndarray:
+    """Normalised values back to dB below the segment maximum, at the spectrograms' own floor."""
+    return np.maximum(mel.denormalise(x), -mel.geometry["top_db"])
 
 
 def _batch(data: SpectralData, index: np.ndarray, device: torch.device) -> Batch:
     return (torch.from_numpy(data.mel.normalised(index)[:, None]).to(device),)
 
 
-def train_batches(data: SpectralData, config: SpectralVaeVariant, epoch: int, device: torch.device) -> Iterator[Batch]:
-    for index in shuffled_batches(data.train, config.seed, epoch, config.samples_per_epoch, config.batch_size):
-        yield _batch(data, index, device)
-
-
-def eval_batches(data: SpectralData, config: SpectralVaeVariant, split: str, limit: int | None,
-                 device: torch.device) -> Iterator[Batch]:
-    for index in evaluation_batches(data.split_index(split), limit, config.val_batch_size, split, "mel segment"):
-        yield _batch(data, index, device)
-
-
-def frequency_weights(config: SpectralVaeVariant, n_bins: int) -> torch.Tensor:
+def frequency_weights(config: SpectralVaeConfig, n_bins: int) -> torch.Tensor:
     """Per-bin weights: band [start, end) covers bins int(start * n) .. int(end * n), as the
     reference (bins 0-25 x1.5, 38-89 x2.0, 102-128 x0.8 of 128); other bins weigh 1."""
     w = torch.ones(n_bins)
@@ -141,7 +170,8 @@ def loss_terms(x: torch.Tensor, out: torch.Tensor, weights: torch.Tensor) -> dic
     range: distance of each output value outside [min - m R, max + m R] of its input segment."""
     w = (weights / weights.mean()).to(x.device)[:, None]
     recon = (w * (out - x) ** 2).flatten(1).sum(1)
-    spectral = (torch.fft.fft2(out, norm="ortho").abs() - torch.fft.fft2(x, norm="ortho").abs()).pow(2).flatten(1).sum(1)
+    magnitude = lambda t: torch.fft.fft2(t, norm="ortho").abs()
+    spectral = (magnitude(out) - magnitude(x)).pow(2).flatten(1).sum(1)
     return {"recon": recon, "spectral": spectral}
 
 
@@ -152,35 +182,12 @@ def range_penalty(x: torch.Tensor, out: torch.Tensor, margin: float) -> torch.Te
     return (F.relu(lo - out) + F.relu(out - hi)).flatten(1).sum(1)
 
 
-def loss_weights(config: SpectralVaeVariant, epoch: int | None) -> dict[str, float]:
+def loss_weights(config: SpectralVaeConfig, epoch: int | None) -> dict[str, float]:
     return {"recon": 1.0, "kl": kl_weight(config.kl, epoch), "spectral": config.spectral_weight,
             "range": config.output_reg_weight}
 
 
-def loss(model: SpectralVAE, batch: Batch, config: SpectralVaeVariant,
-         epoch: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    (x,) = batch
-    out, mu, logvar = model(x)
-    terms = loss_terms(x, out, frequency_weights(config, x.shape[-2]))
-    terms["range"] = range_penalty(x, out, config.range_margin)
-    terms["kl"] = kl_term(mu, logvar, config.kl.free_bits).expand(len(x))
-    terms = {k: v.mean() for k, v in terms.items()}
-    weights = loss_weights(config, epoch)
-    return sum(weights[k] * v for k, v in terms.items()), terms
-
-
-@torch.no_grad()
-def _encode_decode(model: SpectralVAE, batches: Iterator[Batch]) -> tuple[np.ndarray, ...]:
-    """Inputs, reconstructions (from z = mu), mu and logvar over a split; (n, n_mels, frames)."""
-    model.eval()
-    xs, outs, mus, logvars = [], [], [], []
-    for (x,) in batches:
-        out, mu, logvar = model(x)
-        xs.append(x[:, 0].cpu()), outs.append(out[:, 0].cpu()), mus.append(mu.cpu()), logvars.append(logvar.cpu())
-    return tuple(torch.cat(t).numpy() for t in (xs, outs, mus, logvars))
-
-
-def _latent(mu: np.ndarray, logvar: np.ndarray, config: SpectralVaeVariant) -> dict[str, float]:
+def _latent(mu: np.ndarray, logvar: np.ndarray, config: SpectralVaeConfig) -> dict[str, float]:
     """KL and active units; per-dimension KL stays out (128 columns would drown the history)."""
     stats = latent_stats(mu, logvar, config.active_unit_threshold)
     return {"kl": stats["kl"], "active_units": stats["active_units"]}
@@ -192,26 +199,25 @@ def time_variation_db(db: np.ndarray) -> np.ndarray:
     return db.std(axis=2).mean(axis=1)
 
 
-def featureless_share(db: np.ndarray, config: SpectralVaeVariant) -> float:
+def featureless_share(db: np.ndarray, config: SpectralVaeConfig) -> float:
     """Share of spectrograms with (nearly) no change over time: blank or collapsed outputs."""
     return float((time_variation_db(db) < config.featureless_std_db).mean())
 
 
 class SpectrogramMetrics:
-    """metrics.md section 4, accumulated batch by batch (a full-MAESTRO test split is ~24,000
-    segments, 3 GB per float32 copy): inputs and outputs in normalised units (n, n_mels, frames)."""
+    """Spectral convergence, log-spectral distance and the rest, accumulated batch by batch (a
+    full-MAESTRO test split is ~24,000 segments, 3 GB per float32 copy): inputs and outputs in
+    normalised units (n, n_mels, frames)."""
 
-    def __init__(self, mel: MelSet, config: SpectralVaeVariant):
+    def __init__(self, mel: MelSet, config: SpectralVaeConfig):
         self.mel, self.config = mel, config
-        self.floor = -mel.geometry["top_db"]
         self.per_segment: dict[str, list[np.ndarray]] = {"sc": [], "lsd": [], "featureless": []}
         self.sums = dict.fromkeys(("sq_err", "sq_err_db", "outside", "values", "hf_pred", "hf_true"), 0.0)
 
     def add(self, x: np.ndarray, out: np.ndarray) -> None:
         n = len(x)
-        # The same floor on both sides (metrics.md: fix the floor); inputs never go below it anyway.
-        db_true = np.maximum(self.mel.denormalise(x), self.floor)
-        db_pred = np.maximum(self.mel.denormalise(out), self.floor)
+        # The same floor on both sides, or the distance would measure noise below it.
+        db_true, db_pred = to_db(self.mel, x), to_db(self.mel, out)
         mag_true, mag_pred = 10 ** (db_true / 20), 10 ** (db_pred / 20)
         self.per_segment["sc"].append(np.linalg.norm((mag_true - mag_pred).reshape(n, -1), axis=1)
                                       / np.linalg.norm(mag_true.reshape(n, -1), axis=1))
@@ -235,60 +241,18 @@ class SpectrogramMetrics:
                 "featureless_share": float(seg["featureless"].mean())}
 
 
-def spectrogram_metrics(x: np.ndarray, out: np.ndarray, mel: MelSet, config: SpectralVaeVariant) -> dict[str, float]:
+def spectrogram_metrics(x: np.ndarray, out: np.ndarray, mel: MelSet, config: SpectralVaeConfig) -> dict[str, float]:
     metrics = SpectrogramMetrics(mel, config)
     metrics.add(x, out)
     return metrics.result()
 
 
-def diagnostics(model: SpectralVAE, data: SpectralData, config: SpectralVaeVariant, epoch: int,
-                device: torch.device) -> dict[str, float]:
-    """Per epoch, on the validation segments: loss weights, per-value MSE, output range against the
-    input's, featureless reconstructions, KL and active units (posterior collapse)."""
-    x, out, mu, logvar = _encode_decode(model, eval_batches(data, config, "validation", config.val_max_windows, device))
-    row = {f"weight_{k}": v for k, v in loss_weights(config, epoch).items()}
-    row |= {"val_mse": float(((out - x) ** 2).mean()), "val_output_min": float(out.min()),
-            "val_output_max": float(out.max()), "val_input_min": float(x.min()), "val_input_max": float(x.max()),
-            "val_featureless_share": featureless_share(np.maximum(data.mel.denormalise(out), -data.mel.geometry["top_db"]), config)}
-    row |= {f"val_{k}": v for k, v in _latent(mu, logvar, config).items()}
-    if row["val_featureless_share"] > 0.5 or row["val_active_units"] == 0:
-        print(f"WARNING: epoch {epoch + 1}: {row['val_featureless_share']:.0%} featureless reconstructions, "
-              f"{row['val_active_units']:.0f} active units: collapse", flush=True)
-    return row
-
-
 @torch.no_grad()
-def _prior(model: SpectralVAE, config: SpectralVaeVariant, count: int, device: torch.device) -> np.ndarray:
+def _prior(model: SpectralVAE, config: SpectralVaeConfig, count: int, device: torch.device) -> np.ndarray:
     generator = torch.Generator().manual_seed(config.seed)
     z = torch.randn(count, config.latent_dim, generator=generator)
     outs = [model.decode(chunk.to(device))[:, 0].cpu() for chunk in z.split(config.val_batch_size)]
     return torch.cat(outs).numpy()
-
-
-@torch.no_grad()
-def evaluate(model: SpectralVAE, data: SpectralData, config: SpectralVaeVariant, settings: Evaluate,
-             device: torch.device) -> dict[str, dict[str, float]]:
-    mel = data.mel
-    model.eval()
-    scores, baseline = SpectrogramMetrics(mel, config), SpectrogramMetrics(mel, config)
-    mus, logvars, test_variation = [], [], []
-    for (x,) in eval_batches(data, config, "test", settings.max_windows, device):
-        out, mu, logvar = model(x)
-        x, out = x[:, 0].cpu().numpy(), out[:, 0].cpu().numpy()
-        scores.add(x, out)
-        # The per-bin mean of the training split: 0 in normalised units, every frame the average spectrum.
-        baseline.add(x, np.zeros_like(x))
-        mus.append(mu.cpu().numpy()), logvars.append(logvar.cpu().numpy())
-        test_variation.append(time_variation_db(mel.denormalise(x)))
-    prior_db = np.maximum(mel.denormalise(_prior(model, config, settings.prior_samples, device)), -mel.geometry["top_db"])
-    return {
-        "model": scores.result() | _latent(np.concatenate(mus), np.concatenate(logvars), config),
-        "baseline": baseline.result(),
-        "prior_samples": {"featureless_share": featureless_share(prior_db, config),
-                          "time_variation_db": float(time_variation_db(prior_db).mean())},
-        "test_data": {"time_variation_db": float(np.concatenate(test_variation).mean())},
-        "windows": {"count": float(len(np.concatenate(test_variation)))},
-    }
 
 
 def spectrogram_image(groups: dict[str, np.ndarray], floor_db: float, path: Path) -> None:
@@ -311,7 +275,7 @@ def spectrogram_image(groups: dict[str, np.ndarray], floor_db: float, path: Path
     plt.close(fig)
 
 
-def to_audio(db: np.ndarray, mel: MelSet, config: SpectralVaeVariant) -> np.ndarray:
+def to_audio(db: np.ndarray, mel: MelSet, config: SpectralVaeConfig) -> np.ndarray:
     """Griffin-Lim from a dB mel spectrogram, peak-normalised (levels are relative to the segment max)."""
     g = mel.geometry
     power = 10 ** (np.maximum(db, -g["top_db"]) / 10)
@@ -322,31 +286,149 @@ def to_audio(db: np.ndarray, mel: MelSet, config: SpectralVaeVariant) -> np.ndar
     return librosa.util.normalize(audio)
 
 
-@torch.no_grad()
-def generate(model: SpectralVAE, data: SpectralData, config: SpectralVaeVariant, settings: Generate,
-             out_dir: Path, device: torch.device) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Test segments with their reconstructions, and prior samples: as dB spectrograms
-    (spectrograms.npz, for the report's images) and as Griffin-Lim audio (wav)."""
-    mel = data.mel
-    test = data.test
-    picked = test[np.linspace(0, len(test) - 1, settings.audio_examples).round().astype(np.int64)]
-    x, out, _, _ = _encode_decode(model, iter([_batch(data, picked, device)]))
-    floor = -mel.geometry["top_db"]
-    groups = {"input": mel.denormalise(x), "reconstruction": np.maximum(mel.denormalise(out), floor),
-              "prior": np.maximum(mel.denormalise(_prior(model, config, settings.audio_examples, device)), floor)}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out_dir / "spectrograms.npz", **{k: v.astype(np.float32) for k, v in groups.items()})
-    spectrogram_image(groups, -mel.geometry["top_db"], out_dir / "spectrograms.png")
-    rows = []
-    for group, spectrograms in groups.items():
-        for i, db in enumerate(spectrograms):
-            name = f"{group}_{i}.wav"
-            soundfile.write(out_dir / name, to_audio(db, mel, config), int(mel.geometry["sample_rate"]), subtype="PCM_16")
-            rows.append({"group": group, "sample": i, "file": name,
-                         "segment": int(picked[i]) if group != "prior" else -1,
-                         "time_variation_db": float(time_variation_db(db[None])[0])})
-    sources = mel.pieces.groupby("audio")["seconds"].sum().to_dict()
-    (out_dir / "audio_sources.json").write_text(json.dumps(sources, indent=2) + "\n")
-    stats = {f"{g}_featureless_share": featureless_share(v, config) for g, v in groups.items()}
-    stats |= {f"{g}_time_variation_db": float(time_variation_db(v).mean()) for g, v in groups.items()}
-    return pd.DataFrame(rows), stats
+class SpectralVae(Family):
+    name = "spectral_vae"
+    Config = SpectralVaeConfig
+    code = ("etude/models/spectral_vae.py", "etude/models/vae.py", "etude/mel.py", "etude/audio.py")
+    baselines = "the per-bin mean spectrum of the training split"
+
+    def representation(self, config: SpectralVaeConfig) -> str:
+        return "mel"
+
+    def load_data(self, config: SpectralVaeConfig, path: Path) -> SpectralData:
+        return split_segments(MelSet(path), config)
+
+    def split_size(self, config: SpectralVaeConfig, data: SpectralData, split: str) -> int:
+        return len(data.split_index(split))
+
+    def example(self, config: SpectralVaeConfig) -> tuple[str, str]:
+        return "non-silent mel segment", "mel.segment_s"
+
+    def model_meta(self, config: SpectralVaeConfig, data: SpectralData) -> dict:
+        mel = data.mel
+        return {"shape": list(mel.shape), "geometry": mel.geometry,
+                "normalisation": {"mean": mel.mean.tolist(), "std": mel.std.tolist()}}
+
+    def build(self, config: SpectralVaeConfig, meta: dict) -> SpectralVAE:
+        return SpectralVAE(config, tuple(meta["shape"]))
+
+    def train_batches(self, data: SpectralData, config: SpectralVaeConfig, epoch: int,
+                      device: torch.device) -> Iterator[Batch]:
+        for index in shuffled_batches(data.train, config.seed, epoch, config.samples_per_epoch, config.batch_size):
+            yield _batch(data, index, device)
+
+    def eval_batches(self, data: SpectralData, config: SpectralVaeConfig, split: str, limit: int | None,
+                     device: torch.device) -> Iterator[Batch]:
+        for index in evaluation_batches(data.split_index(split), limit, config.val_batch_size, split, "mel segment"):
+            yield _batch(data, index, device)
+
+    def loss(self, model: SpectralVAE, batch: Batch, config: SpectralVaeConfig,
+             epoch: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        (x,) = batch
+        out, mu, logvar = model(x)
+        terms = loss_terms(x, out, frequency_weights(config, x.shape[-2]))
+        terms["range"] = range_penalty(x, out, config.range_margin)
+        terms["kl"] = kl_term(mu, logvar, config.kl.free_bits).expand(len(x))
+        terms = {k: v.mean() for k, v in terms.items()}
+        weights = loss_weights(config, epoch)
+        return sum(weights[k] * v for k, v in terms.items()), terms
+
+    def diagnostics(self, model: SpectralVAE, data: SpectralData, config: SpectralVaeConfig, epoch: int,
+                    device: torch.device) -> dict[str, float]:
+        """Per epoch, on the validation segments: loss weights, per-value MSE, output range against the
+        input's, featureless reconstructions, KL and active units (posterior collapse)."""
+        batches = self.eval_batches(data, config, "validation", config.val_max_windows, device)
+        x, out, mu, logvar = encode_decode(model, batches, lambda out: out[:, 0])
+        x = x[:, 0]
+        row = {f"weight_{k}": v for k, v in loss_weights(config, epoch).items()}
+        row |= {"val_mse": float(((out - x) ** 2).mean()), "val_output_min": float(out.min()),
+                "val_output_max": float(out.max()), "val_input_min": float(x.min()), "val_input_max": float(x.max()),
+                "val_featureless_share": featureless_share(to_db(data.mel, out), config)}
+        row |= {f"val_{k}": v for k, v in _latent(mu, logvar, config).items()}
+        if row["val_featureless_share"] > config.featureless_warning_share or row["val_active_units"] == 0:
+            print(f"WARNING: epoch {epoch + 1}: {row['val_featureless_share']:.0%} featureless reconstructions, "
+                  f"{row['val_active_units']:.0f} active units: collapse", flush=True)
+        return row
+
+    @torch.no_grad()
+    def evaluate(self, model: SpectralVAE, data: SpectralData, config: SpectralVaeConfig, settings: Evaluate,
+                 device: torch.device) -> dict[str, dict[str, float]]:
+        mel = data.mel
+        model.eval()
+        scores, baseline = SpectrogramMetrics(mel, config), SpectrogramMetrics(mel, config)
+        mus, logvars, test_variation = [], [], []
+        for (x,) in self.eval_batches(data, config, "test", settings.max_windows, device):
+            out, mu, logvar = model(x)
+            x, out = x[:, 0].cpu().numpy(), out[:, 0].cpu().numpy()
+            scores.add(x, out)
+            # The per-bin mean of the training split: 0 in normalised units, every frame the average spectrum.
+            baseline.add(x, np.zeros_like(x))
+            mus.append(mu.cpu().numpy()), logvars.append(logvar.cpu().numpy())
+            test_variation.append(time_variation_db(mel.denormalise(x)))
+        prior_db = to_db(mel, _prior(model, config, settings.prior_samples, device))
+        return {
+            "model": scores.result() | _latent(np.concatenate(mus), np.concatenate(logvars), config),
+            "baseline": baseline.result(),
+            "prior_samples": {"featureless_share": featureless_share(prior_db, config),
+                              "time_variation_db": float(time_variation_db(prior_db).mean())},
+            "test_data": {"time_variation_db": float(np.concatenate(test_variation).mean())},
+            "windows": {"count": float(len(np.concatenate(test_variation)))},
+        }
+
+    @torch.no_grad()
+    def generate(self, model: SpectralVAE, data: SpectralData, config: SpectralVaeConfig, settings: Generate,
+                 out_dir: Path, device: torch.device) -> tuple[pd.DataFrame, dict[str, float]]:
+        """Test segments with their reconstructions, and prior samples: as dB spectrograms
+        (spectrograms.npz, for the report's images) and as Griffin-Lim audio (wav)."""
+        mel = data.mel
+        test = data.test
+        picked = test[np.linspace(0, len(test) - 1, settings.audio_examples).round().astype(np.int64)]
+        x, out, _, _ = encode_decode(model, [_batch(data, picked, device)], lambda out: out[:, 0])
+        x = x[:, 0]
+        groups = {"input": mel.denormalise(x), "reconstruction": to_db(mel, out),
+                  "prior": to_db(mel, _prior(model, config, settings.audio_examples, device))}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out_dir / "spectrograms.npz", **{k: v.astype(np.float32) for k, v in groups.items()})
+        spectrogram_image(groups, -mel.geometry["top_db"], out_dir / "spectrograms.png")
+        rows = []
+        for group, spectrograms in groups.items():
+            for i, db in enumerate(spectrograms):
+                name = f"{group}_{i}.wav"
+                soundfile.write(out_dir / name, to_audio(db, mel, config), int(mel.geometry["sample_rate"]),
+                                subtype="PCM_16")
+                rows.append({"group": group, "sample": i, "file": name,
+                             "segment": int(picked[i]) if group != "prior" else -1,
+                             "time_variation_db": float(time_variation_db(db[None])[0])})
+        sources = mel.pieces.groupby("audio")["seconds"].sum().to_dict()
+        (out_dir / "audio_sources.json").write_text(json.dumps(sources, indent=2) + "\n")
+        stats = {f"{g}_featureless_share": featureless_share(v, config) for g, v in groups.items()}
+        stats |= {f"{g}_time_variation_db": float(time_variation_db(v).mean()) for g, v in groups.items()}
+        return pd.DataFrame(rows), stats
+
+    def diagnose(self, result: Results, config: SpectralVaeConfig, settings) -> list[str]:
+        """Output range against the input's, blank reconstructions, flat prior samples, active units."""
+        last, evaluation = result.history.iloc[-1], result.evaluation
+        lines = [f"validation outputs in [{last['val_output_min']:.2f}, {last['val_output_max']:.2f}] "
+                 f"for inputs in [{last['val_input_min']:.2f}, {last['val_input_max']:.2f}]"]
+        if last["val_featureless_share"] > 0:
+            lines.append(f"WARNING {last['val_featureless_share']:.0%} featureless (blank) reconstructions")
+        prior, test = evaluation["prior_samples"]["time_variation_db"], evaluation["test_data"]["time_variation_db"]
+        if prior < config.flat_prior_ratio * test:
+            lines.append(f"WARNING prior samples are flat (change over time {prior:.1f} dB vs {test:.1f} dB in the "
+                         f"test data): z ~ N(0, I) decodes off the data (KL {evaluation['model']['kl']:.0f} nats); "
+                         "a larger beta or KL annealing narrows the gap")
+        units = last["val_active_units"]
+        lines.append(f"active units {units:.0f}/{config.latent_dim}" + (" (posterior collapse)" if units == 0 else ""))
+        return lines
+
+    def report_sections(self, result: Results, config: SpectralVaeConfig, settings) -> list[Section]:
+        from etude.figures import audio_players, embedded_png
+
+        hours = json.loads((result.samples_dir / "audio_sources.json").read_text())
+        line = "Audio used: " + ", ".join(f"{source} ({seconds / 3600:.2f} h)" for source, seconds in hours.items())
+        return [Section(f"<p>{line}</p>", line),
+                Section(embedded_png(result.samples_dir / "spectrograms.png")),
+                Section(audio_players(result.samples, result.samples_dir, "Audio (Griffin-Lim)"))]
+
+
+FAMILY = SpectralVae()

@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import numpy as np
 import torch
+from pydantic import NonNegativeFloat, NonNegativeInt
+
+from etude.params import Strict
+
+
+class KlSchedule(Strict):
+    beta: NonNegativeFloat           # weight once annealed
+    start_epoch: NonNegativeInt      # weight 0 before this epoch
+    anneal_epochs: NonNegativeInt    # linear 0 -> beta over this many epochs (0: beta at once)
+    cyclical: bool                   # restart the ramp every anneal_epochs (Fu et al. 2019)
+    free_bits: NonNegativeFloat      # nats per latent dimension below which KL is not penalised
 
 
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -37,3 +50,16 @@ def latent_stats(mu: np.ndarray, logvar: np.ndarray, active_threshold: float) ->
     variance = mu.var(axis=0, ddof=1) if len(mu) > 1 else np.zeros(mu.shape[1])
     return {"kl": float(kl.sum()), "active_units": float((variance > active_threshold).sum()),
             **{f"kl_dim_{j}": float(v) for j, v in enumerate(kl)}}
+
+
+@torch.no_grad()
+def encode_decode(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, ...]],
+                  output: Callable[[torch.Tensor], torch.Tensor]) -> tuple[np.ndarray, ...]:
+    """Inputs, outputs decoded from z = mu (`output` maps the forward pass's first result to data
+    space), mu and logvar over a split, as numpy arrays."""
+    model.eval()
+    xs, outs, mus, logvars = [], [], [], []
+    for (x,) in batches:
+        raw, mu, logvar = model(x)
+        xs.append(x.cpu()), outs.append(output(raw).cpu()), mus.append(mu.cpu()), logvars.append(logvar.cpu())
+    return tuple(torch.cat(t).numpy() for t in (xs, outs, mus, logvars))

@@ -1,0 +1,252 @@
+"""The next-note task over (pitch, step, duration), as in the TensorFlow music-generation tutorial.
+
+Everything a next-note network shares: training windows and their transposition, the loss (pitch
+cross-entropy plus step/duration MSE with positive pressure), test metrics beside the baselines a
+useful model must beat, samples seeded from test windows with their statistics, and MIDI output. A
+network family subclasses `NextNoteFamily` and brings only its model (called as
+`model(notes, state) -> (pitch logits, step, duration, state)` on raw notes) and its sampler.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from pydantic import Field, NonNegativeFloat
+
+from etude.family import Family, Results, Section
+from etude.midi import write_notes
+from etude.params import Evaluate, Generate, Strict
+from etude.sequences import NoteSequences
+from etude.training import evaluation_batches, evenly_spaced
+
+NoteBatch = tuple[torch.Tensor, torch.Tensor]  # inputs (B, T, 3) raw notes, targets (B, 3)
+
+
+class LossWeights(Strict):
+    pitch: NonNegativeFloat
+    step: NonNegativeFloat
+    duration: NonNegativeFloat
+
+
+class NextNoteConfig(Strict):
+    """The task's settings, shared by every next-note network."""
+
+    seq_len: Annotated[int, Field(ge=2)]
+    vocab_size: Annotated[int, Field(ge=1, le=128)]
+    loss_weights: LossWeights
+    positive_pressure: NonNegativeFloat       # step/duration loss: MSE + pressure * max(-y_hat, 0)
+    transpose_semitones: Annotated[int, Field(ge=0, le=24)]  # random transposition within +-N
+
+
+def windows_at(features: np.ndarray, starts: np.ndarray, seq_len: int) -> np.ndarray:
+    """(B, seq_len + 1, 3): each window's inputs and, last, its target note."""
+    return features[starts[:, None] + np.arange(seq_len + 1)]
+
+
+def transpose(windows: np.ndarray, semitones: int, vocab: int, rng: np.random.Generator) -> None:
+    """Shift each window by a random interval that keeps all of its pitches inside the vocabulary."""
+    pitch = windows[:, :, 0]
+    shift = rng.integers(-semitones, semitones + 1, size=len(windows))
+    shift = np.clip(shift, -pitch.min(axis=1), vocab - 1 - pitch.max(axis=1))
+    windows[:, :, 0] += shift[:, None]
+
+
+def to_batch(windows: np.ndarray, device: torch.device) -> NoteBatch:
+    tensor = torch.from_numpy(windows).to(device)
+    return tensor[:, :-1], tensor[:, -1]
+
+
+def positive_pressure_mse(pred: torch.Tensor, target: torch.Tensor, pressure: float) -> torch.Tensor:
+    """MSE plus a penalty on negative outputs: steps and durations cannot be negative."""
+    return ((target - pred) ** 2 + pressure * torch.clamp(-pred, min=0)).mean()
+
+
+def draw_pitch(logits: torch.Tensor, temperatures: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One pitch per row by inverse-CDF sampling: one uniform number per row. torch.multinomial
+    draws one per class, which made it 60 % of a sampling step at batch 256."""
+    cdf = torch.softmax(logits / temperatures[:, None], dim=-1).cumsum(dim=-1)
+    u = torch.rand(len(cdf), 1, generator=generator, device=cdf.device)
+    return (cdf < u).sum(dim=-1).clamp(max=cdf.shape[-1] - 1)
+
+
+class NextNoteFamily(Family):
+    """The task's hooks; a subclass adds `Config`, `build` and `sample`."""
+
+    baselines = ("unigram pitch frequencies, the training median (MAE) and mean (RMSE) of step and duration, "
+                 "and repeating the last pitch")
+
+    @abstractmethod
+    def sample(self, model, seeds: torch.Tensor, temperatures: torch.Tensor, num_notes: int,
+               generator: torch.Generator) -> torch.Tensor:
+        """(B, num_notes, 3) raw notes continuing each seed window at its row's temperature."""
+
+    def representation(self, config) -> str:
+        return "notes"
+
+    def load_data(self, config, path: Path) -> NoteSequences:
+        return NoteSequences.load(path)
+
+    def split_size(self, config, data: NoteSequences, split: str) -> int:
+        return len(data.window_starts(split, config.seq_len + 1))
+
+    def example(self, config) -> tuple[str, str]:
+        what = f"window of {config.seq_len + 1} notes (seq_len {config.seq_len} and the next note)"
+        return what, "variants.{variant}.seq_len"
+
+    def model_meta(self, config, data: NoteSequences) -> dict:
+        return {"stats": data.stats}
+
+    def train_batches(self, data: NoteSequences, config, epoch: int, device: torch.device) -> Iterator[NoteBatch]:
+        rng = np.random.default_rng([config.seed, epoch])
+        starts = rng.permutation(data.window_starts("train", config.seq_len + 1))[: config.samples_per_epoch]
+        features = data.features()
+        for i in range(0, len(starts) - config.batch_size + 1, config.batch_size):
+            windows = windows_at(features, starts[i : i + config.batch_size], config.seq_len)
+            if config.transpose_semitones:
+                transpose(windows, config.transpose_semitones, config.vocab_size, rng)
+            yield to_batch(windows, device)
+
+    def eval_batches(self, data: NoteSequences, config, split: str, limit: int | None, device: torch.device,
+                     batch_size: int = 1024) -> Iterator[NoteBatch]:
+        features = data.features()
+        what, _ = self.example(config)
+        for starts in evaluation_batches(data.window_starts(split, config.seq_len + 1), limit, batch_size,
+                                         split, what):
+            yield to_batch(windows_at(features, starts, config.seq_len), device)
+
+    def loss(self, model, batch: NoteBatch, config, epoch: int | None) -> tuple[torch.Tensor, dict]:
+        inputs, target = batch
+        logits, step, duration, _ = model(inputs)
+        terms = {
+            "pitch": F.cross_entropy(logits, target[:, 0].long()),
+            "step": positive_pressure_mse(step, target[:, 1], config.positive_pressure),
+            "duration": positive_pressure_mse(duration, target[:, 2], config.positive_pressure),
+        }
+        w = config.loss_weights
+        return w.pitch * terms["pitch"] + w.step * terms["step"] + w.duration * terms["duration"], terms
+
+    @torch.no_grad()
+    def evaluate(self, model, data: NoteSequences, config, settings: Evaluate,
+                 device: torch.device) -> dict[str, dict[str, float]]:
+        """Test-split metrics per head, each beside the baselines that a useful model must beat."""
+        model.eval()
+        columns: dict[str, list[torch.Tensor]] = {k: [] for k in (
+            "ce", "top1", "top5", "repeat_last", "pitch", "step_pred", "step", "duration_pred", "duration")}
+        for inputs, target in self.eval_batches(data, config, "test", settings.max_windows, device):
+            logits, step, duration, _ = model(inputs)
+            pitch = target[:, 0].long()
+            top = logits.topk(5, dim=1).indices
+            for key, value in (("ce", F.cross_entropy(logits, pitch, reduction="none")), ("top1", top[:, 0] == pitch),
+                               ("top5", (top == pitch[:, None]).any(dim=1)),
+                               ("repeat_last", inputs[:, -1, 0].long() == pitch), ("pitch", pitch),
+                               ("step_pred", step), ("step", target[:, 1]),
+                               ("duration_pred", duration), ("duration", target[:, 2])):
+                columns[key].append(value)
+        test = {k: torch.cat(v).double().cpu().numpy() for k, v in columns.items()}
+        return {"model": _model_metrics(test), "baseline": _baseline_metrics(test, data, config.vocab_size),
+                "repeat_last": {"pitch_top1": float(test["repeat_last"].mean())},
+                "windows": {"count": float(len(test["ce"]))}}
+
+    def generate(self, model, data: NoteSequences, config, settings: Generate, out_dir: Path,
+                 device: torch.device) -> tuple[pd.DataFrame, dict[str, float]]:
+        """Samples per temperature, seeded from test windows, the first `midi_files` written as MIDI;
+        returns every sample's notes and their statistics."""
+        seed_starts = evenly_spaced(data.window_starts("test", config.seq_len), settings.num_samples)
+        if len(seed_starts) < settings.num_samples:
+            raise ValueError(f"the test split has {len(seed_starts)} seed windows of {config.seq_len} notes, "
+                             f"generate.num_samples is {settings.num_samples}")
+        seeds = torch.from_numpy(data.features()[seed_starts[:, None] + np.arange(config.seq_len)])
+        temps = torch.tensor(settings.temperatures, dtype=torch.float32)
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+        model.eval()
+        notes = self.sample(model, seeds.repeat(len(temps), 1, 1).to(device),
+                            temps.repeat_interleave(len(seeds)).to(device), settings.num_notes, generator)
+        table = _sample_table(notes.cpu().numpy().astype(np.float64), settings, len(seeds))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for (group, index), frame in table.groupby(["group", "sample"], sort=False):
+            if index < settings.midi_files:
+                write_notes(frame, out_dir / f"{group}_s{index}.mid", settings.program)
+        return table, sample_stats(table, data, settings.num_notes)
+
+    def report_sections(self, result: Results, config, settings) -> list[Section]:
+        from etude.figures import piano_roll_figure
+
+        return [Section(piano_roll_figure(result, settings.piano_roll_seconds, first_sample_only=True))]
+
+
+def _model_metrics(test: dict[str, np.ndarray]) -> dict[str, float]:
+    step, duration = np.maximum(test["step_pred"], 0), np.maximum(test["duration_pred"], 0)
+    mean_ce = float(test["ce"].mean())
+    return {
+        "pitch_top1": float(test["top1"].mean()), "pitch_top5": float(test["top5"].mean()),
+        "pitch_cross_entropy": mean_ce, "pitch_perplexity": math.exp(mean_ce),
+        "step_mae": float(np.abs(step - test["step"]).mean()),
+        "step_rmse": float(np.sqrt(((step - test["step"]) ** 2).mean())),
+        "duration_mae": float(np.abs(duration - test["duration"]).mean()),
+        "duration_rmse": float(np.sqrt(((duration - test["duration"]) ** 2).mean())),
+        "negative_output_share": float(((test["step_pred"] < 0) | (test["duration_pred"] < 0)).mean()),
+    }
+
+
+def _baseline_metrics(test: dict[str, np.ndarray], data: NoteSequences, vocab_size: int) -> dict[str, float]:
+    """The best constant predictor of each metric, under the same name: unigram pitch frequencies,
+    the training median for MAE and the training mean for RMSE (an MSE-trained head competes with
+    the mean)."""
+    counts = data.train_pitch_counts[:vocab_size].astype(np.float64) + 1.0  # add-one smoothing
+    unigram = counts / counts.sum()
+    order = np.argsort(-counts, kind="stable")
+    pitch = test["pitch"].astype(np.int64)
+    unigram_ce = float(-np.log(unigram[pitch]).mean())
+    stats = data.stats
+    return {
+        "pitch_top1": float(np.isin(pitch, order[:1]).mean()), "pitch_top5": float(np.isin(pitch, order[:5]).mean()),
+        "pitch_cross_entropy": unigram_ce, "pitch_perplexity": math.exp(unigram_ce),
+        "step_mae": float(np.abs(stats["step_median"] - test["step"]).mean()),
+        "step_rmse": float(np.sqrt(((stats["step_mean"] - test["step"]) ** 2).mean())),
+        "duration_mae": float(np.abs(stats["duration_median"] - test["duration"]).mean()),
+        "duration_rmse": float(np.sqrt(((stats["duration_mean"] - test["duration"]) ** 2).mean())),
+    }
+
+
+def _sample_table(notes: np.ndarray, settings: Generate, per_temperature: int) -> pd.DataFrame:
+    """One row per generated note: group (t<temperature>), sample index, pitch, timing in seconds."""
+    frames = []
+    rows = ((t, i) for t in settings.temperatures for i in range(per_temperature))
+    for row, (temperature, index) in enumerate(rows):
+        step, duration = notes[row, :, 1], notes[row, :, 2]
+        start = np.cumsum(step)
+        frames.append(pd.DataFrame({
+            "group": f"t{temperature:g}", "temperature": temperature, "sample": index,
+            "pitch": notes[row, :, 0].astype(int), "step": step, "duration": duration, "start": start,
+            "end": start + duration, "velocity": settings.velocity}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def sample_stats(table: pd.DataFrame, data: NoteSequences, num_notes: int) -> dict[str, float]:
+    """Per temperature: diversity and timing spread of samples, next to test windows of equal length.
+
+    A std ratio far below 1 or a repeated-pitch rate far above the test data's is the tutorial's
+    known failure: generation collapsing onto one note or one rhythm.
+    """
+    test = data.split_mask("test")
+    windows = [data.pitch[s : s + num_notes] for s in evenly_spaced(data.window_starts("test", num_notes), 64)]
+    stats = {
+        "test_unique_pitches": float(np.mean([len(np.unique(w)) for w in windows])),
+        "test_repeated_pitch_rate": float(np.mean([(np.diff(w) == 0).mean() for w in windows])),
+    }
+    for temperature, group in table.groupby("temperature"):
+        by_sample = group.groupby("sample")["pitch"]
+        key = f"t{temperature:g}"
+        stats[f"{key}_unique_pitches"] = float(by_sample.nunique().mean())
+        stats[f"{key}_repeated_pitch_rate"] = float(by_sample.apply(lambda p: (p.diff() == 0).mean()).mean())
+        stats[f"{key}_step_std_ratio"] = float(group["step"].std() / data.step[test].std())
+        stats[f"{key}_duration_std_ratio"] = float(group["duration"].std() / data.duration[test].std())
+    return stats

@@ -1,0 +1,176 @@
+"""Model families as plug-ins: declared code, registry, and a new family added with one module."""
+
+import ast
+import json
+import re
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from etude.family import SHARED_CODE
+from etude.models import families
+from etude.pipeline import render_dvc
+from tests.conftest import REPO, edit_params, make_project, run
+
+# Modules a family may import without declaring them: they cannot change what a variant computes.
+NOT_RESULT_CODE = {
+    "etude/params.py": "validation only: its effect on a variant reaches configs/<variant>.json",
+    "etude/tracking.py": "logs to MLflow",
+    "etude/ingest.py": "builds the notes table; representations reach a variant as DVC dependencies",
+    "etude/sources.py": "collects the corpus, as above; names the splits",
+    "etude/figures.py": "draws the report",
+}
+
+
+def etude_imports(rel: str) -> set[str]:
+    """Source files of the etude modules that `rel` imports, at any depth and anywhere in the file."""
+    seen, todo = set(), [rel]
+    while todo:
+        current = todo.pop()
+        for node in ast.walk(ast.parse((REPO / current).read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            for name in names:
+                if name.startswith("etude"):
+                    path = name.replace(".", "/")
+                    found = next((p for p in (f"{path}.py", f"{path}/__init__.py") if (REPO / p).exists()), None)
+                    if found and found not in seen:
+                        seen.add(found)
+                        todo.append(found)
+    return seen
+
+
+@pytest.mark.parametrize("name", sorted(families()))
+def test_declared_code_covers_every_module_the_family_imports(name):
+    family = families()[name]
+    imported = etude_imports(family.code[0]) - {"etude/models/__init__.py", "etude/__init__.py"}
+    undeclared = imported - set(family.code_files()) - set(NOT_RESULT_CODE)
+    assert not undeclared, f"{name}: imports {sorted(undeclared)} without declaring them in `code`"
+    assert set(SHARED_CODE) <= set(family.code_files())
+
+
+def test_stage_table_and_checkpoint_hash_read_the_same_declaration(params, tmp_path):
+    dvc = render_dvc(params)
+    for name, family in families().items():
+        for path in family.code:
+            assert f": {path}" in dvc, f"{path} of {name} is not a dependency in dvc.yaml"
+    # Editing a declared file changes the checkpoint folder's name.
+    family = families()["note_rnn"]
+    before = family.code_hash()
+    target = REPO / "etude/midi.py"
+    original = target.read_text()
+    try:
+        target.write_text(original + "\n# touched\n")
+        assert family.code_hash() != before
+    finally:
+        target.write_text(original)
+    assert family.code_hash() == before
+
+
+TOY_FAMILY = '''
+"""A pitch-bigram next-note network: the last pitch's embedding predicts the next pitch; step and
+duration are learned constants. It reuses the next-note task and brings only its model and sampler."""
+
+import torch
+from pydantic import PositiveInt
+from torch import nn
+
+from etude.next_note import NextNoteConfig, NextNoteFamily, draw_pitch
+
+
+class BigramConfig(NextNoteConfig):
+    embedding: PositiveInt
+
+
+class Bigram(nn.Module):
+    def __init__(self, config, stats):
+        super().__init__()
+        self.embed = nn.Embedding(config.vocab_size, config.embedding)
+        self.pitch = nn.Linear(config.embedding, config.vocab_size)
+        self.timing = nn.Parameter(torch.tensor([stats["step_mean"], stats["duration_mean"]]))
+
+    def forward(self, notes, state=None):
+        last = notes[:, -1, 0].long().clamp(0, self.embed.num_embeddings - 1)
+        timing = self.timing.expand(len(notes), 2)
+        return self.pitch(self.embed(last)), timing[:, 0], timing[:, 1], None
+
+
+class PitchBigram(NextNoteFamily):
+    name = "pitch_bigram"
+    Config = BigramConfig
+    code = ("etude/models/pitch_bigram.py", "etude/next_note.py", "etude/sequences.py", "etude/midi.py")
+
+    def build(self, config, meta):
+        return Bigram(config, meta["stats"])
+
+    @torch.inference_mode()
+    def sample(self, model, seeds, temperatures, num_notes, generator):
+        logits, step, duration, _ = model(seeds)
+        notes = []
+        for _ in range(num_notes):
+            pitch = draw_pitch(logits, temperatures, generator)
+            notes.append(torch.stack([pitch.to(seeds.dtype), step, duration], dim=1))
+            logits, step, duration, _ = model(notes[-1][:, None, :])
+        return torch.stack(notes, dim=1)
+
+
+FAMILY = PitchBigram()
+'''
+
+
+def test_a_new_family_is_one_module_and_params_entries(tmp_path):
+    project = make_project(tmp_path)
+    (project / "etude/models/pitch_bigram.py").write_text(textwrap.dedent(TOY_FAMILY))
+    edit_params(project / "params.yaml", {
+        "models": {"pitch_bigram": {"seq_len": 8, "vocab_size": 128, "embedding": 16,
+                                    "loss_weights": {"pitch": 1.0, "step": 1.0, "duration": 1.0},
+                                    "positive_pressure": 10.0, "transpose_semitones": 0}},
+        "variants": {"bigram": {"model": "pitch_bigram", "lr": 0.02, "epochs": 3, "samples_per_epoch": 16384,
+                                "batch_size": 256}}})
+    run(["python", "-m", "etude.pipeline"], project)
+    changed = subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True).stdout
+    assert sorted(line[3:] for line in changed.splitlines()) == ["dvc.yaml", "etude/models/pitch_bigram.py",
+                                                                 "params.yaml"]
+
+    repro = run(["dvc", "repro", "generate@bigram", "evaluate@bigram"], project)
+    assert "Running stage 'train@bigram'" in repro.stdout
+    evaluation = json.loads((project / "metrics/bigram/eval.json").read_text())
+    # A bigram model knows the last pitch: it beats unigram frequencies on the test split.
+    assert evaluation["model"]["pitch_cross_entropy"] < evaluation["baseline"]["pitch_cross_entropy"]
+    assert sorted(p.name for p in (project / "samples/bigram").glob("*.mid")) == ["t1_s0.mid", "t2_s0.mid"]
+    card = json.loads((project / "models/bigram/model.json").read_text())
+    assert card["family"] == "pitch_bigram" and card["config"]["embedding"] == 16
+
+    # Its module is a code dependency of its own stages only: editing it re-runs them.
+    module = project / "etude/models/pitch_bigram.py"
+    module.write_text(module.read_text() + "\n# a change\n")
+    status = run(["dvc", "status", "train@bigram"], project).stdout
+    assert "modified:           etude/models/pitch_bigram.py" in status or "pitch_bigram.py" in status
+    dvc = (project / "dvc.yaml").read_text()
+    assert dvc.count("code_0: etude/models/pitch_bigram.py") == 4  # configure, train, evaluate, generate
+
+
+def test_models_section_is_checked_against_the_registry(params, tmp_path):
+    from etude import params as P
+
+    target = tmp_path / "params.yaml"
+    target.write_text((REPO / "params.yaml").read_text())
+    edit_params(target, {"models": {"note_rn": {"seq_len": 3}}})
+    with pytest.raises(P.ParamsError, match=r"models\.note_rn: no such model family; did you mean 'note_rnn'"):
+        P.load(target)
+    target.write_text((REPO / "params.yaml").read_text())
+    edit_params(target, {"models": {"grid_vae": {"latent_dm": 2}}})
+    with pytest.raises(P.ParamsError, match=r"models\.grid_vae\.latent_dm: unknown key; did you mean 'latent_dim'"):
+        P.load(target)
+
+
+def test_an_empty_split_fails_at_configure_naming_the_split_and_setting(tmp_path):
+    project = make_project(tmp_path, {"variants": {"rnn_stacked": {"seq_len": 20000}}})
+    failed = run(["dvc", "repro", "configure@rnn_stacked"], project, check=False)
+    assert failed.returncode != 0
+    message = failed.stdout + failed.stderr
+    assert re.search(r"the (train|validation|test) split has no window of 20001 notes", message)
+    assert "variants.rnn_stacked.seq_len" in message and "Traceback" not in message
+    assert not Path(project / "models/rnn_stacked").exists()
