@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install run snakemake test bench mlflow-ui clean
+.PHONY: install run snakemake test bench bench-disk mlflow-ui clean
 
 # TinySoundFont renders MIDI for the spectral VAE. Its wheel declares pyaudio, which it imports only
 # for live playback and which needs the PortAudio system headers to build: installed without it.
@@ -38,6 +38,10 @@ bench: install
 	$(BIN)/python -m bench.generate
 	$(BIN)/python -m bench.dvc_noop
 	$(BIN)/python -m bench.mel
+
+# Disk of a default run and of one experiment (~20 min on 2 cores: a full `dvc repro` in a copy).
+bench-disk: install
+	$(BIN)/python -m bench.disk
 
 # `python -m etude.tracking` first: it repoints artifact paths if the repository moved, and prints the
 # experiment's address on its training runs (the UI otherwise opens on its GenAI overview).

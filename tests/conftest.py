@@ -55,7 +55,8 @@ def new_shell(line: str, project: Path, check: bool = True) -> subprocess.Comple
     venv = project / ".venv"
     if not venv.exists():
         venv.symlink_to(BIN.parent)
-    clean = {"HOME": os.environ["HOME"], "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+    clean = {"HOME": os.environ["HOME"], "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+             "COLUMNS": "250"}  # a terminal's width: tables are not cut to 80 columns
     if "ETUDE_CACHE" in os.environ:
         clean["ETUDE_CACHE"] = os.environ["ETUDE_CACHE"]
     done = subprocess.run(["bash", "-c", f"source .venv/bin/activate && {line}"], cwd=project, env=clean,

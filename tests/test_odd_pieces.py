@@ -6,6 +6,7 @@ when no piece is left, with a one-line error naming why.
 """
 
 import io
+import json
 import re
 import sys
 from pathlib import Path
@@ -145,6 +146,14 @@ def test_each_odd_file_is_quarantined_or_skipped_with_its_reason(tmp_path, sampl
     assert set(data.segments["piece"]) == set(data.pieces["piece"])
     table = pd.read_parquet(root / "data/mel/pieces.parquet")
     assert len(table) == len(usable) and table["reason"].notna().sum() == len(expected)
+
+    # The report stage gathers every stage's skipped pieces with the stage's reason.
+    gathered = run([sys.executable, "-c", "from stages.report import skipped_pieces; "
+                    "print(skipped_pieces().to_json(orient='records'))"], root).stdout
+    listed = {(row["stage"], row["path"], row["reason"]) for row in json.loads(gathered)}
+    assert ("mel", "quiet.mid", SILENT) in listed and ("grids (rhythm)", "chord.mid", ONE_INSTANT) in listed
+    assert len(listed) == len(records(seqs.skipped)) + len(expected) + sum(
+        len(GridSet.load(root / f"data/tokens/{r}.npz").skipped) for r in ("rhythm", "melody"))
 
 
 def test_one_usable_piece_among_odd_files_is_enough(tmp_path, sample_midi):
