@@ -42,7 +42,8 @@ def readme_line(line: str) -> str:
 def check_outputs(project):
     page = (project / "reports/index.html").read_text()
     for variant in variants(project):
-        assert {p.name for p in (project / f"models/{variant}").iterdir()} == {"model.safetensors", "model.json"}
+        published = {p.name for p in (project / f"models/{variant}").iterdir()} - {".snakemake_timestamp"}
+        assert published == {"model.safetensors", "model.json"}
         evaluation = json.loads((project / f"metrics/{variant}/eval.json").read_text())
         assert evaluation["model"].keys() >= evaluation["baseline"].keys()
         samples = project / f"samples/{variant}"
