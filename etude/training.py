@@ -130,13 +130,15 @@ class RunCheckpoints:
                     "scheduler": scheduler.state_dict() if scheduler else None,
                     "progress": progress.__dict__, "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp)
-        os.replace(tmp, self.last)  # atomic: a kill mid-write leaves the previous checkpoint intact
+        # last.pt is replaced last: a kill before that leaves the previous epoch's state, and the
+        # resumed run redoes this epoch and its best and periodic links.
         if improved:
-            _link(self.last, self.best)
+            _link(tmp, self.best)
         if periodic and self.keep:
-            _link(self.last, self.folder / f"epoch_{progress.epoch:04d}.pt")
+            _link(tmp, self.folder / f"epoch_{progress.epoch:04d}.pt")
             for old in sorted(self.folder.glob("epoch_*.pt"))[: -self.keep]:
                 old.unlink()
+        os.replace(tmp, self.last)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
 def _link(source: Path, target: Path) -> None:
