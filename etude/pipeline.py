@@ -102,7 +102,6 @@ STAGES: tuple[Stage, ...] = (
           deps=("metrics", "samples", "runs", PIECES, NOTE_SEQUENCES, *(REPRESENTATIONS[k] for k in GRID_KINDS), MEL),
           outs=(REPORT_HTML, REPORT_MD), params=("report",), variant_inputs=VARIANT_RESULTS),
 )
-STAGE_BY_NAME = {s.name: s for s in STAGES}
 
 
 def path_for(template: str, variant: str, **extra: str) -> Path:
