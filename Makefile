@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install run snakemake test bench bench-disk mlflow-ui clean
+.PHONY: install browser run snakemake test bench bench-disk mlflow-ui clean
 
 # TinySoundFont renders MIDI for the spectral VAE. Its wheel declares pyaudio, which it imports only
 # for live playback and which needs the PortAudio system headers to build: installed without it.
@@ -22,13 +22,18 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The report's browser test (tests/test_listen.py) drives Debian's Chromium through playwright, whose
+# own browser download is not on PyPI. Installing it needs root.
+browser:
+	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
 run: install
 	dvc repro
 
 snakemake: install
 	snakemake --cores 2
 
-test: install
+test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

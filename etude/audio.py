@@ -19,6 +19,10 @@ from etude.params import Audio
 from etude.sources import SourceError, cache_dir, fetch_pinned, file_sha256
 
 RECORDING = "recording"
+# General MIDI drums: channel 10, whose kits SoundFonts keep in bank 128 (preset 0: the standard kit).
+DRUM_CHANNEL = 9
+DRUM_BANK = 128
+DRUM_KIT = 0
 
 
 def soundfont_path(settings: Audio) -> Path:
@@ -47,11 +51,16 @@ def rendered_label(settings: Audio) -> str:
 
 
 def note_events(midi: bytes, settings: Audio) -> np.ndarray:
-    """(N, 4) float64 rows (time, is_on, pitch, velocity), note-offs before note-ons at equal times."""
-    score = symusic.Score.from_midi(midi, ttype="second")
+    """(N, 4) float64 rows (time, is_on, pitch, velocity) of the pitched tracks, note-offs before
+    note-ons at equal times."""
+    return _events(symusic.Score.from_midi(midi, ttype="second"), settings, drums=False)
+
+
+def _events(score: symusic.Score, settings: Audio, drums: bool) -> np.ndarray:
+    """note_events of the drum tracks of `score` (drums=True) or of its other tracks."""
     rows = []
     for track in score.tracks:
-        if track.is_drum:
+        if track.is_drum != drums:
             continue
         notes = track.notes.numpy()
         start = notes["time"].astype(np.float64)
@@ -90,14 +99,25 @@ def sustained_ends(start: np.ndarray, end: np.ndarray, pitch: np.ndarray,
 def render(midi: bytes, settings: Audio, soundfont: Path, sample_rate: int,
            until_s: float | None = None) -> np.ndarray:
     """Mono float32 audio of a MIDI file (its first `until_s` seconds if given): note events fed to
-    the synthesiser at exact sample offsets. ValueError for a file with drum notes alone: rendering it
-    as silence would hide why it has no sound."""
-    events = note_events(midi, settings)
-    if not len(events):
-        raise ValueError("no pitched notes to render (drum tracks are not rendered)")
+    the synthesiser at exact sample offsets, drum tracks on the SoundFont's percussion kit. ValueError
+    for a file without notes, or with drums and a SoundFont without a kit: silence would hide why."""
+    score = symusic.Score.from_midi(midi, ttype="second")
+    pitched, drums = _events(score, settings, drums=False), _events(score, settings, drums=True)
+    if not len(pitched) and not len(drums):
+        raise ValueError("no notes to render")
     synth = tinysoundfont.Synth(gain=settings.gain_db, samplerate=sample_rate)
     sfid = synth.sfload(str(soundfont))
     synth.program_select(0, sfid, settings.bank, settings.preset)
+    if len(drums):
+        # TinySoundFont falls back to a melodic preset when the kit is missing: drums played as piano.
+        if synth.sfpreset_name(sfid, DRUM_BANK, DRUM_KIT) is None:
+            raise ValueError(f"{soundfont.name} has no percussion kit (bank {DRUM_BANK}, preset {DRUM_KIT}): "
+                             "cannot render drum tracks")
+        synth.program_select(DRUM_CHANNEL, sfid, DRUM_BANK, DRUM_KIT, is_drums=True)
+    # A channel column; the sort is stable, so pitched notes alone keep note_events' order exactly.
+    events = np.concatenate([np.column_stack([pitched, np.zeros(len(pitched))]),
+                             np.column_stack([drums, np.full(len(drums), DRUM_CHANNEL)])])
+    events = events[np.lexsort((events[:, 1], events[:, 0]))]
     if until_s is not None:
         events = events[events[:, 0] < until_s]
     end_s = (events[-1, 0] if len(events) else 0.0) + settings.tail_s
@@ -109,15 +129,15 @@ def render(midi: bytes, settings: Audio, soundfont: Path, sample_rate: int,
     frame_bytes = stereo.itemsize * 2
     flat = memoryview(stereo).cast("B")  # tinysoundfont slices its buffer in bytes
     cursor = 0
-    for time, is_on, pitch, velocity in events:
+    for time, is_on, pitch, velocity, channel in events:
         target = min(int(round(time * sample_rate)), len(stereo))
         if target > cursor:
             synth.generate(target - cursor, buffer=flat[frame_bytes * cursor : frame_bytes * target])
             cursor = target
         if is_on:
-            synth.noteon(0, int(pitch), int(velocity))
+            synth.noteon(int(channel), int(pitch), int(velocity))
         else:
-            synth.noteoff(0, int(pitch))
+            synth.noteoff(int(channel), int(pitch))
     if cursor < len(stereo):
         synth.generate(len(stereo) - cursor, buffer=flat[frame_bytes * cursor :])
     return stereo.mean(axis=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -76,14 +77,16 @@ def latent_figure(name: str, latent: pd.DataFrame) -> str:
     return png(fig)
 
 
-def audio_players(samples: pd.DataFrame, samples_dir: Path, title: str) -> str:
-    """Every clip listed in `samples` (column `file`) as an inline player, grouped."""
-    cells = []
-    for group, rows in samples.groupby("group", sort=False):
-        players = "".join(
-            f'<figure style="display:inline-block;margin:4px"><figcaption>{html.escape(row.file)}</figcaption>'
-            f'<audio controls preload="none" src="data:audio/wav;base64,'
-            f'{base64.b64encode((samples_dir / row.file).read_bytes()).decode()}"></audio></figure>'
-            for row in rows.itertuples())
-        cells.append(f"<h4>{html.escape(group)}</h4>{players}")
-    return f"<h3>{html.escape(title)}</h3>" + "".join(cells)
+def audio_player(label: str, mp3: Path | bytes) -> str:
+    """One MP3 clip (a file, or its bytes) as an inline player with its caption. preload="none": a
+    page of many players decodes only the one played."""
+    data = base64.b64encode(mp3.read_bytes() if isinstance(mp3, Path) else mp3).decode()
+    return (f'<figure style="display:inline-block;margin:4px"><figcaption>{html.escape(label)}</figcaption>'
+            f'<audio controls preload="none" src="data:audio/mpeg;base64,{data}"></audio></figure>')
+
+
+def audio_players(groups: Mapping[str, Sequence[tuple[str, Path | bytes]]], title: str) -> str:
+    """MP3 clips as inline players, a row per group: {group: [(label, mp3 file or bytes), ...]}."""
+    rows = "".join(f"<h4>{html.escape(group)}</h4>" + "".join(audio_player(label, mp3) for label, mp3 in clips)
+                   for group, clips in groups.items())
+    return f"<h3>{html.escape(title)}</h3>{rows}"

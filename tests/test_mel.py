@@ -117,16 +117,13 @@ def test_a_recording_on_disk_is_used_and_resampled(tmp_path, params):
 
 
 def test_pieces_without_a_usable_segment_are_skipped_with_their_reason(tmp_path, params, sample_midi):
-    """Too short, silent, drums alone, a missing and a corrupt recording: each skipped and recorded, the
-    rest used; with nothing left the stage fails naming why."""
+    """Too short, silent, without notes, a missing and a corrupt recording: each skipped and recorded,
+    the rest used; with nothing left the stage fails naming why."""
     (tmp_path / "garbage.wav").write_text("not audio at all")
-    drums = symusic.Score(1000, ttype="second")
-    kit = symusic.Track(program=0, is_drum=True, ttype="second")
-    for i in range(16):
-        kit.notes.append(symusic.Note(i * 0.5, 0.1, 36, 100, ttype="second"))
-    drums.tracks.append(kit)
+    empty = symusic.Score(1000, ttype="second")
+    empty.tracks.append(symusic.Track(program=0, ttype="second"))
     files = {"real.mid": sample_midi["Maestro_1.mid"], "short.mid": _midi([(0.0, 0.5, 60, 80), (0.5, 0.5, 64, 80)]),
-             "quiet.mid": _midi([(i * 0.5, 0.4, 60, 1) for i in range(24)]), "drums.mid": drums.dumps_midi(),
+             "quiet.mid": _midi([(i * 0.5, 0.4, 60, 1) for i in range(24)]), "empty.mid": empty.dumps_midi(),
              "missing.mid": _midi([(0.0, 5.0, 60, 80)]), "garbage.mid": _midi([(0.0, 5.0, 60, 80)])}
     raw = pd.DataFrame({"path": list(files), "data": list(files.values())})
     pieces = pd.DataFrame({"id": range(6), "path": list(files), "split": "train", "status": "ok",
@@ -140,7 +137,7 @@ def test_pieces_without_a_usable_segment_are_skipped_with_their_reason(tmp_path,
         "short.mid": "audio shorter than one mel segment (mel.segment_s=3 s)",
         "quiet.mid": "silent: every segment of its first 12 s (mel.max_seconds_per_piece) is below "
                      "mel.min_level_db=-60 dB",
-        "drums.mid": "no pitched notes to render (drum tracks are not rendered)",
+        "empty.mid": "no notes to render",
         "missing.mid": f"[Errno 2] No such file or directory: '{tmp_path / 'missing.wav'}'",
         "garbage.mid": "NoBackendError"}  # an exception without a message: its name
     assert pd.isna(reasons["real.mid"]) and set(segments["piece"]) == {0} and len(segments) == 4
