@@ -29,9 +29,9 @@ def read_raw(root: Path) -> pd.DataFrame:
     paths = sorted(root.glob("**/*.midi"))
     if not paths:
         raise SystemExit(f"no .midi files under {root}")
-    meta = dict.fromkeys(["composer", "title", "year", "duration", "audio_path", "sha256"])
+    meta = dict.fromkeys(["composer", "title", "year", "duration", "audio_path", "time_signature", "sha256"])
     return pd.DataFrame({"path": [str(p.relative_to(root)) for p in paths], "split": "train", **meta,
-                         "data": [p.read_bytes() for p in paths]})
+                         "bpm": float("nan"), "data": [p.read_bytes() for p in paths]})
 
 
 def pretty_midi_notes(raw: pd.DataFrame) -> int:

@@ -7,12 +7,20 @@ Rows are lanes (rhythm: 9 pitch-register bands, or GM drum classes for drum trac
 (melody: pitch folded into `rows` semitones above a base note). Two notes in one cell: the louder
 is kept. Windows are consecutive from the first beat; those with fewer than `min_onsets` onsets are
 dropped. A piece left without a window, or whose tempo cannot be estimated (a single note or chord,
-onsets within less than one beat), is skipped with its reason; melody grids skip drum-only pieces.
+onsets within less than one beat), is skipped with its reason; melody grids skip drum-only pieces,
+and both skip pieces whose listed time signature (groove source) has no `beats_per_bar` quarter notes
+a bar: their bars would straddle the windows. With no piece left (a drum corpus has no melody window)
+the set is empty, its skip records kept: the variants that read it stop at configure
+(etude.ingest.empty_error).
+
+A rhythm set built mostly from drum notes (a drum corpus) has drum lanes: decoding writes each row as
+the GM drum note `grid.rhythm.drum_pitches` names, for a drum instrument (channel 10); otherwise rows
+decode to the pitch at the centre of their band.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import librosa
@@ -22,7 +30,7 @@ import pandas as pd
 from etude.ingest import (
     TRAINING_SPLIT_HINT,
     Unusable,
-    nothing_left,
+    empty_error,
     skipped_arrays,
     skipped_from,
     skipped_table,
@@ -189,18 +197,20 @@ def _is_skyline(step: np.ndarray, pitch: np.ndarray) -> np.ndarray:
     return mask
 
 
-def lane_pitches(grid: Grid, representation: str) -> np.ndarray:
-    """The pitch written for each row when decoding: band centres (rhythm), base + row (melody)."""
+def lane_pitches(grid: Grid, representation: str, drum_lanes: bool = False) -> np.ndarray:
+    """The pitch written for each row when decoding: band centres or GM drum notes (rhythm), base + row (melody)."""
     if representation == "melody":
         return grid.melody.base_note + np.arange(grid.melody.rows)
+    if drum_lanes:
+        return np.array(grid.rhythm.drum_pitches)
     edges = np.array(grid.rhythm.band_edges)
     return ((edges[:-1] + edges[1:] - 1) // 2).clip(0, 127)
 
 
 def decode(window: np.ndarray, start_s: float, unit: float, grid: Grid, representation: str,
-           onset_threshold: float = 0.5, grid_offset: float = 1.0) -> pd.DataFrame:
-    """Notes (pitch, velocity, start, end in seconds) of one (F, R, T) grid whose first grid line is
-    at `start_s` with steps of `unit` seconds, with micro-timing scaled by `grid_offset`."""
+           onset_threshold: float = 0.5, grid_offset: float = 1.0, drum_lanes: bool = False) -> pd.DataFrame:
+    """Notes (pitch, velocity, start, end in seconds, is_drum) of one (F, R, T) grid whose first grid
+    line is at `start_s` with steps of `unit` seconds, with micro-timing scaled by `grid_offset`."""
     features = FEATURES[representation]
     rows, cells = np.nonzero(window[0] > onset_threshold)
     get = lambda name: window[features.index(name), rows, cells]
@@ -208,8 +218,8 @@ def decode(window: np.ndarray, start_s: float, unit: float, grid: Grid, represen
     # Rhythm grids carry no duration: each note lasts one step.
     length = get("duration") * 2 * grid.steps_per_beat * unit if "duration" in features else np.full(len(rows), unit)
     velocity = np.clip(np.round(get("velocity") * 127), 1, 127).astype(int)
-    frame = pd.DataFrame({"pitch": lane_pitches(grid, representation)[rows], "velocity": velocity,
-                          "start": start, "end": start + length})
+    frame = pd.DataFrame({"pitch": lane_pitches(grid, representation, drum_lanes)[rows], "velocity": velocity,
+                          "start": start, "end": start + length, "is_drum": drum_lanes})
     return frame.sort_values(["start", "pitch"], ignore_index=True)
 
 
@@ -224,6 +234,8 @@ class GridSet:
     grid: Grid              # the geometry the grids were built with: decoding needs it
     representation: str
     skipped: pd.DataFrame   # piece, path, reason of each usable piece without a window
+    drum_lanes: bool = False  # rows are GM drum classes: decode to grid.rhythm.drum_pitches on a drum track
+    source: Path | None = field(default=None, compare=False)  # the file it was loaded from
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,7 +244,7 @@ class GridSet:
                      grid=np.array(self.grid.model_dump_json()), representation=np.array(self.representation),
                      tempo_id=self.tempo["id"].to_numpy(), tempo_bpm=self.tempo["bpm"].to_numpy(),
                      tempo_phase=self.tempo["phase"].to_numpy(), tempo_source=self.tempo["source"].to_numpy(str),
-                     **skipped_arrays(self.skipped))
+                     drum_lanes=np.array(self.drum_lanes), **skipped_arrays(self.skipped))
 
     @classmethod
     def load(cls, path: Path) -> GridSet:
@@ -240,7 +252,24 @@ class GridSet:
             tempo = pd.DataFrame({"id": z["tempo_id"], "bpm": z["tempo_bpm"], "phase": z["tempo_phase"],
                                   "source": z["tempo_source"]})
             return cls(z["grids"], z["piece"], z["start"], z["unit"], z["split"], tempo,
-                       Grid.model_validate_json(str(z["grid"])), str(z["representation"]), skipped_from(z))
+                       Grid.model_validate_json(str(z["grid"])), str(z["representation"]), skipped_from(z),
+                       bool(z["drum_lanes"]), Path(path))
+
+    @property
+    def what(self) -> str:
+        """What one element of the set is, in messages."""
+        return f"{self.representation} window"
+
+    @property
+    def empty(self) -> bool:
+        """No piece gave a window: every usable piece is in `skipped`."""
+        return len(self.grids) == 0
+
+    def empty_error(self, variant: str) -> str:
+        """Why `variant` cannot read this set (the file, the cause, the fix); "" when it holds windows."""
+        if not self.empty:
+            return ""
+        return empty_error(variant, str(self.source or f"the {self.representation} grid set"), self.what, self.skipped)
 
     def split_index(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == SPLIT_CODES[split])
@@ -263,12 +292,25 @@ def piece_grids(notes: pd.DataFrame, file_tempo_bpm: float, grid: Grid,
     return beats, windows, start, unit
 
 
+def check_meter(time_signature: str | None, grid: Grid) -> None:
+    """Unusable when a bar of the piece's listed time signature (like 4-4, as the groove source checked)
+    is not `grid.beats_per_bar` quarter notes; pieces of sources that list none are taken as they come."""
+    if pd.isna(time_signature):
+        return
+    numerator, denominator = (int(n) for n in time_signature.split("-"))
+    bar = numerator * 4 / denominator
+    if bar != grid.beats_per_bar:
+        raise Unusable(f"time signature {time_signature}: {bar:g} quarter notes a bar, "
+                       f"not grid.beats_per_bar={grid.beats_per_bar}")
+
+
 def build(notes: pd.DataFrame, pieces: pd.DataFrame, grid: Grid, representation: str) -> GridSet:
     candidates = usable(pieces).set_index("id")
     grids, piece_ids, starts, units, tempo_rows, reasons = [], [], [], [], [], {}
     for pid, group in notes[notes["piece"].isin(candidates.index)].groupby("piece", sort=True):
         file_tempo = candidates.loc[pid, "file_tempo_bpm"]
         try:
+            check_meter(candidates.loc[pid, "time_signature"], grid)
             beats, windows, start, unit = piece_grids(group, file_tempo, grid, representation)
         except Unusable as err:
             reasons[pid] = str(err)
@@ -280,10 +322,22 @@ def build(notes: pd.DataFrame, pieces: pd.DataFrame, grid: Grid, representation:
         units.append(unit)
     skipped = skipped_table(pieces, reasons)
     if not grids:
-        raise ValueError(nothing_left(f"{representation} window", skipped))
+        return empty_set(grid, representation, skipped)
     piece = np.concatenate(piece_ids)
     split = candidates.loc[piece, "split"].map(SPLIT_CODES).to_numpy(np.int8)
     if not (split == SPLIT_CODES["train"]).any():
         raise ValueError(f"the training split has no {representation} window; {TRAINING_SPLIT_HINT}")
+    # Drum lanes when drum notes are most of what was encoded: a drum corpus, not a band with a drummer.
+    drum_lanes = representation == "rhythm" and bool(notes.loc[notes["piece"].isin(piece), "is_drum"].mean() > 0.5)
     return GridSet(np.concatenate(grids), piece, np.concatenate(starts), np.concatenate(units), split,
-                   pd.DataFrame(tempo_rows), grid, representation, skipped)
+                   pd.DataFrame(tempo_rows), grid, representation, skipped, drum_lanes)
+
+
+def empty_set(grid: Grid, representation: str, skipped: pd.DataFrame) -> GridSet:
+    """The set of a corpus where no piece gave a window: shaped (0, F, R, T), with its skip records."""
+    steps = grid.bars * grid.beats_per_bar * grid.steps_per_beat
+    shape = (0, len(FEATURES[representation]), num_rows(grid, representation), steps)
+    tempo = pd.DataFrame({"id": np.zeros(0, np.int32), "bpm": np.zeros(0), "phase": np.zeros(0),
+                          "source": np.zeros(0, str)})
+    return GridSet(np.zeros(shape, np.float32), np.zeros(0, np.int32), np.zeros(0), np.zeros(0), np.zeros(0, np.int8),
+                   tempo, grid, representation, skipped)

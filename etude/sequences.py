@@ -3,12 +3,14 @@
 Notes of each piece are sorted by start; step is the time from the previous note's start (0 for
 the first note and within chords), duration is end - start, both in seconds. All pieces are
 concatenated into flat arrays with piece offsets, stored in one npz. Normalisation statistics come
-from the training split only. Drum notes carry no pitch: a piece with nothing else is skipped.
+from the training split only. Drum notes carry no pitch: a piece with nothing else is skipped. A corpus
+with no pitched note at all (a drum corpus) gives an empty set, its skip records kept: the variants
+that read it stop at configure (etude.ingest.empty_error).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import pandas as pd
 
 from etude.ingest import (
     TRAINING_SPLIT_HINT,
-    nothing_left,
+    empty_error,
     skipped_arrays,
     skipped_from,
     skipped_table,
@@ -26,6 +28,8 @@ from etude.params import Tokenize
 from etude.sources import SPLIT_CODES
 
 ONLY_DRUMS = "only drum notes (tokenize keeps pitched notes only)"
+WHAT = "pitched note"  # what one element of the set is, in messages
+STAT_NAMES = ("duration_mean", "duration_median", "duration_std", "step_mean", "step_median", "step_std", "train_notes")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class NoteSequences:
     stats: dict[str, float]  # training-split statistics
     train_pitch_counts: np.ndarray  # int64 (128,) pitch histogram of the training split
     skipped: pd.DataFrame    # piece, path, reason of each usable piece left out
+    source: Path | None = field(default=None, compare=False)  # the file it was loaded from
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,7 +60,18 @@ class NoteSequences:
         with np.load(path) as z:
             stats = dict(zip(z["stat_names"].tolist(), z["stat_values"].tolist()))
             return cls(z["pitch"], z["step"], z["duration"], z["offsets"], z["piece_ids"], z["piece_split"],
-                       stats, z["train_pitch_counts"], skipped_from(z))
+                       stats, z["train_pitch_counts"], skipped_from(z), Path(path))
+
+    @property
+    def empty(self) -> bool:
+        """No piece had a pitched note: every usable piece is in `skipped`."""
+        return len(self.piece_ids) == 0
+
+    def empty_error(self, variant: str) -> str:
+        """Why `variant` cannot read this set (the file, the cause, the fix); "" when it holds notes."""
+        if not self.empty:
+            return ""
+        return empty_error(variant, str(self.source or "the note sequence set"), WHAT, self.skipped)
 
     def features(self) -> np.ndarray:
         """(N, 3) float32: pitch, step, duration."""
@@ -92,7 +108,7 @@ def build(notes: pd.DataFrame, pieces: pd.DataFrame, settings: Tokenize) -> Note
     skipped = skipped_table(pieces, dict.fromkeys(candidates.loc[~has_notes, "id"], ONLY_DRUMS))
     present = candidates[has_notes]
     if present.empty:
-        raise ValueError(nothing_left("pitched note", skipped))
+        return empty_set(skipped)
     counts = keep.groupby("piece").size().reindex(present["id"]).to_numpy()
     offsets = np.r_[0, np.cumsum(counts)].astype(np.int64)
     piece_split = present["split"].map(SPLIT_CODES).to_numpy(np.int8)
@@ -103,6 +119,14 @@ def build(notes: pd.DataFrame, pieces: pd.DataFrame, settings: Tokenize) -> Note
     return NoteSequences(pitch, step.astype(np.float32), duration.astype(np.float32), offsets,
                          present["id"].to_numpy(np.int32), piece_split, _stats(step[train], duration[train]),
                          np.bincount(pitch[train], minlength=128).astype(np.int64), skipped)
+
+
+def empty_set(skipped: pd.DataFrame) -> NoteSequences:
+    """The set of a corpus without a pitched note: no piece, no statistics (NaN), its skip records."""
+    stats = {name: float("nan") for name in STAT_NAMES} | {"train_notes": 0.0}
+    return NoteSequences(np.zeros(0, np.int16), np.zeros(0, np.float32), np.zeros(0, np.float32),
+                         np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int8), stats,
+                         np.zeros(128, np.int64), skipped)
 
 
 def _stats(step: np.ndarray, duration: np.ndarray) -> dict[str, float]:

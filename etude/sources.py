@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -17,11 +18,15 @@ import pandas as pd
 
 from etude.params import Data
 
-RAW_COLUMNS = ["path", "split", "composer", "title", "year", "duration", "audio_path", "sha256", "data"]
+# bpm and time_signature: what the source's metadata lists (groove), else empty.
+RAW_COLUMNS = ["path", "split", "composer", "title", "year", "duration", "audio_path", "bpm", "time_signature",
+               "sha256", "data"]
 SPLITS = ("train", "validation", "test")
 SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}  # as stored in the representations
 MAESTRO_COLUMNS = {"canonical_composer", "canonical_title", "split", "year", "midi_filename", "audio_filename",
                    "duration"}
+GROOVE_COLUMNS = {"midi_filename", "split", "bpm", "time_signature"}  # of the Groove MIDI Dataset's info.csv
+TIME_SIGNATURE = re.compile(r"\d+-[1-9]\d*")  # as info.csv writes it: 4-4, 6-8
 MIDI_SUFFIXES = {".mid", ".midi"}
 
 
@@ -38,6 +43,8 @@ def collect(data: Data) -> pd.DataFrame:
         frame = _maestro_sample(data)
     elif data.source == "maestro":
         frame = _maestro(Path(data.path))
+    elif data.source == "groove":
+        frame = _groove(Path(data.path))
     else:
         frame = _midi_dir(Path(data.path), data)
     frame["sha256"] = [hashlib.sha256(b).hexdigest() for b in frame["data"]]
@@ -93,9 +100,10 @@ def _maestro_sample(data: Data) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _row(path, split, composer, title, year, duration, audio_path, data) -> dict:
+def _row(path, split, composer, title, year, duration, audio_path, data, bpm=float("nan"), time_signature=None) -> dict:
     return {"path": path, "split": split, "composer": composer, "title": title, "year": year,
-            "duration": duration, "audio_path": audio_path, "data": data}
+            "duration": duration, "audio_path": audio_path, "bpm": bpm, "time_signature": time_signature,
+            "data": data}
 
 
 def maestro_metadata(root: Path) -> pd.DataFrame:
@@ -129,6 +137,49 @@ def _maestro(root: Path) -> pd.DataFrame:
         payload = midi.read_bytes() if midi.is_file() else b""
         rows.append(_row(rec.midi_filename, rec.split, rec.canonical_composer, rec.canonical_title,
                          int(rec.year), float(rec.duration), str(audio) if audio.is_file() else None, payload))
+    return pd.DataFrame(rows)
+
+
+def groove_metadata(root: Path) -> pd.DataFrame:
+    """The Groove MIDI Dataset's info.csv with the columns this source relies on, checked."""
+    if not root.is_dir():
+        raise SourceError(f"data.path {root}: not a directory")
+    meta_path = root / "info.csv"
+    if not meta_path.is_file():
+        raise SourceError(f"{root}: no info.csv (the Groove MIDI Dataset's metadata file)")
+    try:
+        meta = pd.read_csv(meta_path, dtype={"time_signature": str})
+    except Exception as err:
+        raise SourceError(f"{meta_path}: unreadable metadata: {err}") from None
+    missing = GROOVE_COLUMNS - set(meta.columns)
+    if missing:
+        raise SourceError(f"{meta_path}: metadata lacks columns {sorted(missing)}")
+    bad_split = set(meta["split"]) - set(SPLITS)
+    if bad_split:
+        raise SourceError(f"{meta_path}: unknown split values {sorted(map(str, bad_split))}")
+    bpm = pd.to_numeric(meta["bpm"], errors="coerce")
+    bad_bpm = meta.loc[~(bpm > 0), "midi_filename"].tolist()
+    if bad_bpm:
+        raise SourceError(f"{meta_path}: bpm is not a positive number for {bad_bpm[:5]}")
+    bad_meter = meta.loc[~meta["time_signature"].fillna("").str.fullmatch(TIME_SIGNATURE), "midi_filename"].tolist()
+    if bad_meter:
+        raise SourceError(f"{meta_path}: time_signature is not like 4-4 for {bad_meter[:5]}")
+    return meta.assign(bpm=bpm.astype(float))
+
+
+def _groove(root: Path) -> pd.DataFrame:
+    rows = []
+    for rec in groove_metadata(root).to_dict("records"):
+        midi = root / rec["midi_filename"]
+        audio = root / rec["audio_filename"] if isinstance(rec.get("audio_filename"), str) else None
+        duration = rec.get("duration")
+        # A file listed but absent is kept as an empty payload: ingest quarantines it with its reason.
+        payload = midi.read_bytes() if midi.is_file() else b""
+        # The drummer stands as composer: a drum performance has no other author.
+        rows.append(_row(rec["midi_filename"], rec["split"], rec.get("drummer"), Path(rec["midi_filename"]).stem,
+                         None, None if pd.isna(duration) else float(duration),
+                         str(audio) if audio is not None and audio.is_file() else None, payload,
+                         rec["bpm"], rec["time_signature"]))
     return pd.DataFrame(rows)
 
 

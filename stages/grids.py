@@ -1,5 +1,7 @@
 """grids: RhythmVAE and MelodyVAE grids, with each piece's beat grid and where its tempo came from;
-pieces without a window are skipped and recorded in each output."""
+pieces without a window are skipped and recorded in each output. A representation with no window left
+(melody grids of a drum corpus) is written empty and a warning says why: only the variants that read it
+stop, at configure."""
 
 from pathlib import Path
 
@@ -7,6 +9,7 @@ import pandas as pd
 
 from etude import grids
 from etude.cli import stage_main
+from etude.ingest import empty_warning
 from etude.pipeline import GRID_KINDS, GRIDS, NOTES, PIECES
 
 
@@ -21,6 +24,8 @@ def run(params, _variant):
     for representation, gridset in built.items():
         target = Path(GRIDS.format(representation=representation))
         gridset.save(target)
+        if gridset.empty:
+            print(empty_warning("grids", str(target), gridset.what, gridset.skipped))
         sources = gridset.tempo["source"].value_counts().to_dict()
         print(f"grids: {len(gridset.grids)} {representation} windows {gridset.grids.shape[1:]} from "
               f"{len(gridset.tempo)} pieces, {len(gridset.skipped)} skipped, tempo {sources} -> {target}")

@@ -1,5 +1,6 @@
 """tokenize: note sequences (pitch, step, duration) with training-split statistics; pieces without
-pitched notes are skipped and recorded in the output."""
+pitched notes are skipped and recorded in the output. With none left (a drum corpus) the output is
+written empty and a warning says why: only the variants that read it stop, at configure."""
 
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pandas as pd
 
 from etude import sequences
 from etude.cli import stage_main
+from etude.ingest import empty_warning
 from etude.pipeline import NOTE_SEQUENCES, NOTES, PIECES
 
 
@@ -15,6 +17,8 @@ def run(params, _variant):
     seqs.save(Path(NOTE_SEQUENCES))
     for row in seqs.skipped.itertuples():
         print(f"tokenize: skipped {row.path}: {row.reason}")
+    if seqs.empty:
+        print(empty_warning("tokenize", NOTE_SEQUENCES, sequences.WHAT, seqs.skipped))
     print(f"tokenize: {len(seqs.pitch)} notes in {len(seqs.piece_ids)} pieces, {len(seqs.skipped)} skipped "
           f"-> {NOTE_SEQUENCES}")
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from etude import grids
+from etude.family import DataError
 from etude.ingest import Unusable, ingest
-from etude.models import grid_vae
+from etude.models import family, grid_vae
 from etude.params import Ingest
 from tests.test_ingest import raw_table
 
@@ -174,7 +175,8 @@ def _odd_corpus(real_notes: pd.DataFrame, real_split: str = "train") -> tuple[pd
     pieces = pd.DataFrame({"id": range(6), "path": ["real.mid", "one.mid", "chord.mid", "two.mid", "drums.mid",
                                                     "bad.mid"],
                            "split": [real_split, "train", "validation", "test", "train", "train"],
-                           "status": ["ok"] * 5 + ["quarantined"], "file_tempo_bpm": float("nan")})
+                           "status": ["ok"] * 5 + ["quarantined"], "file_tempo_bpm": float("nan"),
+                           "time_signature": None})
     return notes, pieces
 
 
@@ -201,14 +203,29 @@ def test_build_skips_pieces_without_a_window_and_records_why(notes, params, tmp_
     np.testing.assert_array_equal(loaded.grids, rhythm.grids)
 
 
-def test_build_fails_naming_why_when_no_piece_has_a_window(notes, params):
+def test_no_piece_with_a_window_gives_an_empty_set_that_names_why_at_configure(notes, params, tmp_path):
     odd_notes, pieces = _odd_corpus(notes)
     only_odd = pieces[pieces["id"].isin([1, 2, 3, 5])]
-    with pytest.raises(ValueError) as err:
-        grids.build(odd_notes, only_odd, params.grid, "rhythm")
-    assert str(err.value) == (
-        "no rhythm window in any piece: 3 pieces skipped (2: a single onset time (one note or chord): no tempo to "
-        "estimate; 1: no 2-bar window with 5 onsets (grid.min_onsets=5))")
+    rhythm = grids.build(odd_notes, only_odd, params.grid, "rhythm")
+    assert rhythm.empty and rhythm.grids.shape == (0, 3, 9, 32) and rhythm.tempo.empty
+    rhythm.save(tmp_path / "rhythm.npz")
+    loaded = grids.GridSet.load(tmp_path / "rhythm.npz")
+    assert loaded.grids.shape == (0, 3, 9, 32) and len(loaded.split_index("train")) == 0
+    pd.testing.assert_frame_equal(loaded.skipped, rhythm.skipped)
+    assert loaded.empty_error("rhythm_vae") == (
+        f"variant rhythm_vae: {tmp_path / 'rhythm.npz'} holds no rhythm window: no rhythm window in any piece: "
+        "3 pieces skipped (2: a single onset time (one note or chord): no tempo to estimate; 1: no 2-bar window "
+        "with 5 onsets (grid.min_onsets=5)); remove rhythm_vae from `variants:` in params.yaml (then run "
+        "`python -m etude.pipeline`) or use a corpus with pieces it can use")
+    with pytest.raises(DataError, match=r"^variant rhythm_vae: .*rhythm\.npz holds no rhythm window"):
+        family("grid_vae").check_data("rhythm_vae", params.variant("rhythm_vae"), loaded)
+    # Drum pieces alone: melody grids are empty, and the cause says so.
+    drums_only = grids.build(odd_notes, pieces[pieces["id"] == 4], params.grid, "melody")
+    assert drums_only.empty and drums_only.empty_error("melody_vae").startswith(
+        "variant melody_vae: the melody grid set holds no melody window: no piece has pitched notes (a drum corpus?): "
+        "1 piece skipped (1: only drum notes (melody grids use pitched notes only)); remove melody_vae")
+    assert drums_only.empty_error("melody_vae").endswith("or use a corpus with pitched notes")
+    assert grids.build(odd_notes, pieces, params.grid, "rhythm").empty_error("rhythm_vae") == ""
     _, test_only = _odd_corpus(notes, real_split="test")
     with pytest.raises(ValueError, match=r"^the training split has no melody window; .*data\.midi_dir_split"):
         grids.build(odd_notes, test_only, params.grid, "melody")

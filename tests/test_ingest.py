@@ -17,7 +17,8 @@ SETTINGS = Ingest(workers=2, min_notes=1, max_duration_s=14400, include_drums=Fa
 
 def raw_table(files: dict[str, bytes]) -> pd.DataFrame:
     rows = [{"path": name, "split": "train", "composer": None, "title": name, "year": None, "duration": None,
-             "audio_path": None, "sha256": "", "data": data} for name, data in files.items()]
+             "audio_path": None, "bpm": float("nan"), "time_signature": None, "sha256": "", "data": data}
+            for name, data in files.items()]
     return pd.DataFrame(rows)
 
 

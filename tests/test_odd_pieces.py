@@ -1,8 +1,9 @@
 """The data stages on a folder of real and odd MIDI files, run as the pipeline runs them.
 
 Every odd file is either quarantined by ingest or skipped by the stage that cannot use it, with its
-reason printed and recorded in that stage's output; usable pieces are kept, and a stage fails only
-when no piece is left, with a one-line error naming why.
+reason printed and recorded in that stage's output; usable pieces are kept. A representation stage
+left with no piece writes its output empty and warns in one line naming why: the DAG goes on, and
+configure@<variant> stops a variant that reads it, naming the file, the cause and the fix.
 """
 
 import io
@@ -104,8 +105,7 @@ def records(skipped: pd.DataFrame) -> list[tuple[str, str]]:
 def test_each_odd_file_is_quarantined_or_skipped_with_its_reason(tmp_path, sample_midi, include_drums):
     root = project(tmp_path, midi_dir(tmp_path, sample_midi, list(ODD), list(MAESTRO)), include_drums)
     drums = {True: {"tokenize": "only drum notes (tokenize keeps pitched notes only)",
-                    "melody": "only drum notes (melody grids use pitched notes only)",
-                    "mel": "no pitched notes to render (drum tracks are not rendered)"},
+                    "melody": "only drum notes (melody grids use pitched notes only)"},
              False: {"ingest": "only drum notes (ingest.include_drums is false)"}}[include_drums]
     only_drums = {stage_name: [("drums.mid", reason)] for stage_name, reason in drums.items()}
     stage("fetch", root)
@@ -142,7 +142,8 @@ def test_each_odd_file_is_quarantined_or_skipped_with_its_reason(tmp_path, sampl
     expected = sorted(expected + only_drums.get("mel", []))
     data = MelSet(root / "data/mel")
     assert printed(mel, "mel") == records(data.skipped) == expected
-    assert set(data.pieces["path"]) == {"short.mid", "zero_length.mid", "extremes.mid", *MAESTRO}
+    drum_kit = {"drums.mid"} if include_drums else set()  # drum tracks render through the SoundFont's kit
+    assert set(data.pieces["path"]) == {"short.mid", "zero_length.mid", "extremes.mid", *drum_kit, *MAESTRO}
     assert set(data.segments["piece"]) == set(data.pieces["piece"])
     table = pd.read_parquet(root / "data/mel/pieces.parquet")
     assert len(table) == len(usable) and table["reason"].notna().sum() == len(expected)
@@ -169,14 +170,43 @@ def test_one_usable_piece_among_odd_files_is_enough(tmp_path, sample_midi):
     assert "grids: skipped two_notes.mid: " + UNDER_A_BEAT in grids.stdout.splitlines()
 
 
-def test_no_piece_with_a_window_fails_with_one_line_naming_why(tmp_path, sample_midi):
+def test_no_piece_with_a_window_writes_empty_grids_and_configure_names_why(tmp_path, sample_midi):
     root = project(tmp_path, midi_dir(tmp_path, sample_midi, ["drums.mid", "two_notes.mid", "chord.mid", "short.mid"],
                                       []))
     stage("fetch", root)
     stage("ingest", root)
-    done = stage("grids", root, check=False)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.strip() == (
-        f"grids: error: no rhythm window in any piece: 3 pieces skipped (1: {ONE_INSTANT}; 1: {NO_WINDOW}; "
-        f"1: {UNDER_A_BEAT})")
+    done = stage("grids", root)
+    because = f"no rhythm window in any piece: 3 pieces skipped (1: {ONE_INSTANT}; 1: {NO_WINDOW}; 1: {UNDER_A_BEAT})"
+    assert (f"grids: WARNING: {because}: data/tokens/rhythm.npz holds no rhythm window; variants reading it will "
+            "stop at configure") in done.stdout.splitlines()
+    for representation in ("rhythm", "melody"):
+        gridset = GridSet.load(root / f"data/tokens/{representation}.npz")
+        assert gridset.empty and records(gridset.skipped) == sorted(
+            [("chord.mid", ONE_INSTANT), ("short.mid", NO_WINDOW), ("two_notes.mid", UNDER_A_BEAT)])
+    # The variant that reads the empty grids stops before any training, in one line naming why.
+    failed = run([sys.executable, "-m", "stages.configure", "--variant", "rhythm_vae"], root, check=False)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert failed.stderr.strip() == (
+        f"configure: error: variant rhythm_vae: data/tokens/rhythm.npz holds no rhythm window: {because}; remove "
+        "rhythm_vae from `variants:` in params.yaml (then run `python -m etude.pipeline`) or use a corpus with "
+        "pieces it can use")
+    assert not (root / "configs/rhythm_vae.json").exists()
 
+
+def test_a_drum_corpus_writes_empty_note_sequences_and_configure_names_why(tmp_path, sample_midi):
+    root = project(tmp_path, midi_dir(tmp_path, sample_midi, ["drums.mid"], []), include_drums=True)
+    for name in ("fetch", "ingest"):
+        stage(name, root)
+    done = stage("tokenize", root)
+    drums = "only drum notes (tokenize keeps pitched notes only)"
+    assert done.stdout.splitlines()[-2:] == [
+        f"tokenize: WARNING: no piece has pitched notes (a drum corpus?): 1 piece skipped (1: {drums}): "
+        "data/tokens/notes.npz holds no pitched note; variants reading it will stop at configure",
+        "tokenize: 0 notes in 0 pieces, 1 skipped -> data/tokens/notes.npz"]
+    seqs = NoteSequences.load(root / "data/tokens/notes.npz")
+    assert seqs.empty and records(seqs.skipped) == [("drums.mid", drums)]
+    failed = run([sys.executable, "-m", "stages.configure", "--variant", "rnn_baseline"], root, check=False)
+    assert failed.returncode == 1 and failed.stderr.strip() == (
+        "configure: error: variant rnn_baseline: data/tokens/notes.npz holds no pitched note: no piece has pitched "
+        f"notes (a drum corpus?): 1 piece skipped (1: {drums}); remove rnn_baseline from `variants:` in params.yaml "
+        "(then run `python -m etude.pipeline`) or use a corpus with pitched notes")

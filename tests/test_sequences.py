@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from etude.family import DataError
+from etude.models import family
 from etude.params import Tokenize
 from etude.sequences import NoteSequences, build
 
@@ -53,9 +55,25 @@ def test_a_drum_only_piece_is_skipped_and_recorded_and_the_file_is_deterministic
     pd.testing.assert_frame_equal(loaded.skipped, seqs.skipped)
 
 
-def test_no_pitched_note_or_no_training_piece_fails_naming_why():
+def test_no_pitched_note_writes_an_empty_set_that_names_why_at_configure(tmp_path, params):
+    """A drum corpus: the set is written empty with its skip records, and a variant reading it is told
+    the file, the cause and the fix; statistics need the training split, so none there still fails."""
     notes, pieces = _drum_corpus()
-    with pytest.raises(ValueError, match=r"^no pitched note in any piece: 1 piece skipped \(1: only drum notes"):
-        build(notes, pieces[pieces["id"].isin([1, 2])], Tokenize(sort_chords_by_pitch=True))
+    seqs = build(notes, pieces[pieces["id"].isin([1, 2])], Tokenize(sort_chords_by_pitch=True))
+    assert seqs.empty and seqs.offsets.tolist() == [0] and seqs.stats["train_notes"] == 0
+    seqs.save(tmp_path / "notes.npz")
+    loaded = NoteSequences.load(tmp_path / "notes.npz")
+    assert loaded.empty and len(loaded.pitch) == 0 and loaded.features().shape == (0, 3)
+    assert loaded.skipped.to_dict("records") == [
+        {"piece": 1, "path": "drums.mid", "reason": "only drum notes (tokenize keeps pitched notes only)"}]
+    assert loaded.window_starts("train", 26).size == 0 and loaded.split_mask("test").size == 0
+    assert loaded.empty_error("rnn_baseline") == (
+        f"variant rnn_baseline: {tmp_path / 'notes.npz'} holds no pitched note: no piece has pitched notes "
+        "(a drum corpus?): 1 piece skipped (1: only drum notes (tokenize keeps pitched notes only)); remove "
+        "rnn_baseline from `variants:` in params.yaml (then run `python -m etude.pipeline`) or use a corpus with "
+        "pitched notes")
+    with pytest.raises(DataError, match=r"^variant rnn_baseline: .*notes\.npz holds no pitched note: no piece has"):
+        family("note_rnn").check_data("rnn_baseline", params.variant("rnn_baseline"), loaded)
+    assert build(notes, pieces, Tokenize(sort_chords_by_pitch=True)).empty_error("rnn_baseline") == ""
     with pytest.raises(ValueError, match=r"the training split has no pitched note; .*data\.midi_dir_split"):
         build(notes, pieces[pieces["id"] != 0], Tokenize(sort_chords_by_pitch=True))
