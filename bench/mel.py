@@ -89,7 +89,7 @@ def main() -> None:
     paths = TrainPaths(data=Path(MEL), model_dir=Path("models/spectral_vae"), history=Path("metrics/history.csv"),
                        summary=Path("metrics/train.json"), run_link=Path("runs/train.json"),
                        checkpoints=Path("checkpoints").resolve())
-    state = train("spectral_vae", config, family("spectral_vae"), "bench", paths, progress_bar=False)
+    state = train("spectral_vae", config, family("spectral_vae"), "bench", paths, params.diagnosis, progress_bar=False)
     train_s = time.perf_counter() - t0
     train_self = own_peak_mb()
     row = state.history[-1]

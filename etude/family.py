@@ -21,7 +21,7 @@ import torch
 from pydantic import BaseModel
 
 # Code every family's results depend on, besides the family's own declaration.
-SHARED_CODE = ("etude/family.py", "etude/training.py")
+SHARED_CODE = ("etude/family.py", "etude/training.py", "etude/diagnosis.py")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -46,6 +46,7 @@ class Results:
     train: dict
     evaluation: dict
     generation: dict
+    music: dict
     samples: pd.DataFrame
     samples_dir: Path
     runs: dict[str, dict]
@@ -82,6 +83,10 @@ class Family(ABC):
 
     def check_data(self, variant: str, config, data) -> None:
         """Fail before any training when a split cannot serve this variant."""
+        # A representation its stage wrote empty (the melody grids of a drum corpus) says why, and the fix.
+        empty = getattr(data, "empty_error", None)
+        if empty is not None and (message := empty(variant)):
+            raise DataError(message)
         what, setting = self.example(config)
         for split in ("train", "validation", "test"):
             if self.split_size(config, data, split) == 0:
@@ -128,9 +133,15 @@ class Family(ABC):
                  device: torch.device) -> tuple[pd.DataFrame, dict[str, float]]:
         """Write samples into `out_dir`; return their table and statistics."""
 
-    def diagnose(self, result: Results, config, settings) -> list[str]:
-        """Verdicts on the pathologies this family is known for, from its history and metrics."""
+    def diagnose(self, variant: str, history: pd.DataFrame, config, settings) -> list:
+        """Verdicts (etude.diagnosis.Verdict) on the pathologies this family is known for, from the
+        per-epoch columns its `diagnostics` adds; `settings`: the `diagnosis:` thresholds."""
         return []
+
+    def music(self, data, config, settings, samples: pd.DataFrame) -> dict | None:
+        """The samples judged against test excerpts of equal length, beside the ceiling (training
+        excerpts against the same): etude.music.judge's result, or None where samples are not notes."""
+        return None
 
     def report_sections(self, result: Results, config, settings) -> list[Section]:
         """Figures and text for the variant's part of the report."""

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, NonNegativeFloat
 
+from etude.diagnosis import Verdict, collapse_verdict, scaled, variant_key
 from etude.family import Family, Results, Section
 from etude.midi import write_notes
 from etude.params import Evaluate, Generate, Strict
@@ -44,6 +45,7 @@ class NextNoteConfig(Strict):
     loss_weights: LossWeights
     positive_pressure: NonNegativeFloat       # step/duration loss: MSE + pressure * max(-y_hat, 0)
     transpose_semitones: Annotated[int, Field(ge=0, le=24)]  # random transposition within +-N
+    diagnostic_notes: Annotated[int, Field(ge=8)]  # length of the samples drawn after each epoch
 
 
 def windows_at(features: np.ndarray, starts: np.ndarray, seq_len: int) -> np.ndarray:
@@ -134,6 +136,58 @@ class NextNoteFamily(Family):
         return w.pitch * terms["pitch"] + w.step * terms["step"] + w.duration * terms["duration"], terms
 
     @torch.no_grad()
+    def diagnostics(self, model, data: NoteSequences, config, epoch: int, device: torch.device) -> dict[str, float]:
+        """Per epoch, `diagnostic_samples` continuations of validation windows (temperature 1, seeded by
+        epoch) against the notes that really followed: the spread of sampled steps and durations (MSE
+        heads collapse to the mean: the tutorial's timing collapse), 4-gram and repeated-pitch rates,
+        and how much samples differ from each other."""
+        model.eval()
+        length = config.diagnostic_notes
+        starts = evenly_spaced(data.window_starts("validation", config.seq_len + length), config.diagnostic_samples)
+        features = data.features()
+        seeds = torch.from_numpy(features[starts[:, None] + np.arange(config.seq_len)]).to(device)
+        generator = torch.Generator(device=device).manual_seed(config.seed + epoch)
+        notes = self.sample(model, seeds, torch.ones(len(seeds), device=device), length, generator).cpu().numpy()
+        real = features[starts[:, None] + config.seq_len + np.arange(length)]
+        spread = notes[:, :, 1:].reshape(-1, 2).std(0) / np.maximum(real[:, :, 1:].reshape(-1, 2).std(0), 1e-12)
+        sampled, followed = notes[:, :, 0].astype(np.int64), real[:, :, 0].astype(np.int64)
+        data_diversity = pitch_class_diversity(followed)
+        return {"sample_step_std_ratio": float(spread[0]), "sample_duration_std_ratio": float(spread[1]),
+                "sample_ngram_repetition": ngram_repetition(sampled),
+                "data_ngram_repetition": ngram_repetition(followed),
+                "sample_repeated_pitch_rate": float((np.diff(sampled, axis=1) == 0).mean()),
+                "data_repeated_pitch_rate": float((np.diff(followed, axis=1) == 0).mean()),
+                "sample_diversity_ratio": pitch_class_diversity(sampled) / data_diversity if data_diversity else 0.0}
+
+    def diagnose(self, variant: str, history: pd.DataFrame, config, settings) -> list[Verdict]:
+        """Step and duration collapse (the tutorial's MSE heads), repetitive samples, samples alike."""
+        h = history.dropna(subset=["val_loss"])
+        if not len(h):
+            return []
+        more_context = {variant_key(variant, "seq_len"): 2 * config.seq_len}
+        remedy = ("more context (the documents' version 2 doubled seq_len); MSE heads predict the conditional "
+                  "mean, so a distributional timing head is the lasting fix")
+        verdicts = []
+        for head in ("step", "duration"):
+            verdicts += collapse_verdict(
+                f"{head}_collapse", variant, h, f"sample_{head}_std_ratio", settings.collapse_std_ratio,
+                f"the spread of sampled {head}s is", remedy, more_context)
+        last = h.iloc[-1]
+        epoch = int(last["epoch"]) + 1
+        if last["sample_ngram_repetition"] > settings.repetition_factor * max(last["data_ngram_repetition"], 1e-9):
+            verdicts.append(Verdict(
+                "repetitive_generation", f"{last['sample_ngram_repetition']:.0%} of sampled pitch 4-grams recur within "
+                f"a sample against {last['data_ngram_repetition']:.0%} in the data (repeated pitches "
+                f"{last['sample_repeated_pitch_rate']:.0%} vs {last['data_repeated_pitch_rate']:.0%})",
+                "a longer context or a higher sampling temperature (the documents)", more_context, epoch))
+        if last["sample_diversity_ratio"] < settings.diversity_ratio:
+            verdicts.append(Verdict(
+                "mode_collapse", f"samples differ from each other {last['sample_diversity_ratio']:.2f}x as much as the "
+                "data (pitch-class histograms)", "a lower learning rate and more epochs",
+                {variant_key(variant, "lr"): scaled(config.lr, 0.5)}, epoch))
+        return verdicts
+
+    @torch.no_grad()
     def evaluate(self, model, data: NoteSequences, config, settings: Evaluate,
                  device: torch.device) -> dict[str, dict[str, float]]:
         """Test-split metrics per head, each beside the baselines that a useful model must beat."""
@@ -174,12 +228,43 @@ class NextNoteFamily(Family):
         for (group, index), frame in table.groupby(["group", "sample"], sort=False):
             if index < settings.midi_files:
                 write_notes(frame, out_dir / f"{group}_s{index}.mid", settings.program)
+        # Test excerpts of the same length, to listen to beside the samples.
+        for index, excerpt in enumerate(_excerpts(data, "test", settings, settings.midi_files)):
+            write_notes(excerpt, out_dir / f"test_s{index}.mid", settings.program)
         return table, sample_stats(table, data, settings.num_notes)
+
+    def music(self, data: NoteSequences, config, settings: Generate, samples: pd.DataFrame) -> dict:
+        """Each temperature's samples against test (and, for the ceiling, training) excerpts of
+        `num_notes` consecutive notes, on clock beats: performance MIDI has no musical ones."""
+        from etude import music
+
+        groups = {group: [notes for _, notes in frame.groupby("sample")]
+                  for group, frame in samples.groupby("group", sort=False)}
+        test, train = (_excerpts(data, split, settings, settings.reference_excerpts) for split in ("test", "train"))
+        return music.judge(groups, test, train, 60.0 / settings.clock_bpm, settings.clock_steps_per_beat)
 
     def report_sections(self, result: Results, config, settings) -> list[Section]:
         from etude.figures import piano_roll_figure
 
         return [Section(piano_roll_figure(result, settings.piano_roll_seconds, first_sample_only=True))]
+
+
+def ngram_repetition(pitches: np.ndarray, n: int = 4) -> float:
+    """Mean over rows of the share of pitch n-grams that occur more than once in the row: loops."""
+    shares = []
+    for row in pitches:
+        grams = np.lib.stride_tricks.sliding_window_view(row, n)
+        _, inverse, counts = np.unique(grams, axis=0, return_inverse=True, return_counts=True)
+        shares.append(float((counts[inverse.ravel()] > 1).mean()))
+    return float(np.mean(shares))
+
+
+def pitch_class_diversity(pitches: np.ndarray) -> float:
+    """Mean pairwise L1 distance between rows' pitch-class histograms: 0 when every row uses the
+    same pitch classes equally often."""
+    histograms = np.stack([np.bincount(row % 12, minlength=12) / len(row) for row in pitches])
+    distance = np.abs(histograms[:, None] - histograms[None]).sum(-1)
+    return float(distance.sum() / (len(pitches) * (len(pitches) - 1)))
 
 
 def _model_metrics(test: dict[str, np.ndarray]) -> dict[str, float]:
@@ -228,6 +313,18 @@ def _sample_table(notes: np.ndarray, settings: Generate, per_temperature: int) -
             "pitch": notes[row, :, 0].astype(int), "step": step, "duration": duration, "start": start,
             "end": start + duration, "velocity": settings.velocity}))
     return pd.concat(frames, ignore_index=True)
+
+
+def _excerpts(data: NoteSequences, split: str, settings: Generate, count: int) -> list[pd.DataFrame]:
+    """`count` runs of `num_notes` consecutive notes of a split, evenly spaced, each from t = 0."""
+    features = data.features()
+    excerpts = []
+    for start in evenly_spaced(data.window_starts(split, settings.num_notes), count):
+        pitch, step, duration = features[start : start + settings.num_notes].T.astype(np.float64)
+        onset = np.cumsum(step) - step[0]
+        excerpts.append(pd.DataFrame({"pitch": pitch.astype(int), "start": onset, "end": onset + duration,
+                                      "velocity": settings.velocity}))
+    return excerpts
 
 
 def sample_stats(table: pd.DataFrame, data: NoteSequences, num_notes: int) -> dict[str, float]:

@@ -63,7 +63,7 @@ class SplitFractions(Strict):
 
 
 class Data(Strict):
-    source: Literal["maestro-sample", "maestro", "midi_dir"]
+    source: Literal["maestro-sample", "maestro", "midi_dir", "groove"]
     path: str | None
     sample: SampleSource
     midi_dir_split: SplitFractions
@@ -109,6 +109,7 @@ class Tempo(Strict):
 class RhythmGrid(Strict):
     band_edges: Annotated[list[Annotated[int, Field(ge=0, le=128)]], Field(min_length=2)]
     drum_map: dict[Annotated[int, Field(ge=0, le=127)], NonNegativeInt]  # GM drum note -> lane
+    drum_pitches: list[Annotated[int, Field(ge=0, le=127)]]  # lane -> GM drum note written when decoding drums
 
     @model_validator(mode="after")
     def _lanes(self) -> RhythmGrid:
@@ -117,6 +118,13 @@ class RhythmGrid(Strict):
         lanes = len(self.band_edges) - 1
         if max(self.drum_map.values(), default=0) >= lanes:
             raise ValueError(f"drum_map lanes must be below the {lanes} lanes that band_edges define")
+        if len(self.drum_pitches) != lanes:
+            raise ValueError(f"drum_pitches has {len(self.drum_pitches)} entries; band_edges define {lanes} lanes")
+        # A decoded drum sample encodes back to the lanes it came from.
+        strays = {lane: pitch for lane, pitch in enumerate(self.drum_pitches) if self.drum_map.get(pitch) != lane}
+        if strays:
+            raise ValueError("drum_pitches must name a note that drum_map maps to the same lane; not so for "
+                             + ", ".join(f"lane {lane}: {pitch}" for lane, pitch in strays.items()))
         return self
 
 
@@ -209,6 +217,7 @@ class Training(Strict):
     min_delta: NonNegativeFloat
     lr_schedule: LrSchedule
     grad_clip: PositiveFloat | None
+    diagnostic_samples: Annotated[int, Field(ge=2)]  # drawn each epoch: generation's repetition, diversity, spread
     checkpoint_every: PositiveInt
     keep_checkpoints: NonNegativeInt  # periodic checkpoints kept per run (last and best always)
     device: Literal["auto", "cpu", "cuda"]
@@ -240,12 +249,39 @@ class Generate(Strict):
     interpolation_steps: Annotated[int, Field(ge=2)]
     grid_offset: Annotated[float, Field(ge=0, le=2)]  # scale of decoded timeshift (M4L knob)
     audio_examples: PositiveInt                      # spectral VAEs: reconstructions and prior samples rendered
+    reference_excerpts: Annotated[int, Field(ge=2)]  # test and training excerpts the samples are judged against
+    clock_bpm: PositiveFloat                         # beats of performance MIDI for beat metrics (clock units)
+    clock_steps_per_beat: PositiveInt                # onset positions per clock beat (groove consistency)
+
+
+class ReportAudio(Strict):
+    """MP3 previews of samples in the report; each key is described in params.yaml."""
+
+    sample_rate: Literal[8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000]  # MP3's rates
+    compression_level: Annotated[float, Field(ge=0, le=1)]
+    max_seconds: PositiveFloat
 
 
 class Report(Strict):
     piano_roll_seconds: PositiveFloat
-    plateau_improvement: Annotated[float, Field(ge=0, lt=1)]  # last third improved val loss less: plateau
-    plateau_min_epochs: PositiveInt                          # shorter histories are not judged
+    audio: ReportAudio
+
+
+class Diagnosis(Strict):
+    """Thresholds of the verdicts on training and samples (etude.diagnosis); each is described in params.yaml."""
+
+    plateau_improvement: Annotated[float, Field(ge=0, lt=1)]
+    plateau_min_epochs: PositiveInt
+    spike_factor: Annotated[float, Field(gt=1)]
+    grad_norm_factor: Annotated[float, Field(gt=1)]
+    rising_epochs: PositiveInt
+    premature_stop_share: Annotated[float, Field(gt=0, le=1)]
+    collapse_std_ratio: Annotated[float, Field(gt=0, lt=1)]
+    repetition_factor: Annotated[float, Field(gt=1)]
+    diversity_ratio: Annotated[float, Field(gt=0, lt=1)]
+    density_ratio: Annotated[float, Field(gt=1)]
+    hf_energy_ratio: Annotated[float, Field(gt=0, lt=1)]
+    kl_floor: PositiveFloat
 
 
 class Tracking(Strict):
@@ -264,6 +300,7 @@ class Params(Training):
     evaluate: Evaluate
     generate: Generate
     report: Report
+    diagnosis: Diagnosis
     tracking: Tracking
 
     def variant(self, name: str) -> BaseModel:
@@ -345,6 +382,9 @@ def load_text(text: str, source: Path | str) -> Params:
     except ValidationError as err:
         raise ParamsError(_describe(err, Params, prefix="", source=source)) from None
     _check_models(params, source)
+    if params.data.source == "groove" and not params.ingest.include_drums:
+        raise ParamsError(f"{source}: data.source 'groove' is a drum corpus, but ingest.include_drums is false "
+                          "(every note would be dropped): set ingest.include_drums: true")
     for name in params.variants:
         params.variant(name)
     return params

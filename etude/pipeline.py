@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import sys
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ HISTORY = "metrics/{variant}/history.csv"
 TRAIN_METRICS = "metrics/{variant}/train.json"
 EVAL_METRICS = "metrics/{variant}/eval.json"
 GENERATE_METRICS = "metrics/{variant}/generate.json"
+MUSIC_METRICS = "metrics/{variant}/music.json"
 SAMPLES_DIR = "samples/{variant}"
 RUN_LINK = "runs/{stage}/{variant}.json"
 REPORT_HTML = "reports/index.html"
@@ -78,7 +80,7 @@ def _run_link(stage: str) -> str:
     return RUN_LINK.replace("{stage}", stage)
 
 
-VARIANT_RESULTS = (HISTORY, TRAIN_METRICS, EVAL_METRICS, GENERATE_METRICS, SAMPLES_DIR,
+VARIANT_RESULTS = (HISTORY, TRAIN_METRICS, EVAL_METRICS, GENERATE_METRICS, MUSIC_METRICS, SAMPLES_DIR,
                    _run_link("train"), _run_link("evaluate"), _run_link("generate"))
 STAGES: tuple[Stage, ...] = (
     Stage("fetch", code=("etude/sources.py",), outs=(RAW,), params=("data",)),
@@ -92,13 +94,15 @@ STAGES: tuple[Stage, ...] = (
     Stage("configure", code=("etude/params.py", FAMILY_CODE), deps=(INPUT,), outs=(CONFIG,),
           params=(*TRAINING_KEYS, "models.{model}", "variants.{variant}"), per_variant=True),
     Stage("train", code=(FAMILY_CODE,), deps=(CONFIG, INPUT),
-          outs=(MODEL_DIR, _run_link("train")), metrics=(TRAIN_METRICS,), plots=(HISTORY,), per_variant=True),
+          outs=(MODEL_DIR, _run_link("train")), metrics=(TRAIN_METRICS,), plots=(HISTORY,), params=("diagnosis",),
+          per_variant=True),
     Stage("evaluate", code=(FAMILY_CODE,), deps=(CONFIG, INPUT, MODEL_DIR),
           outs=(_run_link("evaluate"),), metrics=(EVAL_METRICS,), params=("evaluate",), per_variant=True),
-    Stage("generate", code=(FAMILY_CODE,), deps=(CONFIG, INPUT, MODEL_DIR),
-          outs=(SAMPLES_DIR, _run_link("generate")), metrics=(GENERATE_METRICS,), params=("generate",),
-          per_variant=True),
-    Stage("report", code=("etude/report.py", "etude/figures.py", ALL_FAMILIES),
+    # Written MIDI samples are also rendered to MP3 previews for the report.
+    Stage("generate", code=(FAMILY_CODE, "etude/music.py", "etude/listen.py", "etude/audio.py"),
+          deps=(CONFIG, INPUT, MODEL_DIR), outs=(SAMPLES_DIR, _run_link("generate")),
+          metrics=(GENERATE_METRICS, MUSIC_METRICS), params=("generate", "audio", "report.audio"), per_variant=True),
+    Stage("report", code=("etude/report.py", "etude/figures.py", "etude/listen.py", ALL_FAMILIES),
           deps=("metrics", "samples", "runs", PIECES, NOTE_SEQUENCES, *(REPRESENTATIONS[k] for k in GRID_KINDS), MEL),
           outs=(REPORT_HTML, REPORT_MD), params=("report",), variant_inputs=VARIANT_RESULTS),
 )
@@ -217,7 +221,8 @@ def param_values(stage: Stage, params: Params, variant: str | None) -> str:
     if stage.name == "configure":
         values = params.variant(variant).model_dump(mode="json")
     else:
-        values = {key: getattr(params, key).model_dump(mode="json") for key in stage.params}
+        values = {key: functools.reduce(getattr, key.split("."), params).model_dump(mode="json")
+                  for key in stage.params}
     return json.dumps(values, sort_keys=True)
 
 

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from etude import pipeline, tracking
+from etude.diagnosis import Verdict
 from etude.family import Family, Results, Section
-from etude.figures import curves_figure
+from etude.figures import audio_players, curves_figure
 from etude.ingest import QUARANTINED
 from etude.models import family as family_named
-from etude.params import Params, Report, read_variant_config
+from etude.params import Params, read_variant_config
 
 BASELINE_LABELS = {"repeat_last": "repeat last pitch"}
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
@@ -59,6 +61,7 @@ def _results(name: str) -> Results:
         train=json.loads(path(pipeline.TRAIN_METRICS).read_text()),
         evaluation=json.loads(path(pipeline.EVAL_METRICS).read_text()),
         generation=json.loads(path(pipeline.GENERATE_METRICS).read_text()),
+        music=json.loads(path(pipeline.MUSIC_METRICS).read_text()),
         samples=pd.read_parquet(path(pipeline.SAMPLES_DIR) / "samples.parquet"),
         samples_dir=path(pipeline.SAMPLES_DIR),
         runs={stage: json.loads(path(pipeline.RUN_LINK, stage=stage).read_text())
@@ -66,20 +69,42 @@ def _results(name: str) -> Results:
     )
 
 
-def training_verdicts(result: Results, settings: Report) -> list[str]:
-    """How training ended, and a plateau: the last third of training improved the best validation
-    loss by less than `plateau_improvement` (histories shorter than `plateau_min_epochs` are not judged)."""
-    h, t = result.history, result.train
+def ending(result: Results) -> str:
+    """How training ended."""
+    t = result.train
     best = t["best_epoch"] + 1
-    verdicts = [f"early stop after epoch {t['epochs_run']} (best {best})" if t["stopped_early"]
-                else f"ran its {t['epochs_run']} epochs (best {best})"]
-    if len(h) >= settings.plateau_min_epochs:
-        third = len(h) // 3
-        before, recent = h["val_loss"].iloc[: 2 * third].min(), h["val_loss"].iloc[2 * third :].min()
-        if before - recent < abs(before) * settings.plateau_improvement:
-            verdicts.append(f"plateau: validation loss {before:.4g} -> {recent:.4g} over the last "
-                            f"{len(h) - 2 * third} epochs")
-    return verdicts
+    if t.get("diverged"):
+        return f"diverged after epoch {t['epochs_run']} (published: best finite epoch {best})"
+    if t["stopped_early"]:
+        return f"early stop after epoch {t['epochs_run']} (best {best})"
+    return f"ran its {t['epochs_run']} epochs (best {best})"
+
+
+def verdicts_html(verdicts: list[Verdict]) -> str:
+    """Each verdict with its evidence, and its remedy as a command to copy."""
+    if not verdicts:
+        return "<p><b>Diagnosis:</b> no pathology found.</p>"
+    items = "".join(
+        f"<li><b>{html.escape(v.name)}</b>{f' (epoch {v.epoch})' if v.epoch is not None else ''}: "
+        f"{html.escape(v.evidence)}. <i>Remedy:</i> {html.escape(v.remedy)}"
+        + (f"<br><code>{html.escape(v.command)}</code>" if v.command else "") + "</li>" for v in verdicts)
+    return f"<p><b>Diagnosis:</b></p><ul>{items}</ul>"
+
+
+def music_ranking(results: list[Results]) -> pd.DataFrame:
+    """Every symbolic variant's sample groups by closeness to the test data (mean OA over the
+    descriptors, higher is closer), with the ceiling beside: training excerpts against the same test
+    excerpts, what a perfect model would score."""
+    rows = []
+    for result in results:
+        ceiling = result.music.get("ceiling") or {}
+        for group, scores in result.music["groups"].items():
+            rows.append({"variant": result.name, "group": group, "samples": scores["count"],
+                         "OA mean": scores["oa_mean"], "KLD mean": scores["kld_mean"],
+                         "ceiling OA": ceiling.get("oa_mean"), "ceiling KLD": ceiling.get("kld_mean")})
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).sort_values("OA mean", ascending=False, ignore_index=True)
 
 
 def variant_metrics_table(result: Results) -> pd.DataFrame:
@@ -110,6 +135,16 @@ def _fmt(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.map(lambda v: "" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else v)
 
 
+def listening(samples_dir: Path) -> str:
+    """Every written sample's MP3 preview (and the test excerpts' beside them), a row per group:
+    `t1.5_s0.mp3` plays in row t1.5, `prior.mp3` in row prior."""
+    groups: dict[str, list[tuple[str, Path]]] = {}
+    for mp3 in sorted(samples_dir.glob("*.mp3")):
+        groups.setdefault(re.sub(r"_s\d+$", "", mp3.stem), []).append((mp3.stem, mp3))
+    title = "Listen: the first seconds of each MIDI sample, and of test excerpts"
+    return audio_players(groups, title) if groups else ""
+
+
 def _sample_links(samples_dir: Path, html_path: Path) -> str:
     links = " ".join(f'<a href="{html.escape(_relative(path, html_path))}">{html.escape(path.stem)}</a>'
                      for path in sorted(samples_dir.glob("*.mid")))
@@ -118,18 +153,20 @@ def _sample_links(samples_dir: Path, html_path: Path) -> str:
 
 def add_variant(page: Page, result: Results, family: Family, params: Params, html_path: Path) -> None:
     config = read_variant_config(pipeline.path_for(pipeline.CONFIG, result.name))
-    verdicts = training_verdicts(result, params.report) + family.diagnose(result, config, params.report)
-    line = "; ".join(verdicts)
+    verdicts = [Verdict.from_dict(v) for v in result.train.get("diagnosis", [])]
     train_run = result.runs["train"]["run_id"]
-    page.add(f"<h2>{result.name}</h2><p><b>Diagnosis:</b> {html.escape(line)}. Best validation loss "
-             f"{result.train['best_val_loss']:.4f}; MLflow train run <code>{train_run}</code>.</p>",
-             f"## {result.name}\n\n**Diagnosis:** {line}.\n")
+    summary = (f"Training {ending(result)}; best validation loss {result.train['best_val_loss']:.4f}; MLflow train "
+               f"run `{train_run}`.")
+    lines = "".join(f"- {v.line()}\n" for v in verdicts) or "- no pathology found\n"
+    page.add(f"<h2>{result.name}</h2><p>{html.escape(summary)}</p>{verdicts_html(verdicts)}",
+             f"## {result.name}\n\n{summary}\n\n**Diagnosis:**\n\n{lines}")
     own = _fmt(variant_metrics_table(result))
     page.add(own.to_html(border=0), own.to_markdown() + "\n")
     page.add(curves_figure(result))
     sections: list[Section] = family.report_sections(result, config, params.report)
     for section in sections:
         page.add(section.html, section.markdown)
+    page.add(listening(result.samples_dir))
     page.add(_sample_links(result.samples_dir, html_path))
     page.table("Sample statistics", _fmt(pd.DataFrame([result.generation]).T.rename(columns={0: "value"})), level=3)
     runs = runs_table(params.tracking.experiment, result.name)
@@ -157,7 +194,12 @@ def build(params: Params, pieces: pd.DataFrame, skipped: pd.DataFrame, html_path
     notes = "; ".join(dict.fromkeys(f"{f.name}: {f.baselines}" for f in families.values()))
     page.add(f"<p>Each variant's section shows its metrics beside baselines it must beat ({html.escape(notes)}).</p>")
     page.table("Test-split metrics", _fmt(pd.DataFrame({r.name: r.evaluation["model"] for r in results})))
-    page.table("Training", _fmt(pd.DataFrame({r.name: r.train for r in results})))
+    page.table("Training", _fmt(pd.DataFrame({r.name: r.train | {"diagnosis": ", ".join(
+        v["name"] for v in r.train.get("diagnosis", [])) or "healthy"} for r in results})))
+    ranking = music_ranking(results)
+    if len(ranking):
+        page.table("Samples against the data (Yang & Lerch OA / KLD, metrics/<variant>/music.json)", _fmt(ranking),
+                   index=False)
     for result in results:
         add_variant(page, result, families[result.name], params, html_path)
     quarantined = pieces[pieces["status"] == QUARANTINED][["path", "error"]]

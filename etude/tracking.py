@@ -204,3 +204,30 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def tag_verdicts(verdicts: list) -> None:
+    """Verdicts (etude.diagnosis.Verdict) as tags of the active run: `diagnosis` lists their names
+    ("healthy": none), `diagnosis.<name>` holds each one's evidence and remedy. A run judged again
+    (other thresholds) loses the tags of the verdicts it no longer draws."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    run_id = mlflow.active_run().info.run_id
+    for tag in client.get_run(run_id).data.tags:
+        if tag == "diagnosis" or tag.startswith("diagnosis."):
+            client.delete_tag(run_id, tag)
+    mlflow.set_tags({"diagnosis": ", ".join(v.name for v in verdicts) or "healthy",
+                     **{f"diagnosis.{v.name}": v.line()[:5000] for v in verdicts}})
+
+
+def music_metrics(music: dict) -> dict[str, float]:
+    """music.json as MLflow metrics: `music.<group>.oa_mean`, `.kld_mean` and each feature's `.oa`,
+    `.kld` (the ceiling as group `ceiling`); undefined values are left out."""
+    groups = music["groups"] | ({"ceiling": music["ceiling"]} if music.get("ceiling") else {})
+    flat = {}
+    for group, result in groups.items():
+        flat |= {f"music.{group}.{k}": result[k] for k in ("oa_mean", "kld_mean")}
+        for feature, values in result["features"].items():
+            flat |= {f"music.{group}.{feature}.{k}": values[k] for k in ("oa", "kld")}
+    return {k: float(v) for k, v in flat.items() if v is not None}

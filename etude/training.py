@@ -31,9 +31,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from etude import tracking
+from etude import diagnosis, tracking
 from etude.family import Family
-from etude.params import LrSchedule, config_hash
+from etude.params import Diagnosis, LrSchedule, config_hash
 
 WEIGHTS, MODEL_CARD = "model.safetensors", "model.json"
 
@@ -103,6 +103,7 @@ class Progress:
     best_epoch: int = -1
     stale_epochs: int = 0
     stopped_early: bool = False
+    diverged: bool = False  # a non-finite loss ended the run; the best finite epoch is published
     run_id: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -221,9 +222,10 @@ class TrainPaths:
     checkpoints: Path    # checkpoints/ under the project root (outside the stage outputs)
 
 
-def train(name: str, config: Any, family: Family, experiment: str, paths: TrainPaths,
+def train(name: str, config: Any, family: Family, experiment: str, paths: TrainPaths, settings: Diagnosis,
           progress_bar: bool = True) -> Progress:
-    """Train variant `name`, resuming from its checkpoint if one exists; write its outputs."""
+    """Train variant `name`, resuming from its checkpoint if one exists; write its outputs and the
+    verdicts on its history (`settings`: their thresholds)."""
     seed_everything(config.seed, config.threads)
     device = pick_device(config.device)
     data = family.load_data(config, paths.data)
@@ -243,7 +245,7 @@ def train(name: str, config: Any, family: Family, experiment: str, paths: TrainP
         state.run_id = mlflow_run.info.run_id
         if state.epoch == 0:
             mlflow.log_param("parameter_count", sum(p.numel() for p in model.parameters()))
-        while state.epoch < config.epochs and not state.stopped_early:
+        while state.epoch < config.epochs and not (state.stopped_early or state.diverged):
             row, samples_per_s = _run_epoch(model, optimizer, family, data, config, state.epoch, device, progress_bar)
             improved = _bookkeeping(name, state, row, optimizer, scheduler, config, run)
             # Throughput goes to MLflow only: the history file must not change between identical runs.
@@ -254,7 +256,9 @@ def train(name: str, config: Any, family: Family, experiment: str, paths: TrainP
                      periodic=state.epoch % config.checkpoint_every == 0)
             print(f"train@{name} epoch {state.epoch}/{config.epochs} "
                   + " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"), flush=True)
-        _publish(family, config, meta, run.best, state, paths)
+        verdicts = diagnosis.training_verdicts(name, pd.DataFrame(state.history), summary(state), config, settings)
+        verdicts += family.diagnose(name, pd.DataFrame(state.history), config, settings)
+        _publish(family, config, meta, run.best, state, paths, verdicts)
     return state
 
 
@@ -280,9 +284,14 @@ def _bookkeeping(name: str, state: Progress, row: dict, optimizer, scheduler, co
         scheduler.step(row["val_loss"])
     elif scheduler:
         scheduler.step()
-    if not math.isfinite(row["val_loss"]):
-        raise ValueError(f"train@{name}: epoch {state.epoch + 1}: validation loss is {row['val_loss']}: training "
-                         f"diverged (lower lr?); the last good checkpoint is {run.last}")
+    state.diverged = not (math.isfinite(row["val_loss"]) and math.isfinite(row["train_loss"]))
+    if state.diverged:
+        if state.best_epoch < 0:
+            raise ValueError(f"train@{name}: epoch {state.epoch + 1}: the loss is {row['train_loss']} (train), "
+                             f"{row['val_loss']} (validation) before any finite epoch: training diverged at once; "
+                             f"lower variants.{name}.lr (now {config.lr:g})")
+        print(f"WARNING: train@{name}: epoch {state.epoch + 1}: non-finite loss; training stops and publishes "
+              f"epoch {state.best_epoch + 1}, the best finite one", flush=True)
     improved = row["val_loss"] < state.best_val - config.min_delta
     if improved:
         state.best_val, state.best_epoch, state.stale_epochs = row["val_loss"], state.epoch, 0
@@ -296,11 +305,13 @@ def _bookkeeping(name: str, state: Progress, row: dict, optimizer, scheduler, co
 
 def summary(state: Progress) -> dict[str, Any]:
     return {"best_val_loss": state.best_val, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
-            "stopped_early": state.stopped_early}
+            "stopped_early": state.stopped_early, "diverged": state.diverged}
 
 
-def _publish(family: Family, config, meta: dict, best: Path, state: Progress, paths: TrainPaths) -> None:
-    """The stage outputs (best weights and model card, history, summary), also logged to MLflow."""
+def _publish(family: Family, config, meta: dict, best: Path, state: Progress, paths: TrainPaths,
+             verdicts: list[diagnosis.Verdict]) -> None:
+    """The stage outputs (best weights and model card, history, summary with the verdicts), also
+    logged to MLflow, the verdicts as tags."""
     import mlflow
 
     model = family.build(config, meta)
@@ -308,10 +319,14 @@ def _publish(family: Family, config, meta: dict, best: Path, state: Progress, pa
     save_model(paths.model_dir, family, config, meta, model)
     paths.history.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(state.history).to_csv(paths.history, index=False)
-    paths.summary.write_text(json.dumps(summary(state), indent=2) + "\n")
+    result = summary(state) | {"diagnosis": [v.to_dict() for v in verdicts]}
+    paths.summary.write_text(json.dumps(result, indent=2) + "\n")
     mlflow.log_metrics({k: float(v) for k, v in summary(state).items()})
+    tracking.tag_verdicts(verdicts)
     mlflow.log_artifact(str(paths.history))
     tracking.log_model(paths.model_dir)
+    for verdict in verdicts:
+        print(f"train@{paths.model_dir.name}: {verdict.line()}", flush=True)
 
 
 def save_model(folder: Path, family: Family, config, meta: dict, model: torch.nn.Module) -> None:
@@ -340,24 +355,38 @@ def _run_epoch(model, optimizer, family: Family, data, config, epoch: int, devic
                progress_bar: bool) -> tuple[dict[str, float], float]:
     model.train()
     sums: dict[str, float] = {}
-    batches = 0
+    grad_norms: list[float] = []
+    batches, first_loss = 0, math.nan
     started = time.perf_counter()
     total = config.samples_per_epoch // config.batch_size if config.samples_per_epoch else None
     for batch in tqdm(family.train_batches(data, config, epoch, device), total=total, leave=False,
                       desc=f"epoch {epoch + 1}", disable=None if progress_bar else True):
         loss, terms = family.loss(model, batch, config, epoch)
+        if not torch.isfinite(loss):  # the weights are lost from here on: the epoch ends as diverged
+            sums = dict.fromkeys(("loss", *(f"{k}_loss" for k in terms)), math.nan)
+            batches = max(batches, 1)
+            break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        # The norm before clipping (inf: measure only), the evidence of exploding gradients.
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or math.inf)
+        grad_norms.append(float(norm))
         optimizer.step()
         for key, value in {"loss": loss, **{f"{k}_loss": v for k, v in terms.items()}}.items():
             sums[key] = sums.get(key, 0.0) + float(value.detach())
+        if batches == 0:
+            first_loss = float(loss.detach())
         batches += 1
     if batches == 0:
         raise ValueError("no training batch: fewer training windows than batch_size")
     samples_per_s = batches * config.batch_size / (time.perf_counter() - started)
     row = {"epoch": float(epoch)} | {f"train_{k}": v / batches for k, v in sums.items()}
+    # The loss before this epoch's first step: for epoch 0, the untrained model's, the reference for a spike.
+    row["train_loss_first_batch"] = first_loss
+    row |= {"grad_norm": float(np.median(grad_norms)) if grad_norms else math.nan,
+            "grad_norm_max": float(np.max(grad_norms)) if grad_norms else math.nan}
+    if not math.isfinite(row["train_loss"]):  # diverged: nothing to validate or diagnose
+        return row | {"val_loss": math.nan}, samples_per_s
     row |= validate(model, family, data, config, device)
     row |= family.diagnostics(model, data, config, epoch, device)
     return row, samples_per_s

@@ -3,13 +3,14 @@
 import json
 from pathlib import Path
 
-from etude import tracking
+from etude import audio, listen, tracking
 from etude.cli import stage_main
 from etude.params import config_hash, read_variant_config
 from etude.pipeline import (
     CONFIG,
     GENERATE_METRICS,
     MODEL_DIR,
+    MUSIC_METRICS,
     RUN_LINK,
     SAMPLES_DIR,
     path_for,
@@ -31,10 +32,19 @@ def run(params, variant):
         table, stats = trained.family.generate(trained.model, trained.data, config, params.generate, out_dir,
                                                trained.device)
         table.to_parquet(out_dir / "samples.parquet", index=False)
+        midi_files = sorted(out_dir.glob("*.mid"))
+        if midi_files:
+            soundfont = audio.soundfont_path(params.audio)
+            for midi in midi_files:
+                listen.render_file(midi, params.audio, params.report.audio, soundfont)
         target = path_for(GENERATE_METRICS, variant)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(stats, indent=2) + "\n")
         mlflow.log_metrics(stats)
+        # Symbolic samples against test excerpts, beside the ceiling; audio families have none.
+        music = trained.family.music(trained.data, config, params.generate, table) or {"groups": {}, "ceiling": None}
+        path_for(MUSIC_METRICS, variant).write_text(json.dumps(music, indent=2, allow_nan=False) + "\n")
+        mlflow.log_metrics(tracking.music_metrics(music))
         mlflow.log_artifacts(str(out_dir), artifact_path="samples")
     print(f"generate@{variant}: {table.groupby(['group', 'sample']).ngroups} samples -> {out_dir}")
 

@@ -24,7 +24,7 @@ def run(params, variant):
                        history=path_for(HISTORY, variant), summary=path_for(TRAIN_METRICS, variant),
                        run_link=path_for(RUN_LINK, variant, stage="train"),
                        checkpoints=tracking.project_root() / "checkpoints")
-    train(variant, config, family(config.model), params.tracking.experiment, paths)
+    train(variant, config, family(config.model), params.tracking.experiment, paths, params.diagnosis)
 
 
 if __name__ == "__main__":

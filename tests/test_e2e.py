@@ -1,11 +1,13 @@
 """The whole DAG on the tiny profile, for real: dvc repro, the README's commands from a new shell,
 dvc exp run -S, snakemake, MLflow (runs, models, a moved store)."""
 
+import html
 import json
 import re
 import shutil
 
 import mlflow
+import pandas as pd
 import pytest
 
 from etude import tracking
@@ -49,12 +51,23 @@ def check_outputs(project):
         samples = project / f"samples/{variant}"
         files = sorted(samples.glob("*.mid")) + sorted(samples.glob("*.wav"))
         assert files, variant
-        for midi in samples.glob("*.mid"):  # each MIDI sample linked from the page
+        for midi in samples.glob("*.mid"):  # each MIDI sample linked from the page, and playable in it
             assert f"../samples/{variant}/{midi.name}" in page
+            assert midi.with_suffix(".mp3").is_file() and f"<figcaption>{midi.stem}</figcaption>" in page
         assert f"<h2>{variant}</h2>" in page
-    wavs = list(project.glob("samples/*/*.wav"))
-    assert page.count("data:audio/wav;base64,") == len(wavs) and "Audio used: rendered: Merlin.sf2" in page
+        trained = json.loads((project / f"metrics/{variant}/train.json").read_text())
+        for verdict in trained["diagnosis"]:  # each verdict on the page with its remedy command
+            assert verdict["evidence"] and html.escape(verdict["command"]) in page
+        music = json.loads((project / f"metrics/{variant}/music.json").read_text())
+        if load(project / "params.yaml").variant(variant).model != "spectral_vae":
+            groups = set(pd.read_parquet(samples / "samples.parquet")["group"])
+            assert set(music["groups"]) == groups and music["ceiling"]["count"] > 0
+            assert all({"oa_mean", "kld_mean", "features"} <= scores.keys() for scores in music["groups"].values())
+    clips = list(project.glob("samples/*/*.wav")) + list(project.glob("samples/*/*.mp3"))
+    assert page.count("data:audio/mpeg;base64,") == len(clips) and "Audio used: rendered: Merlin.sf2" in page
+    assert "data:audio/wav" not in page
     assert "data:image/png;base64," in page
+    assert "Samples against the data" in page and "ceiling OA" in page
 
 
 def check_mlflow(project, runs):
@@ -66,6 +79,8 @@ def check_mlflow(project, runs):
         written = (project / f"metrics/{variant}/eval.json").stat().st_mtime
         assert evaluation["start_time"].timestamp() <= written <= evaluation["end_time"].timestamp() + 1
         train = runs[runs["run_id"] == run_id(project, "train", variant)].iloc[0]
+        assert train["tags.diagnosis"] == (", ".join(v["name"] for v in json.loads(
+            (project / f"metrics/{variant}/train.json").read_text())["diagnosis"]) or "healthy")
         assert train["metrics.best_val_loss"] > 0 and any(c.startswith("metrics.test.") and train[c] == train[c]
                                                           for c in runs.columns)
     store = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"

@@ -20,12 +20,13 @@ import torch.nn.functional as F
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
+from etude.diagnosis import Verdict, collapse_verdict, scaled, variant_key
 from etude.family import Family, Results, Section
 from etude.grids import FEATURES, GridSet, decode
 from etude.midi import write_notes
 from etude.models.vae import KlSchedule, encode_decode, kl_term, kl_weight, latent_stats
 from etude.params import Evaluate, Generate, Strict
-from etude.training import evaluation_batches, shuffled_batches
+from etude.training import evaluation_batches, evenly_spaced, shuffled_batches
 
 Batch = tuple[torch.Tensor]  # grids (B, F, R, T)
 
@@ -195,10 +196,13 @@ class GridVae(Family):
             model, self.eval_batches(data, config, "validation", config.val_max_windows, device), model.activate)
         onsets = x[:, 0] > 0.5
         ts = out[:, model.features.index("timeshift")][onsets]
+        ts_true = x[:, model.features.index("timeshift")][onsets]
         row = {f"weight_{k}": v for k, v in loss_weights(config, model.features, epoch).items()}
         row["timeshift_variance"] = float(ts.var()) if ts.size else 0.0
+        row["timeshift_std_ratio"] = float(ts.std() / ts_true.std()) if ts.size and ts_true.std() > 0 else 0.0
         row |= {f"val_{k}": v for k, v in latent_stats(mu, logvar, config.active_unit_threshold).items()}
         row["val_onset_f1"] = _onset_scores(onsets, out[:, 0] > config.onset_threshold)["onset_f1"]
+        row |= _prior_probe(model, onsets, config, epoch, device)
         annealed = epoch >= config.kl.start_epoch + config.kl.anneal_epochs
         if annealed and row["timeshift_variance"] < config.collapse_variance:
             print(f"WARNING: epoch {epoch + 1}: decoded timeshift variance {row['timeshift_variance']:.4f} < "
@@ -268,13 +272,20 @@ class GridVae(Family):
             decoded[name] = windows
             for i, window in enumerate(windows):
                 notes = decode(window, i * window_s, unit, grid, config.representation,
-                               onset_threshold=config.onset_threshold, grid_offset=settings.grid_offset)
+                               onset_threshold=config.onset_threshold, grid_offset=settings.grid_offset,
+                               drum_lanes=data.drum_lanes)
                 frames.append(notes.assign(group=name, sample=i))
         table = pd.concat(frames, ignore_index=True)
         for name, notes in table.groupby("group"):
             # Micro-timing can put the first onset before 0 s: shift the group to start at 0.
             shifted = notes.assign(start=notes["start"] - notes["start"].min(), end=notes["end"] - notes["start"].min())
-            write_notes(shifted, out_dir / f"{name}.mid", settings.program)
+            write_notes(shifted, out_dir / f"{name}.mid", settings.program, is_drum=data.drum_lanes)
+        # Test windows decoded from their true grids, laid out like the prior's, to listen to beside them.
+        windows = _data_excerpts(data, config, "test", settings.num_samples)
+        lengths = [w.attrs["beat_s"] * grid.bars * grid.beats_per_bar for w in windows]
+        offsets = np.cumsum([0.0, *lengths[:-1]])
+        test_notes = pd.concat([w.assign(start=w["start"] + t, end=w["end"] + t) for w, t in zip(windows, offsets)])
+        write_notes(test_notes, out_dir / "test.mid", settings.program, is_drum=data.drum_lanes)
         np.savez(out_dir / "grids.npz", **decoded)
         latent = _latent_map(model, self.eval_batches(data, config, "test", None, device))
         latent.to_parquet(out_dir / "latent.parquet", index=False)
@@ -282,15 +293,59 @@ class GridVae(Family):
                  for k, v in _feature_stats(w, model.features, config.onset_threshold).items()}
         return table, stats
 
-    def diagnose(self, result: Results, config: GridVaeConfig, settings) -> list[str]:
-        """Timeshift feature collapse: decoded variance under `collapse_variance` after KL annealing."""
-        h = result.history
-        annealed = h[h["epoch"] >= config.kl.start_epoch + config.kl.anneal_epochs]
-        if len(annealed) and (annealed["timeshift_variance"] < config.collapse_variance).any():
-            final = h["timeshift_variance"].iloc[-1]
-            return [f"WARNING timeshift collapse: decoded variance {final:.4f} < {config.collapse_variance} "
-                    "after KL annealing"]
-        return []
+    def diagnose(self, variant: str, history: pd.DataFrame, config: GridVaeConfig, settings) -> list[Verdict]:
+        """After KL annealing: posterior collapse, timeshift collapse (decoded spread or variance), prior
+        samples alike (mode collapse) or of another density than the data."""
+        h = history[history["epoch"] >= config.kl.start_epoch + config.kl.anneal_epochs].dropna(subset=["val_loss"])
+        if not len(h):
+            return []
+        last, verdicts = h.iloc[-1], []
+        slower_kl = {variant_key(variant, "kl.anneal_epochs"): max(2 * config.kl.anneal_epochs, 20)}
+        kl_dims = last[[c for c in h.columns if c.startswith("val_kl_dim_")]]
+        if last["val_active_units"] == 0 or (kl_dims < settings.kl_floor).all():
+            verdicts.append(Verdict(
+                "posterior_collapse", f"{last['val_active_units']:.0f}/{config.latent_dim} active units, KL per "
+                f"dimension at most {kl_dims.max():.3g} nats (floor {settings.kl_floor:g})",
+                "slower KL annealing (the documents: 10 -> 20 epochs), or free bits", slower_kl))
+        timeshift = collapse_verdict(
+            "timeshift_collapse", variant, h, "timeshift_std_ratio", settings.collapse_std_ratio,
+            "decoded timeshift spread on onset cells (validation) is",
+            "slower KL annealing and a larger timeshift weight (the documents: 10 -> 20 epochs, 1.5 -> 2.0), "
+            "errors on onset cells only",
+            slower_kl | {variant_key(variant, "loss.timeshift"): round(config.loss.timeshift * 4 / 3, 3),
+                         variant_key(variant, "mask_to_onsets"): True})
+        if not timeshift and last["timeshift_variance"] < config.collapse_variance:
+            timeshift = [Verdict("timeshift_collapse", f"decoded timeshift variance {last['timeshift_variance']:.4f} "
+                                 f"< {config.collapse_variance:g} after KL annealing", "slower KL annealing and a "
+                                 "larger timeshift weight", slower_kl)]
+        verdicts += timeshift
+        verdicts += collapse_verdict(
+            "mode_collapse", variant, h, "prior_diversity_ratio", settings.diversity_ratio,
+            "prior samples differ from each other (onset Hamming distance)",
+            "a smaller beta: the decoder then reads z", {variant_key(variant, "kl.beta"): scaled(config.kl.beta, 0.5)})
+        density = last["prior_density_ratio"]
+        if not 1 / settings.density_ratio <= density <= settings.density_ratio:
+            threshold = min(0.95, config.onset_threshold * density) if density > 1 else config.onset_threshold / 2
+            verdicts.append(Verdict(
+                "prior_density", f"prior samples hold {density:.2f}x the onsets of validation windows at "
+                f"onset_threshold {config.onset_threshold:g}", "a decoding threshold that matches the data's density",
+                {variant_key(variant, "onset_threshold"): round(threshold, 3)}))
+        return verdicts
+
+    def music(self, data: GridSet, config: GridVaeConfig, settings: Generate, samples: pd.DataFrame) -> dict:
+        """Each group's decoded windows against test (and, for the ceiling, training) windows decoded
+        from their true grids, each on its own beat: the sample's at the median test step."""
+        from etude import music
+
+        grid = data.grid
+        steps = grid.bars * grid.beats_per_bar * grid.steps_per_beat
+        unit = float(np.median(data.unit[data.split_index("test")]))
+        groups = {}
+        for group, frame in samples.groupby("group", sort=False):
+            groups[group] = [_excerpt(notes, i * steps * unit, unit * grid.steps_per_beat)
+                             for i, notes in frame.groupby("sample")]
+        test, train = (_data_excerpts(data, config, split, settings.reference_excerpts) for split in ("test", "train"))
+        return music.judge(groups, test, train, unit * grid.steps_per_beat, grid.steps_per_beat)
 
     def report_sections(self, result: Results, config: GridVaeConfig, settings) -> list[Section]:
         from etude.figures import latent_figure, piano_roll_figure
@@ -298,6 +353,43 @@ class GridVae(Family):
         latent = pd.read_parquet(result.samples_dir / "latent.parquet")
         return [Section(piano_roll_figure(result, settings.piano_roll_seconds, first_sample_only=False)),
                 Section(latent_figure(result.name, latent))]
+
+
+@torch.no_grad()
+def _prior_probe(model: GridVAE, data_onsets: np.ndarray, config: GridVaeConfig, epoch: int,
+                 device: torch.device) -> dict[str, float]:
+    """`diagnostic_samples` prior samples (seeded by epoch) against validation windows: onset density
+    ratio, and how much they differ from each other (mean pairwise Hamming distance of onset grids)
+    relative to the data's: near 0, every z decodes the same pattern."""
+    model.eval()
+    generator = torch.Generator().manual_seed(config.seed + epoch)
+    z = torch.randn(config.diagnostic_samples, config.latent_dim, generator=generator).to(device)
+    prior = (model.activate(model.decode_raw(z))[:, 0] > config.onset_threshold).cpu().numpy()
+    data = data_onsets[np.linspace(0, len(data_onsets) - 1, config.diagnostic_samples).round().astype(np.int64)]
+    data_spread = _mean_hamming(data)
+    return {"prior_density_ratio": float(prior.sum() / max(data.sum(), 1)),
+            "prior_diversity_ratio": _mean_hamming(prior) / data_spread if data_spread else 0.0}
+
+
+def _mean_hamming(onsets: np.ndarray) -> float:
+    flat = onsets.reshape(len(onsets), -1).astype(np.float32)
+    distance = flat.sum(1)[:, None] + flat.sum(1)[None, :] - 2 * flat @ flat.T
+    return float(distance.sum() / (len(flat) * (len(flat) - 1)))
+
+
+def _excerpt(notes: pd.DataFrame, origin: float, beat_s: float) -> pd.DataFrame:
+    """A decoded window as music.py reads it: beat 0 at the window's first grid line."""
+    notes = notes.copy()
+    notes.attrs.update(origin=origin, beat_s=beat_s)
+    return notes
+
+
+def _data_excerpts(data: GridSet, config: GridVaeConfig, split: str, limit: int) -> list[pd.DataFrame]:
+    """Up to `limit` windows of a split, evenly spaced, decoded from their true grids on their own beat."""
+    grid = data.grid
+    return [_excerpt(decode(data.grids[w], 0.0, float(data.unit[w]), grid, config.representation,
+                            drum_lanes=data.drum_lanes), 0.0, float(data.unit[w]) * grid.steps_per_beat)
+            for w in evenly_spaced(data.split_index(split), limit)]
 
 
 def _latent_map(model: GridVAE, test_batches: Iterator[Batch]) -> pd.DataFrame:
