@@ -118,13 +118,17 @@ def maestro_metadata(root: Path) -> pd.DataFrame:
         meta = pd.read_csv(meta_path) if meta_path.suffix == ".csv" else pd.read_json(meta_path)
     except Exception as err:
         raise SourceError(f"{meta_path}: unreadable metadata: {err}") from None
-    missing = MAESTRO_COLUMNS - set(meta.columns)
+    _check_columns_and_splits(meta, meta_path, MAESTRO_COLUMNS)
+    return meta
+
+
+def _check_columns_and_splits(meta: pd.DataFrame, meta_path: Path, required: set[str]) -> None:
+    missing = required - set(meta.columns)
     if missing:
         raise SourceError(f"{meta_path}: metadata lacks columns {sorted(missing)}")
     bad_split = set(meta["split"]) - set(SPLITS)
     if bad_split:
-        raise SourceError(f"{meta_path}: unknown split values {sorted(bad_split)}")
-    return meta
+        raise SourceError(f"{meta_path}: unknown split values {sorted(map(str, bad_split))}")
 
 
 def _maestro(root: Path) -> pd.DataFrame:
@@ -151,12 +155,7 @@ def groove_metadata(root: Path) -> pd.DataFrame:
         meta = pd.read_csv(meta_path, dtype={"time_signature": str})
     except Exception as err:
         raise SourceError(f"{meta_path}: unreadable metadata: {err}") from None
-    missing = GROOVE_COLUMNS - set(meta.columns)
-    if missing:
-        raise SourceError(f"{meta_path}: metadata lacks columns {sorted(missing)}")
-    bad_split = set(meta["split"]) - set(SPLITS)
-    if bad_split:
-        raise SourceError(f"{meta_path}: unknown split values {sorted(map(str, bad_split))}")
+    _check_columns_and_splits(meta, meta_path, GROOVE_COLUMNS)
     bpm = pd.to_numeric(meta["bpm"], errors="coerce")
     bad_bpm = meta.loc[~(bpm > 0), "midi_filename"].tolist()
     if bad_bpm:
