@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.train
 	$(BIN)/python -m bench.generate
+	$(BIN)/python -m bench.music
 	$(BIN)/python -m bench.dvc_noop
 	$(BIN)/python -m bench.mel
 

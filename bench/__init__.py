@@ -4,6 +4,7 @@
     train      training samples/s on CPU vs a Keras reference
     generate   sampler notes/s (one LSTM step per note) vs re-running the whole window per note
     dvc_noop   `dvc repro` and `dvc status` when nothing changed
+    music      music.json's OA/KLD vs mgeval's procedure (gaussian_kde + quad) on the same distances
     mel        the mel stage and spectral-VAE training on maestro-bench rendered audio, with peak memory
 """
 
