@@ -145,16 +145,18 @@ def _gradient_explosion(variant: str, h: pd.DataFrame, config, settings: Diagnos
 
 
 def _rising(variant: str, h: pd.DataFrame, config, settings: Diagnosis) -> list[Verdict]:
-    """Validation loss above its best for `rising_epochs` epochs in a row after it: with the training
-    loss rising too the steps are too large (the documents' "loss increased after epoch 5": lower
-    lr); with the training loss still falling the model overfits (more dropout)."""
+    """Validation loss above its best for `rising_epochs` epochs in a row after it, and by more than
+    `rise_share` at the end: with the training loss rising too the steps are too large (the
+    documents' "loss increased after epoch 5": lower lr); with the training loss still falling the
+    model overfits (more dropout). A loss that only wavers above its best is neither."""
     n = settings.rising_epochs
     if len(h) <= n:
         return []
     val, train = h["val_loss"].to_numpy(), h["train_loss"].to_numpy()
     best = int(np.argmin(val))
     after = val[best + 1 :]
-    if len(after) < n or not (after[:n] > val[best]).all():
+    wavering = val[-1] - val[best] <= settings.rise_share * abs(val[best])
+    if len(after) < n or not (after[:n] > val[best]).all() or wavering:
         return []
     epoch = int(h["epoch"].iloc[best + n]) + 1
     train_change = train[best + n] - train[best]

@@ -21,7 +21,7 @@ import torch
 from pydantic import BaseModel
 
 # Code every family's results depend on, besides the family's own declaration.
-SHARED_CODE = ("etude/family.py", "etude/training.py", "etude/diagnosis.py")
+SHARED_CODE = ("etude/family.py", "etude/training.py")
 ROOT = Path(__file__).resolve().parent.parent
 
 

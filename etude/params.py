@@ -275,6 +275,7 @@ class Diagnosis(Strict):
     spike_factor: Annotated[float, Field(gt=1)]
     grad_norm_factor: Annotated[float, Field(gt=1)]
     rising_epochs: PositiveInt
+    rise_share: Annotated[float, Field(ge=0, lt=1)]
     premature_stop_share: Annotated[float, Field(gt=0, le=1)]
     collapse_std_ratio: Annotated[float, Field(gt=0, lt=1)]
     repetition_factor: Annotated[float, Field(gt=1)]

@@ -93,7 +93,9 @@ STAGES: tuple[Stage, ...] = (
     # configure also checks that every split can serve the variant, before any training.
     Stage("configure", code=("etude/params.py", FAMILY_CODE), deps=(INPUT,), outs=(CONFIG,),
           params=(*TRAINING_KEYS, "models.{model}", "variants.{variant}"), per_variant=True),
-    Stage("train", code=(FAMILY_CODE,), deps=(CONFIG, INPUT),
+    # diagnosis.py judges a finished history: a change re-runs train, which resumes its finished
+    # checkpoint (named by the family's code alone) and only judges again.
+    Stage("train", code=(FAMILY_CODE, "etude/diagnosis.py"), deps=(CONFIG, INPUT),
           outs=(MODEL_DIR, _run_link("train")), metrics=(TRAIN_METRICS,), plots=(HISTORY,), params=("diagnosis",),
           per_variant=True),
     Stage("evaluate", code=(FAMILY_CODE,), deps=(CONFIG, INPUT, MODEL_DIR),

@@ -22,6 +22,7 @@ NOT_RESULT_CODE = {
     "etude/sources.py": "collects the corpus, as above; names the splits",
     "etude/figures.py": "draws the report",
     "etude/music.py": "judges samples in the generate stage, which depends on it",
+    "etude/diagnosis.py": "judges a finished training: train depends on it, and a change only re-judges",
     "etude/listen.py": "renders MP3 previews in the generate and report stages, which depend on it",
 }
 
