@@ -4,8 +4,9 @@ A verdict names the pathology, the epoch it first showed, the numbers that show 
 the documents prescribe as params overrides that `dvc exp run` takes as printed (`-S ++key=value`
 sets a key whether or not the variant's entry has it). Training draws verdicts from its per-epoch
 history (metrics/<V>/train.json, key `diagnosis`); the shared ones live here, each family adds its
-own (`Family.diagnose`). Every threshold is a `diagnosis:` param: changing one re-runs
-train, which finds its finished checkpoint and only re-judges.
+own (`Family.diagnose`). Every threshold, and how far each remedy moves a setting, is a
+`diagnosis:` param: changing one re-runs train, which finds its finished checkpoint and only
+re-judges.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from etude.params import Diagnosis
+from etude.params import Diagnosis, Remedies
 
 
 @dataclass(frozen=True)
@@ -72,20 +73,34 @@ def first_epoch(flags: pd.Series, epochs: pd.Series) -> int | None:
     return int(epochs.iloc[hits[0]]) + 1 if len(hits) else None
 
 
-def lower_lr(variant: str, config, factor: float = 5.0) -> dict[str, Any]:
-    """The documents' fix for unstable training: a learning rate 5x lower (0.005 -> 0.001), with
-    gradient clipping at norm 1 where it was off."""
-    overrides: dict[str, Any] = {variant_key(variant, "lr"): scaled(config.lr, 1 / factor)}
+def recent(h: pd.DataFrame, column: str, settings: Diagnosis) -> float:
+    """A sampled measure as judged: its median over the last `judge_epochs` epochs, as one epoch's
+    few seeded samples swing it."""
+    return float(h[column].iloc[-settings.judge_epochs :].median())
+
+
+def lower_lr(variant: str, config, remedies: Remedies) -> dict[str, Any]:
+    """The documents' fix for unstable training: a lower learning rate (0.005 -> 0.001), with
+    gradient clipping where it was off."""
+    overrides: dict[str, Any] = {variant_key(variant, "lr"): scaled(config.lr, remedies.lr_down)}
     if config.grad_clip is None:
-        overrides[variant_key(variant, "grad_clip")] = 1.0
+        overrides[variant_key(variant, "grad_clip")] = remedies.grad_clip
     return overrides
 
 
+def more_dropout(variant: str, config, remedies: Remedies) -> dict[str, Any]:
+    """The usual remedy for overfitting, for a model with dropout."""
+    if not hasattr(config, "dropout") or config.dropout >= remedies.dropout_max:
+        return {}
+    dropout = min(config.dropout + remedies.dropout_step, remedies.dropout_max)
+    return {variant_key(variant, "dropout"): round(dropout, 2)}
+
+
 def training_verdicts(variant: str, history: pd.DataFrame, summary: dict[str, Any], config,
-                      settings: Diagnosis) -> list[Verdict]:
+                      settings: Diagnosis, regularize: dict[str, Any]) -> list[Verdict]:
     """The pathologies any training can show: non-finite loss, loss spikes, exploding gradients, loss
-    rising mid-training (unstable) or only on validation (overfitting), a plateau, and early
-    stopping before the loss had settled."""
+    rising mid-training (unstable) or only on validation (overfitting: `regularize` is the family's
+    remedy), a plateau, and early stopping before the loss had settled."""
     verdicts = []
     epochs = history["epoch"]
     non_finite = ~np.isfinite(history[["train_loss", "val_loss"]]).all(axis=1)
@@ -93,11 +108,11 @@ def training_verdicts(variant: str, history: pd.DataFrame, summary: dict[str, An
         epoch = first_epoch(non_finite, epochs)
         verdicts.append(Verdict("non_finite_loss", f"the loss became non-finite at epoch {epoch}; training "
                                 f"stopped and kept the best epoch ({summary['best_epoch'] + 1})",
-                                "a lower learning rate", lower_lr(variant, config), epoch))
+                                "a lower learning rate", lower_lr(variant, config, settings.remedies), epoch))
     finite = history[~non_finite]
     verdicts += _spikes(variant, finite, config, settings)
     verdicts += _gradient_explosion(variant, history, config, settings)
-    rising = _rising(variant, finite, config, settings)
+    rising = _rising(variant, finite, config, settings, regularize)
     # A loss that rose after its best has not plateaued: the rise is the verdict.
     verdicts += rising or _plateau(variant, finite, config, settings)
     verdicts += _premature_stop(variant, finite, summary, config, settings)
@@ -121,7 +136,7 @@ def _spikes(variant: str, h: pd.DataFrame, config, settings: Diagnosis) -> list[
     epoch = int(h["epoch"].iloc[i]) + 1
     evidence = f"training loss {loss[i]:.4g} at epoch {epoch} against {best_before[i]:.4g} before"
     return [Verdict("loss_spike", f"{evidence} (> {settings.spike_factor:g}x)", "a lower learning rate",
-                    lower_lr(variant, config), epoch)]
+                    lower_lr(variant, config, settings.remedies), epoch)]
 
 
 def _gradient_explosion(variant: str, h: pd.DataFrame, config, settings: Diagnosis) -> list[Verdict]:
@@ -140,11 +155,12 @@ def _gradient_explosion(variant: str, h: pd.DataFrame, config, settings: Diagnos
             median = f"{np.median(before):.3g}" if len(before) else "n/a"
             return [Verdict("gradient_explosion", f"largest gradient norm {peak[i]:.3g} at epoch {epoch} against a "
                             f"median largest norm of {median} before (> {settings.grad_norm_factor:g}x)",
-                            "a lower learning rate (and gradient clipping)", lower_lr(variant, config), epoch)]
+                            "a lower learning rate (and gradient clipping)",
+                            lower_lr(variant, config, settings.remedies), epoch)]
     return []
 
 
-def _rising(variant: str, h: pd.DataFrame, config, settings: Diagnosis) -> list[Verdict]:
+def _rising(variant: str, h: pd.DataFrame, config, settings: Diagnosis, regularize: dict[str, Any]) -> list[Verdict]:
     """Validation loss above its best for `rising_epochs` epochs in a row after it, and by more than
     `rise_share` at the end: with the training loss rising too the steps are too large (the
     documents' "loss increased after epoch 5": lower lr); with the training loss still falling the
@@ -163,12 +179,11 @@ def _rising(variant: str, h: pd.DataFrame, config, settings: Diagnosis) -> list[
     evidence = (f"validation loss {val[best]:.4g} at epoch {best + 1}, then above it for {len(after)} epochs "
                 f"({val[-1]:.4g} at the end); training loss {train[best]:.4g} -> {train[best + n]:.4g}")
     if train_change > 0:
-        return [Verdict("rising_loss", evidence, "a lower learning rate", lower_lr(variant, config), epoch)]
-    overrides = {}
-    if hasattr(config, "dropout"):
-        overrides[variant_key(variant, "dropout")] = round(min(config.dropout + 0.2, 0.5), 2)
-    return [Verdict("overfitting", evidence, "more dropout (or fewer epochs: early stopping keeps the best)",
-                    overrides, epoch)]
+        return [Verdict("rising_loss", evidence, "a lower learning rate", lower_lr(variant, config, settings.remedies),
+                        epoch)]
+    remedy = ", ".join(f"{key.rsplit('.', 1)[-1]} {value}" for key, value in regularize.items()) or "more data"
+    return [Verdict("overfitting", evidence, f"regularisation: {remedy} (or fewer epochs: early stopping keeps "
+                    "the best)", regularize, epoch)]
 
 
 def _plateau(variant: str, h: pd.DataFrame, config, settings: Diagnosis) -> list[Verdict]:
@@ -176,6 +191,7 @@ def _plateau(variant: str, h: pd.DataFrame, config, settings: Diagnosis) -> list
     `plateau_improvement`; histories shorter than `plateau_min_epochs` are not judged. Remedy: with
     the learning rate decayed below half its start, a slower decay (the documents: 0.95 every 5
     epochs -> 0.98 every 8); otherwise a higher learning rate ("if training is too slow")."""
+    remedies = settings.remedies
     if len(h) < settings.plateau_min_epochs:
         return []
     third = len(h) // 3
@@ -188,10 +204,11 @@ def _plateau(variant: str, h: pd.DataFrame, config, settings: Diagnosis) -> list
     if "lr" in h and h["lr"].iloc[-1] < 0.5 * config.lr:
         return [Verdict("plateau", evidence + f"; lr decayed {config.lr:g} -> {h['lr'].iloc[-1]:.3g}",
                         "a slower learning-rate decay",
-                        {variant_key(variant, "lr_schedule.factor"): 0.98, variant_key(variant, "lr_schedule.every"):
-                         max(8, config.lr_schedule.every)}, epoch)]
-    return [Verdict("plateau", evidence, "a higher learning rate", {variant_key(variant, "lr"): scaled(config.lr, 2)},
-                    epoch)]
+                        {variant_key(variant, "lr_schedule.factor"): remedies.decay_factor,
+                         variant_key(variant, "lr_schedule.every"):
+                         max(remedies.decay_every, config.lr_schedule.every)}, epoch)]
+    return [Verdict("plateau", evidence, "a higher learning rate",
+                    {variant_key(variant, "lr"): scaled(config.lr, remedies.lr_up)}, epoch)]
 
 
 def _premature_stop(variant: str, h: pd.DataFrame, summary: dict[str, Any], config,
@@ -200,20 +217,26 @@ def _premature_stop(variant: str, h: pd.DataFrame, summary: dict[str, Any], conf
     stopped MelodyVAE at ~35 epochs, before timeshift had learned; 25 fixed it)."""
     if not summary["stopped_early"] or summary["epochs_run"] >= settings.premature_stop_share * config.epochs:
         return []
-    patience = config.patience or 1
+    patience, remedies = config.patience or 1, settings.remedies
+    more = max(round(remedies.patience_factor * patience), patience + remedies.patience_add)
     return [Verdict("premature_stop", f"early stopping after {summary['epochs_run']} of {config.epochs} epochs "
                     f"(patience {config.patience}, best epoch {summary['best_epoch'] + 1})",
-                    "more patience", {variant_key(variant, "patience"): max(2 * patience, patience + 10)},
+                    "more patience", {variant_key(variant, "patience"): more},
                     summary["epochs_run"])]
 
 
-def collapse_verdict(name: str, variant: str, h: pd.DataFrame, column: str, threshold: float, what: str,
-                     remedy: str, overrides: dict[str, Any]) -> list[Verdict]:
-    """A spread ratio (generated or decoded σ over the data's) that ends training below `threshold`;
-    the epoch is the first of the final run of epochs below it."""
-    if column not in h or not len(h) or not h[column].iloc[-1] < threshold:
+def collapse_verdict(name: str, variant: str, h: pd.DataFrame, column: str, threshold: float, settings: Diagnosis,
+                     what: str, remedy: str, overrides: dict[str, Any]) -> list[Verdict]:
+    """A ratio to the data (a spread, a diversity) that ends training below `threshold`, judged on its
+    median over the last `judge_epochs`; the epoch is the first of the final run below it."""
+    if column not in h or not len(h):
         return []
-    below = (h[column] < threshold).to_numpy()
+    smoothed = h[column].rolling(settings.judge_epochs, min_periods=1).median()
+    if not smoothed.iloc[-1] < threshold:
+        return []
+    below = (smoothed < threshold).to_numpy()
     start = len(below) - int(np.argmin(below[::-1])) if not below.all() else 0
-    return [Verdict(name, f"{what} {h[column].iloc[-1]:.2f}x the data's at the end (< {threshold:g}x since epoch "
-                    f"{int(h['epoch'].iloc[start]) + 1})", remedy, overrides, int(h["epoch"].iloc[start]) + 1)]
+    epoch = int(h["epoch"].iloc[start]) + 1
+    return [Verdict(name, f"{what} {smoothed.iloc[-1]:.2f}x the data's at the end (median of the last "
+                    f"{min(settings.judge_epochs, len(h))} epochs; < {threshold:g}x since epoch {epoch})", remedy,
+                    overrides, epoch)]

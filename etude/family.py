@@ -20,6 +20,8 @@ import pandas as pd
 import torch
 from pydantic import BaseModel
 
+from etude.diagnosis import more_dropout
+
 # Code every family's results depend on, besides the family's own declaration.
 SHARED_CODE = ("etude/family.py", "etude/training.py")
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,6 +139,11 @@ class Family(ABC):
         """Verdicts (etude.diagnosis.Verdict) on the pathologies this family is known for, from the
         per-epoch columns its `diagnostics` adds; `settings`: the `diagnosis:` thresholds."""
         return []
+
+    def regularize(self, variant: str, config, remedies) -> dict[str, Any]:
+        """The overrides that remedy overfitting (`remedies`: the `diagnosis.remedies` params): more
+        dropout where the model has it."""
+        return more_dropout(variant, config, remedies)
 
     def music(self, data, config, settings, samples: pd.DataFrame) -> dict | None:
         """The samples judged against test excerpts of equal length, beside the ceiling (training

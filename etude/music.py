@@ -156,7 +156,7 @@ def _describe(n: _Notes, beat_s: float, steps_per_beat: int, origin: float | Non
         "mean_ioi": _mean(iois),
         "mean_duration": _mean(n.durations()),
         "repeated_pitch_rate": _mean(n.pitch[1:] == n.pitch[:-1]),
-        "ngram_repetition": _ngram_repetition(n.pitch),
+        "ngram_repetition": ngram_repetition(n.pitch),
         "empty_beat_rate": _empty_beat_rate(n, origin, beat_s),
         "groove_consistency": _groove_consistency(n, origin, beat_s, steps_per_beat),
         "pitch_class_histogram": _normalised(np.bincount(pc, weights=n.durations(), minlength=12)),
@@ -244,7 +244,8 @@ def _note_density(n: _Notes) -> float:
     return float(len(n.starts) / span) if span > 0 else math.nan
 
 
-def _ngram_repetition(pitch: np.ndarray) -> float:
+def ngram_repetition(pitch: np.ndarray) -> float:
+    """The share of a sequence's pitch 4-grams that occur more than once in it: loops."""
     if len(pitch) < NGRAM:
         return math.nan
     grams = np.lib.stride_tricks.sliding_window_view(pitch, NGRAM)

@@ -13,7 +13,7 @@ import math
 from abc import abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, NonNegativeFloat
 
-from etude.diagnosis import Verdict, collapse_verdict, scaled, variant_key
+from etude.diagnosis import Verdict, collapse_verdict, recent, scaled, variant_key
 from etude.family import Family, Results, Section
 from etude.midi import write_notes
+from etude.music import ngram_repetition
 from etude.params import Evaluate, Generate, Strict
 from etude.sequences import NoteSequences
 from etude.training import evaluation_batches, evenly_spaced
@@ -153,8 +154,8 @@ class NextNoteFamily(Family):
         sampled, followed = notes[:, :, 0].astype(np.int64), real[:, :, 0].astype(np.int64)
         data_diversity = pitch_class_diversity(followed)
         return {"sample_step_std_ratio": float(spread[0]), "sample_duration_std_ratio": float(spread[1]),
-                "sample_ngram_repetition": ngram_repetition(sampled),
-                "data_ngram_repetition": ngram_repetition(followed),
+                "sample_ngram_repetition": float(np.mean([ngram_repetition(row) for row in sampled])),
+                "data_ngram_repetition": float(np.mean([ngram_repetition(row) for row in followed])),
                 "sample_repeated_pitch_rate": float((np.diff(sampled, axis=1) == 0).mean()),
                 "data_repeated_pitch_rate": float((np.diff(followed, axis=1) == 0).mean()),
                 "sample_diversity_ratio": pitch_class_diversity(sampled) / data_diversity if data_diversity else 0.0}
@@ -164,28 +165,35 @@ class NextNoteFamily(Family):
         h = history.dropna(subset=["val_loss"])
         if not len(h):
             return []
-        more_context = {variant_key(variant, "seq_len"): 2 * config.seq_len}
+        remedies = settings.remedies
+        more_context = {variant_key(variant, "seq_len"): round(remedies.context_factor * config.seq_len)}
         remedy = ("more context (the documents' version 2 doubled seq_len); MSE heads predict the conditional "
                   "mean, so a distributional timing head is the lasting fix")
         verdicts = []
         for head in ("step", "duration"):
             verdicts += collapse_verdict(
-                f"{head}_collapse", variant, h, f"sample_{head}_std_ratio", settings.collapse_std_ratio,
+                f"{head}_collapse", variant, h, f"sample_{head}_std_ratio", settings.collapse_std_ratio, settings,
                 f"the spread of sampled {head}s is", remedy, more_context)
-        last = h.iloc[-1]
-        epoch = int(last["epoch"]) + 1
-        if last["sample_ngram_repetition"] > settings.repetition_factor * max(last["data_ngram_repetition"], 1e-9):
+        sampled, data = (recent(h, f"{kind}_ngram_repetition", settings) for kind in ("sample", "data"))
+        if sampled > 0 and sampled > settings.repetition_factor * data:
             verdicts.append(Verdict(
-                "repetitive_generation", f"{last['sample_ngram_repetition']:.0%} of sampled pitch 4-grams recur within "
-                f"a sample against {last['data_ngram_repetition']:.0%} in the data (repeated pitches "
-                f"{last['sample_repeated_pitch_rate']:.0%} vs {last['data_repeated_pitch_rate']:.0%})",
-                "a longer context or a higher sampling temperature (the documents)", more_context, epoch))
-        if last["sample_diversity_ratio"] < settings.diversity_ratio:
-            verdicts.append(Verdict(
-                "mode_collapse", f"samples differ from each other {last['sample_diversity_ratio']:.2f}x as much as the "
-                "data (pitch-class histograms)", "a lower learning rate and more epochs",
-                {variant_key(variant, "lr"): scaled(config.lr, 0.5)}, epoch))
+                "repetitive_generation", f"{sampled:.0%} of sampled pitch 4-grams recur within a sample against "
+                f"{data:.0%} in the data (repeated pitches {recent(h, 'sample_repeated_pitch_rate', settings):.0%} vs "
+                f"{recent(h, 'data_repeated_pitch_rate', settings):.0%}; medians of the last epochs)",
+                "a longer context or a higher sampling temperature (the documents)", more_context,
+                int(h["epoch"].iloc[-1]) + 1))
+        verdicts += collapse_verdict(
+            "mode_collapse", variant, h, "sample_diversity_ratio", settings.diversity_ratio, settings,
+            "samples differ from each other (pitch-class histograms)", "a lower learning rate and more epochs",
+            {variant_key(variant, "lr"): scaled(config.lr, remedies.mode_collapse_lr)})
         return verdicts
+
+    def regularize(self, variant: str, config, remedies) -> dict[str, Any]:
+        """Overfitting: more data by transposition augmentation, and more dropout."""
+        overrides = super().regularize(variant, config, remedies)
+        if config.transpose_semitones == 0:
+            overrides[variant_key(variant, "transpose_semitones")] = remedies.transpose_semitones
+        return overrides
 
     @torch.no_grad()
     def evaluate(self, model, data: NoteSequences, config, settings: Evaluate,
@@ -247,16 +255,6 @@ class NextNoteFamily(Family):
         from etude.figures import piano_roll_figure
 
         return [Section(piano_roll_figure(result, settings.piano_roll_seconds, first_sample_only=True))]
-
-
-def ngram_repetition(pitches: np.ndarray, n: int = 4) -> float:
-    """Mean over rows of the share of pitch n-grams that occur more than once in the row: loops."""
-    shares = []
-    for row in pitches:
-        grams = np.lib.stride_tricks.sliding_window_view(row, n)
-        _, inverse, counts = np.unique(grams, axis=0, return_inverse=True, return_counts=True)
-        shares.append(float((counts[inverse.ravel()] > 1).mean()))
-    return float(np.mean(shares))
 
 
 def pitch_class_diversity(pitches: np.ndarray) -> float:

@@ -267,8 +267,34 @@ class Report(Strict):
     audio: ReportAudio
 
 
+class Remedies(Strict):
+    """How far each verdict's remedy moves a setting; each is described in params.yaml."""
+
+    lr_down: Annotated[float, Field(gt=0, lt=1)]
+    grad_clip: PositiveFloat
+    lr_up: Annotated[float, Field(gt=1)]
+    decay_factor: Annotated[float, Field(gt=0, le=1)]
+    decay_every: PositiveInt
+    patience_factor: Annotated[float, Field(ge=1)]
+    patience_add: PositiveInt
+    dropout_step: Annotated[float, Field(gt=0, lt=1)]
+    dropout_max: Annotated[float, Field(gt=0, lt=1)]
+    transpose_semitones: PositiveInt
+    context_factor: Annotated[float, Field(gt=1)]
+    mode_collapse_lr: Annotated[float, Field(gt=0, lt=1)]
+    anneal_factor: Annotated[float, Field(gt=1)]
+    anneal_min_epochs: PositiveInt
+    timeshift_factor: Annotated[float, Field(gt=1)]
+    beta_down: Annotated[float, Field(gt=0, lt=1)]
+    beta_up: Annotated[float, Field(gt=1)]
+    featureless_lr: Annotated[float, Field(gt=0, lt=1)]
+    output_reg_factor: Annotated[float, Field(gt=1)]
+    spectral_factor: Annotated[float, Field(gt=1)]
+
+
 class Diagnosis(Strict):
-    """Thresholds of the verdicts on training and samples (etude.diagnosis); each is described in params.yaml."""
+    """Thresholds of the verdicts on training and samples (etude.diagnosis), and how far their remedies
+    move a setting; each is described in params.yaml."""
 
     plateau_improvement: Annotated[float, Field(ge=0, lt=1)]
     plateau_min_epochs: PositiveInt
@@ -283,6 +309,8 @@ class Diagnosis(Strict):
     density_ratio: Annotated[float, Field(gt=1)]
     hf_energy_ratio: Annotated[float, Field(gt=0, lt=1)]
     kl_floor: PositiveFloat
+    judge_epochs: PositiveInt
+    remedies: Remedies
 
 
 class Tracking(Strict):

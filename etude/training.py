@@ -256,7 +256,8 @@ def train(name: str, config: Any, family: Family, experiment: str, paths: TrainP
                      periodic=state.epoch % config.checkpoint_every == 0)
             print(f"train@{name} epoch {state.epoch}/{config.epochs} "
                   + " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"), flush=True)
-        verdicts = diagnosis.training_verdicts(name, pd.DataFrame(state.history), summary(state), config, settings)
+        verdicts = diagnosis.training_verdicts(name, pd.DataFrame(state.history), summary(state), config, settings,
+                                               family.regularize(name, config, settings.remedies))
         verdicts += family.diagnose(name, pd.DataFrame(state.history), config, settings)
         _publish(family, config, meta, run.best, state, paths, verdicts)
     return state

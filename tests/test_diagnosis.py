@@ -1,7 +1,8 @@
-"""Verdicts: each pathology, set up in a short real training (a huge lr, a large beta, no patience,
-...), is diagnosed with its evidence and a remedy command; the same short training with the
-default configuration is not. Thresholds that a short training cannot reach honestly (timing
-spread, repetition) are checked on the family's verdict rules with histories that show them."""
+"""Verdicts: each pathology, set up in a short real training (a huge lr, a learning rate raised
+mid-run, a large beta, one training piece, no patience, ...), is diagnosed with its evidence and
+a remedy command; the default configuration is not. Where a short training cannot be healthy
+(sampled timing spread and spectrogram quality need the full budget), the healthy side is the
+default run's own training, committed as metrics/<V>/train.json."""
 
 from __future__ import annotations
 
@@ -20,7 +21,11 @@ from etude.pipeline import variant_input
 from etude.training import TrainPaths, train
 from tests.conftest import REPO, edit_params, make_project, run
 
-SHORT = {"epochs": 4, "samples_per_epoch": 512, "val_max_windows": 128, "threads": 1}
+# 8 batches per epoch: seconds per training on 2 cores.
+SHORT = {"epochs": 6, "samples_per_epoch": 512, "val_max_windows": 128, "threads": 1}
+GRID = SHORT | {"epochs": 4, "kl": {"anneal_epochs": 0}}
+SPECTRAL = {"epochs": 3, "samples_per_epoch": 16, "batch_size": 8, "val_max_windows": 8, "threads": 1}
+INSTABILITY = {"non_finite_loss", "loss_spike", "gradient_explosion", "rising_loss"}
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +36,16 @@ def project(tmp_path_factory) -> Path:
     return project
 
 
-def diagnose(project: Path, variant: str, overrides: dict, tag: str) -> dict[str, Verdict]:
-    """Train `variant` with `overrides` in-process; its verdicts by name, as train.json holds them."""
+def train_short(project: Path, variant: str, overrides: dict, tag: str) -> Path:
+    """Train `variant` with `overrides` in-process (once per tag); its output folder."""
+    out = project / "runs-diagnosis" / tag
+    if (out / "train.json").exists():
+        return out
     path = project / f"params-{tag}.yaml"
     path.write_text((project / "params.yaml").read_text())
     edit_params(path, {"variants": {variant: overrides}})
     params = P.load(path)
     config = params.variant(variant)
-    out = project / "runs-diagnosis" / tag
     cwd = Path.cwd()
     os.chdir(project)  # the MLflow store is the project's
     try:
@@ -48,8 +55,29 @@ def diagnose(project: Path, variant: str, overrides: dict, tag: str) -> dict[str
             params.diagnosis, progress_bar=False)
     finally:
         os.chdir(cwd)
-    verdicts = [Verdict.from_dict(v) for v in json.loads((out / "train.json").read_text())["diagnosis"]]
-    return {v.name: v for v in verdicts}
+    return out
+
+
+def verdicts_of(summary: Path) -> dict[str, Verdict]:
+    return {v["name"]: Verdict.from_dict(v) for v in json.loads(summary.read_text())["diagnosis"]}
+
+
+def diagnose(project: Path, variant: str, overrides: dict, tag: str) -> dict[str, Verdict]:
+    """The verdicts of a short training, by name, as its train.json holds them."""
+    return verdicts_of(train_short(project, variant, overrides, tag) / "train.json")
+
+
+def continued(project: Path, overrides: dict, tag: str) -> dict[str, Verdict]:
+    """rnn_baseline trained 3 healthy epochs, then continued (`resume_from`) to 7 with `overrides`:
+    a learning rate raised mid-run."""
+    base = train_short(project, "rnn_baseline", SHORT | {"epochs": 3}, "healthy-3")
+    (last,) = (base / "checkpoints").rglob("last.pt")
+    return diagnose(project, "rnn_baseline", SHORT | {"epochs": 7, "resume_from": str(last)} | overrides, tag)
+
+
+def default_run(variant: str) -> dict[str, Verdict]:
+    """The verdicts of the default run's own training (dvc.lock pins them to this code and params)."""
+    return verdicts_of(REPO / "metrics" / variant / "train.json")
 
 
 def check_command(verdict: Verdict, variant: str) -> None:
@@ -58,45 +86,121 @@ def check_command(verdict: Verdict, variant: str) -> None:
     assert all(k.startswith(f"variants.{variant}.") for k in verdict.overrides)
 
 
-INSTABILITY = {"non_finite_loss", "loss_spike", "gradient_explosion", "rising_loss"}
+# ---- training: any family --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def healthy(project) -> dict[str, Verdict]:
+    return diagnose(project, "rnn_baseline", SHORT, "healthy")
 
 
-def test_huge_lr_is_unstable_and_the_default_lr_is_not(project):
-    unstable = diagnose(project, "rnn_baseline", SHORT | {"lr": 5.0, "grad_clip": None}, "huge-lr")
-    found = INSTABILITY & set(unstable)
-    assert found, f"no instability verdict among {sorted(unstable)}"
-    verdict = unstable[sorted(found)[0]]
+def test_huge_lr_spikes_the_loss_and_loops_the_samples(project, healthy):
+    sick = diagnose(project, "rnn_baseline", SHORT | {"lr": 5.0, "grad_clip": None}, "huge-lr")
+    spike = sick["loss_spike"]
+    assert spike.epoch == 1 and spike.overrides == {"variants.rnn_baseline.lr": 1.0,
+                                                    "variants.rnn_baseline.grad_clip": 1.0}
+    check_command(spike, "rnn_baseline")
+    # The broken model plays one figure over and over, the same in every sample.
+    assert "repetitive_generation" in sick and "mode_collapse" in sick, sorted(sick)
+    assert sick["repetitive_generation"].overrides == {"variants.rnn_baseline.seq_len": 50}
+    assert not {"loss_spike", "repetitive_generation", "mode_collapse"} & set(healthy), sorted(healthy)
+
+
+def test_a_learning_rate_raised_mid_run_explodes_and_the_loss_rises(project):
+    sick = continued(project, {"lr": 1.0, "grad_clip": None}, "raised-lr")
+    assert sick["gradient_explosion"].epoch == 4, sick["gradient_explosion"].evidence
+    assert sick["rising_loss"].overrides == {"variants.rnn_baseline.lr": 0.2, "variants.rnn_baseline.grad_clip": 1.0}
+    assert "validation loss" in sick["rising_loss"].evidence
+    steady = continued(project, {}, "continued")
+    assert not INSTABILITY & set(steady), sorted(steady)
+
+
+def test_a_diverging_run_is_non_finite_and_keeps_its_best_epoch(project):
+    sick = continued(project, {"lr": 1e30, "grad_clip": None}, "diverging")
+    verdict = sick["non_finite_loss"]
+    assert verdict.epoch == 4 and "kept the best epoch (3)" in verdict.evidence
     check_command(verdict, "rnn_baseline")
-    assert verdict.overrides["variants.rnn_baseline.lr"] == 1.0 and verdict.epoch is not None
-    healthy = diagnose(project, "rnn_baseline", SHORT, "default-lr")
-    assert not INSTABILITY & set(healthy), sorted(healthy)
+    assert "non_finite_loss" not in continued(project, {}, "continued")
+
+
+def test_a_tiny_lr_plateaus(project, healthy):
+    sick = diagnose(project, "rnn_baseline", SHORT | {"lr": 1e-7}, "tiny-lr")
+    assert sick["plateau"].overrides == {"variants.rnn_baseline.lr": 2e-7}
+    assert "plateau" not in healthy
+
+
+def test_one_training_piece_overfits(tmp_path_factory, project, healthy):
+    """Every piece but one moves to validation: a large LSTM learns the one by heart."""
+    small = make_project(tmp_path_factory.mktemp("one-piece"))
+    edit_params(small / "params.yaml", {"data": {"sample": {"validation": [f"Maestro_{i}.mid" for i in range(2, 10)]}}})
+    run(["dvc", "repro", "tokenize"], small)
+    sick = diagnose(small, "rnn_baseline", {"epochs": 12, "samples_per_epoch": None, "val_max_windows": 512,
+                                            "threads": 1, "lstm_units": [512]}, "one-piece")
+    verdict = sick["overfitting"]
+    # One LSTM layer: dropout would act nowhere, so the remedy is augmentation.
+    assert verdict.overrides == {"variants.rnn_baseline.transpose_semitones": 6}, verdict.overrides
+    assert "overfitting" not in healthy
 
 
 def test_no_patience_is_a_premature_stop(project):
     # Any improvement below min_delta counts as none: patience 1 stops after the second epoch.
-    stopped = diagnose(project, "rnn_baseline", SHORT | {"epochs": 10, "patience": 1, "min_delta": 10.0}, "no-patience")
+    stopped = diagnose(project, "rnn_baseline", SHORT | {"epochs": 10, "patience": 1, "min_delta": 10.0},
+                       "no-patience")
     assert stopped["premature_stop"].overrides == {"variants.rnn_baseline.patience": 11}
     assert "after 2 of 10 epochs" in stopped["premature_stop"].evidence
-    healthy = diagnose(project, "rnn_baseline", SHORT | {"epochs": 10, "patience": 8}, "patience")
-    assert "premature_stop" not in healthy
+    patient = diagnose(project, "rnn_baseline", SHORT | {"epochs": 10, "patience": 8}, "patience")
+    assert "premature_stop" not in patient
 
 
-def test_large_beta_collapses_the_posterior_and_the_prior_samples(project):
-    collapsed = diagnose(project, "rhythm_vae", SHORT | {"kl": {"beta": 200.0, "anneal_epochs": 0}}, "large-beta")
-    assert "posterior_collapse" in collapsed, sorted(collapsed)
+# ---- note models ---------------------------------------------------------------------------------
+def test_untrained_timing_heads_collapse_and_the_default_run_does_not(project):
+    """Timing heads without a loss never leave the mean. The healthy spread takes the default run's
+    50 epochs (0.9x at the end; 3 short epochs reach 0.1x), so that side is the default run's."""
+    sick = diagnose(project, "rnn_baseline", SHORT | {"loss_weights": {"step": 0.0, "duration": 0.0}}, "no-timing-loss")
+    assert {"step_collapse", "duration_collapse"} <= set(sick), sorted(sick)
+    assert "0.5x since epoch 1" in sick["step_collapse"].evidence
+    assert not {"step_collapse", "duration_collapse"} & set(default_run("rnn_baseline"))
+
+
+# ---- grid VAEs -----------------------------------------------------------------------------------
+def test_large_beta_collapses_the_posterior(project):
+    collapsed = diagnose(project, "rhythm_vae", GRID | {"kl": {"beta": 200.0, "anneal_epochs": 0}}, "large-beta")
     check_command(collapsed["posterior_collapse"], "rhythm_vae")
     assert "0/2 active units" in collapsed["posterior_collapse"].evidence
-    healthy = diagnose(project, "rhythm_vae", SHORT | {"kl": {"anneal_epochs": 0}}, "default-beta")
+    healthy = diagnose(project, "rhythm_vae", GRID, "default-beta")
     assert not {"posterior_collapse", "mode_collapse"} & set(healthy), sorted(healthy)
 
 
-def test_spectral_vae_at_a_huge_lr_is_featureless_or_out_of_range(project):
-    spectral = {"epochs": 2, "samples_per_epoch": 16, "batch_size": 8, "val_max_windows": 8, "threads": 1}
-    broken = diagnose(project, "spectral_vae", spectral | {"lr": 0.02, "grad_clip": None}, "spectral-huge-lr")
-    found = {"featureless", "range_mismatch", "non_finite_loss"} & set(broken)
-    assert found, sorted(broken)
-    healthy = diagnose(project, "spectral_vae", spectral, "spectral-default")
-    assert not {"range_mismatch", "non_finite_loss"} & set(healthy), sorted(healthy)
+def test_a_low_onset_threshold_decodes_one_dense_pattern_from_every_z(project):
+    """Every cell above the threshold: prior samples far denser than the data, all alike. The
+    default configuration's density shows too (rhythm_vae 2.1x, melody_vae 2.8x the data's onsets
+    in the default run): the documents' "prior samples twice as dense" is a decoding threshold."""
+    dense = diagnose(project, "rhythm_vae", GRID | {"onset_threshold": 0.02}, "low-threshold")
+    verdict = dense["prior_density"]
+    ratio = float(verdict.evidence.split("hold ")[1].split("x")[0])
+    assert ratio > 1.5 and verdict.overrides == {"variants.rhythm_vae.onset_threshold": round(0.02 * ratio, 3)}
+    assert dense["mode_collapse"].overrides == {"variants.rhythm_vae.kl.beta": 0.5}
+    healthy = diagnose(project, "rhythm_vae", GRID, "default-beta")
+    assert "mode_collapse" not in healthy
+
+
+# ---- spectral VAE --------------------------------------------------------------------------------
+SPECTRAL_QUALITY = {"featureless", "range_mismatch", "missing_high_frequencies", "posterior_collapse"}
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({"lr": 0.02, "grad_clip": None}, "featureless"),
+    ({"spectral_weight": 0.0, "recon_bands": [{"start": 0.0, "end": 0.8, "weight": 1.0},
+                                              {"start": 0.8, "end": 1.0, "weight": 0.0}]}, "missing_high_frequencies"),
+    ({"kl": {"beta": 100.0}}, "posterior_collapse"),
+    ({"kl": {"beta": 1e-6}}, "flat_prior"),
+])
+def test_spectral_failures_and_the_default_run(project, overrides, expected):
+    """A few batches of a broken set-up show each of the documents' failures; the default
+    configuration's own training (16 epochs, ~7 min) shows none of the quality failures. Its prior
+    samples are flat (0.3x the data's change over time): the documents' finding, kept."""
+    sick = diagnose(project, "spectral_vae", SPECTRAL | overrides, f"spectral-{expected}")
+    assert expected in sick, sorted(sick)
+    check_command(sick[expected], "spectral_vae")
+    assert not SPECTRAL_QUALITY & set(default_run("spectral_vae"))
 
 
 # ---- rules on histories that show what a short training cannot ----------------------------------
@@ -114,27 +218,28 @@ def test_generic_rules_name_the_epoch_and_the_remedy(settings, params):
     config = params.variant("rnn_baseline")
     falling = np.linspace(1.0, 0.5, 9)
     summary = {"best_epoch": 8, "epochs_run": 9, "stopped_early": False}
-    assert training_verdicts("v", history(train_loss=falling, val_loss=falling), summary, config, settings) == []
+    assert training_verdicts("v", history(train_loss=falling, val_loss=falling), summary, config, settings, {}) == []
 
     flat = np.r_[np.linspace(1.0, 0.5, 6), [0.5, 0.5, 0.5]]
     plateau = training_verdicts("v", history(train_loss=flat, val_loss=flat, lr=np.full(9, config.lr)), summary,
-                                config, settings)
+                                config, settings, {})
     assert [v.name for v in plateau] == ["plateau"] and plateau[0].overrides == {"variants.v.lr": 0.01}
 
     spike = np.r_[falling[:4], [2.0], falling[5:]]
-    (verdict,) = training_verdicts("v", history(train_loss=spike, val_loss=falling), summary, config, settings)
+    (verdict,) = training_verdicts("v", history(train_loss=spike, val_loss=falling), summary, config, settings, {})
     assert (verdict.name, verdict.epoch, verdict.overrides) == ("loss_spike", 5, {"variants.v.lr": 0.001})
 
     norms = np.r_[[1.0, 1.2, 0.9, 1.1], [50.0], [1.0] * 4]
     names = [v.name for v in training_verdicts("v", history(train_loss=falling, val_loss=falling, grad_norm=norms,
-                                                            grad_norm_max=norms), summary, config, settings)]
+                                                            grad_norm_max=norms), summary, config, settings, {})]
     assert names == ["gradient_explosion"]
 
     rising = np.r_[falling[:5], [0.8, 0.9, 1.0, 1.1]]
     both = history(train_loss=rising, val_loss=rising)
-    assert [v.name for v in training_verdicts("v", both, summary, config, settings)] == ["rising_loss"]
+    assert [v.name for v in training_verdicts("v", both, summary, config, settings, {})] == ["rising_loss"]
     overfit = history(train_loss=falling, val_loss=rising)
-    assert [v.name for v in training_verdicts("v", overfit, summary, config, settings)] == ["overfitting"]
+    (verdict,) = training_verdicts("v", overfit, summary, config, settings, {"variants.v.dropout": 0.2})
+    assert verdict.name == "overfitting" and verdict.overrides == {"variants.v.dropout": 0.2}
 
 
 def test_note_rnn_rules_timing_collapse_and_repetition(settings, params):
@@ -145,11 +250,26 @@ def test_note_rnn_rules_timing_collapse_and_repetition(settings, params):
                       sample_repeated_pitch_rate=[0.02, 0.02], data_repeated_pitch_rate=[0.02, 0.02],
                       sample_diversity_ratio=[0.9, 0.9])
     assert note_rnn.diagnose("rnn_stacked", healthy, config, settings) == []
-    sick = healthy.assign(sample_step_std_ratio=[0.6, 0.27], sample_ngram_repetition=[0.1, 0.6])
+    # Judged on the median of the last epochs (judge_epochs): here both.
+    sick = healthy.assign(sample_step_std_ratio=[0.6, 0.2], sample_ngram_repetition=[0.1, 0.6])
     verdicts = {v.name: v for v in note_rnn.diagnose("rnn_stacked", sick, config, settings)}
     assert set(verdicts) == {"step_collapse", "repetitive_generation"}
-    assert verdicts["step_collapse"].epoch == 2 and "0.27x" in verdicts["step_collapse"].evidence
+    assert verdicts["step_collapse"].epoch == 2 and "0.40x" in verdicts["step_collapse"].evidence
     assert verdicts["step_collapse"].command == "dvc exp run -S ++variants.rnn_stacked.seq_len=100"
+
+
+def test_spectral_outputs_beyond_the_input_range(settings, params):
+    """The documents' reconstructions far outside the input's range (a short training on a tiny
+    model does not reach it: its outputs stay near 0)."""
+    config = params.variant("spectral_vae")
+    row = {"val_loss": 1.0, "val_input_min": -2.8, "val_input_max": 4.6, "val_featureless_share": 0.0,
+           "val_hf_energy_ratio": 0.9, "val_active_units": 8.0, "val_kl": 3.0, "prior_time_variation_ratio": 0.9}
+    spectral = family("spectral_vae")
+    inside = history(**{k: [v] for k, v in row.items()} | {"val_output_min": [-3.0], "val_output_max": [5.0]})
+    assert spectral.diagnose("spectral_vae", inside, config, settings) == []
+    beyond = inside.assign(val_output_min=[-9.0], val_output_max=[12.0])
+    (verdict,) = spectral.diagnose("spectral_vae", beyond, config, settings)
+    assert verdict.name == "range_mismatch" and verdict.overrides == {"variants.spectral_vae.output_reg_weight": 0.05}
 
 
 def test_a_remedy_command_is_what_dvc_exp_run_applies(tmp_path):

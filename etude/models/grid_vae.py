@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
-from etude.diagnosis import Verdict, collapse_verdict, scaled, variant_key
+from etude.diagnosis import Verdict, collapse_verdict, recent, scaled, variant_key
 from etude.family import Family, Results, Section
 from etude.grids import FEATURES, GridSet, decode
 from etude.midi import write_notes
@@ -299,8 +299,9 @@ class GridVae(Family):
         h = history[history["epoch"] >= config.kl.start_epoch + config.kl.anneal_epochs].dropna(subset=["val_loss"])
         if not len(h):
             return []
-        last, verdicts = h.iloc[-1], []
-        slower_kl = {variant_key(variant, "kl.anneal_epochs"): max(2 * config.kl.anneal_epochs, 20)}
+        last, verdicts, remedies = h.iloc[-1], [], settings.remedies
+        anneal = max(round(remedies.anneal_factor * config.kl.anneal_epochs), remedies.anneal_min_epochs)
+        slower_kl = {variant_key(variant, "kl.anneal_epochs"): anneal}
         kl_dims = last[[c for c in h.columns if c.startswith("val_kl_dim_")]]
         if last["val_active_units"] == 0 or (kl_dims < settings.kl_floor).all():
             verdicts.append(Verdict(
@@ -308,27 +309,30 @@ class GridVae(Family):
                 f"dimension at most {kl_dims.max():.3g} nats (floor {settings.kl_floor:g})",
                 "slower KL annealing (the documents: 10 -> 20 epochs), or free bits", slower_kl))
         timeshift = collapse_verdict(
-            "timeshift_collapse", variant, h, "timeshift_std_ratio", settings.collapse_std_ratio,
+            "timeshift_collapse", variant, h, "timeshift_std_ratio", settings.collapse_std_ratio, settings,
             "decoded timeshift spread on onset cells (validation) is",
             "slower KL annealing and a larger timeshift weight (the documents: 10 -> 20 epochs, 1.5 -> 2.0), "
             "errors on onset cells only",
-            slower_kl | {variant_key(variant, "loss.timeshift"): round(config.loss.timeshift * 4 / 3, 3),
-                         variant_key(variant, "mask_to_onsets"): True})
+            slower_kl | {
+                variant_key(variant, "loss.timeshift"): scaled(config.loss.timeshift, remedies.timeshift_factor),
+                variant_key(variant, "mask_to_onsets"): True})
         if not timeshift and last["timeshift_variance"] < config.collapse_variance:
             timeshift = [Verdict("timeshift_collapse", f"decoded timeshift variance {last['timeshift_variance']:.4f} "
                                  f"< {config.collapse_variance:g} after KL annealing", "slower KL annealing and a "
                                  "larger timeshift weight", slower_kl)]
         verdicts += timeshift
         verdicts += collapse_verdict(
-            "mode_collapse", variant, h, "prior_diversity_ratio", settings.diversity_ratio,
-            "prior samples differ from each other (onset Hamming distance)",
-            "a smaller beta: the decoder then reads z", {variant_key(variant, "kl.beta"): scaled(config.kl.beta, 0.5)})
-        density = last["prior_density_ratio"]
+            "mode_collapse", variant, h, "prior_diversity_ratio", settings.diversity_ratio, settings,
+            "prior samples differ from each other (onset Hamming distance)", "a smaller beta: the decoder then reads z",
+            {variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_down)})
+        density = recent(h, "prior_density_ratio", settings)
         if not 1 / settings.density_ratio <= density <= settings.density_ratio:
-            threshold = min(0.95, config.onset_threshold * density) if density > 1 else config.onset_threshold / 2
+            # A first guess that moves the threshold with the excess; 0.95 keeps it a probability to cross.
+            threshold = min(0.95, config.onset_threshold * density)
             verdicts.append(Verdict(
                 "prior_density", f"prior samples hold {density:.2f}x the onsets of validation windows at "
-                f"onset_threshold {config.onset_threshold:g}", "a decoding threshold that matches the data's density",
+                f"onset_threshold {config.onset_threshold:g} (median of the last epochs)",
+                "a decoding threshold that matches the data's density",
                 {variant_key(variant, "onset_threshold"): round(threshold, 3)}))
         return verdicts
 

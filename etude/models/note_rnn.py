@@ -7,12 +7,13 @@ etude.next_note.
 from __future__ import annotations
 
 import itertools
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 from pydantic import Field, PositiveInt
 from torch import nn
 
+from etude.diagnosis import variant_key
 from etude.next_note import NextNoteConfig, NextNoteFamily, draw_pitch
 
 
@@ -71,13 +72,20 @@ def sample(model: NoteRNN, seeds: torch.Tensor, temperatures: torch.Tensor, num_
 class NoteRnn(NextNoteFamily):
     name = "note_rnn"
     Config = NoteRnnConfig
-    code = ("etude/models/note_rnn.py", "etude/next_note.py", "etude/sequences.py", "etude/midi.py")
+    code = ("etude/models/note_rnn.py", "etude/next_note.py", "etude/sequences.py", "etude/midi.py", "etude/music.py")
 
     def build(self, config: NoteRnnConfig, meta: dict) -> NoteRNN:
         return NoteRNN(config, meta["stats"])
 
     def sample(self, model, seeds, temperatures, num_notes, generator):
         return sample(model, seeds, temperatures, num_notes, generator)
+
+    def regularize(self, variant: str, config: NoteRnnConfig, remedies) -> dict[str, Any]:
+        """Dropout acts only between stacked LSTM layers: a single layer gets augmentation alone."""
+        overrides = super().regularize(variant, config, remedies)
+        if len(config.lstm_units) == 1:
+            overrides.pop(variant_key(variant, "dropout"), None)
+        return overrides
 
 
 FAMILY = NoteRnn()

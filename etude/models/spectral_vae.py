@@ -35,7 +35,7 @@ from pydantic import (
 )
 from torch import nn
 
-from etude.diagnosis import Verdict, scaled, variant_key
+from etude.diagnosis import Verdict, recent, scaled, variant_key
 from etude.family import Family, Results, Section
 from etude.mel import MelSet
 from etude.models.vae import KlSchedule, encode_decode, kl_term, kl_weight, latent_stats
@@ -419,14 +419,15 @@ class SpectralVae(Family):
         h = history.dropna(subset=["val_loss"])
         if not len(h):
             return []
-        last, verdicts = h.iloc[-1], []
+        last, verdicts, remedies = h.iloc[-1], [], settings.remedies
         epoch = int(last["epoch"]) + 1
         if last["val_featureless_share"] > config.featureless_warning_share:
             verdicts.append(Verdict(
                 "featureless", f"{last['val_featureless_share']:.0%} of validation reconstructions are blank "
                 f"(dB std < {config.featureless_std_db:g})", "a lower learning rate and beta (the documents: "
-                "1e-4 -> 5e-5, 0.1 -> 0.05)", {variant_key(variant, "lr"): scaled(config.lr, 0.5),
-                                               variant_key(variant, "kl.beta"): scaled(config.kl.beta, 0.5)}, epoch))
+                "1e-4 -> 5e-5, 0.1 -> 0.05)", {
+                    variant_key(variant, "lr"): scaled(config.lr, remedies.featureless_lr),
+                    variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_down)}, epoch))
         span = last["val_input_max"] - last["val_input_min"]
         margin = config.range_margin * span
         allowed = (last["val_input_min"] - margin, last["val_input_max"] + margin)
@@ -435,24 +436,28 @@ class SpectralVae(Family):
                 "range_mismatch", f"validation outputs in [{last['val_output_min']:.2f}, {last['val_output_max']:.2f}] "
                 f"for inputs in [{last['val_input_min']:.2f}, {last['val_input_max']:.2f}]",
                 "a larger output-range penalty (the documents: 0.01 -> 0.05)",
-                {variant_key(variant, "output_reg_weight"): scaled(config.output_reg_weight, 5)}, epoch))
+                {variant_key(variant, "output_reg_weight"):
+                 scaled(config.output_reg_weight, remedies.output_reg_factor)}, epoch))
         if last["val_hf_energy_ratio"] < settings.hf_energy_ratio:
             verdicts.append(Verdict(
                 "missing_high_frequencies", f"reconstructions carry {last['val_hf_energy_ratio']:.2f}x the input's "
                 f"energy in the top {config.hf_fraction:.0%} of bins", "a larger spectral loss weight (the "
-                "documents: 0.1 -> 0.2)", {variant_key(variant, "spectral_weight"): scaled(config.spectral_weight, 2)},
+                "documents: 0.1 -> 0.2)",
+                {variant_key(variant, "spectral_weight"): scaled(config.spectral_weight, remedies.spectral_factor)},
                 epoch))
         if last["val_active_units"] == 0:
             verdicts.append(Verdict(
                 "posterior_collapse", f"0/{config.latent_dim} active units (KL {last['val_kl']:.3g} nats)",
                 "KL annealing or a smaller beta",
-                {variant_key(variant, "kl.anneal_epochs"): max(2 * config.kl.anneal_epochs, 10)}, epoch))
-        if last["prior_time_variation_ratio"] < config.flat_prior_ratio:
+                {variant_key(variant, "kl.anneal_epochs"): max(round(remedies.anneal_factor * config.kl.anneal_epochs),
+                                                  remedies.anneal_min_epochs)}, epoch))
+        flatness = recent(h, "prior_time_variation_ratio", settings)
+        if flatness < config.flat_prior_ratio:
             verdicts.append(Verdict(
-                "flat_prior", f"prior samples change over time {last['prior_time_variation_ratio']:.2f}x as much as "
-                "validation segments: z ~ N(0, I) decodes off the data", "a larger beta draws the posterior to the "
-                "prior (and the documents' 100+ epochs)", {variant_key(variant, "kl.beta"): scaled(config.kl.beta, 2)},
-                epoch))
+                "flat_prior", f"prior samples change over time {flatness:.2f}x as much as validation segments "
+                "(median of the last epochs): z ~ N(0, I) decodes off the data",
+                "a larger beta draws the posterior to the prior (and the documents' 100+ epochs)",
+                {variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_up)}, epoch))
         return verdicts
 
     def report_sections(self, result: Results, config: SpectralVaeConfig, settings) -> list[Section]:
