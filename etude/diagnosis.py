@@ -67,6 +67,12 @@ def scaled(value: float, factor: float) -> float:
     return float(f"{value * factor:.3g}")
 
 
+def raised(value: float, factor: float, floor: float) -> float:
+    """A weight's remedy value: `factor` x larger, and at least `floor` (a weight of 0 stays 0 when
+    only scaled)."""
+    return max(scaled(value, factor), floor)
+
+
 def first_epoch(flags: pd.Series, epochs: pd.Series) -> int | None:
     """The 1-based epoch of the first True in `flags`."""
     hits = np.flatnonzero(flags.to_numpy())

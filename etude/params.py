@@ -285,11 +285,14 @@ class Remedies(Strict):
     anneal_factor: Annotated[float, Field(gt=1)]
     anneal_min_epochs: PositiveInt
     timeshift_factor: Annotated[float, Field(gt=1)]
+    timeshift_min: PositiveFloat
     beta_down: Annotated[float, Field(gt=0, lt=1)]
     beta_up: Annotated[float, Field(gt=1)]
     featureless_lr: Annotated[float, Field(gt=0, lt=1)]
     output_reg_factor: Annotated[float, Field(gt=1)]
+    output_reg_min: PositiveFloat
     spectral_factor: Annotated[float, Field(gt=1)]
+    spectral_min: PositiveFloat
 
 
 class Diagnosis(Strict):

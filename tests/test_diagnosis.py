@@ -186,20 +186,24 @@ def test_a_low_onset_threshold_decodes_one_dense_pattern_from_every_z(project):
 SPECTRAL_QUALITY = {"featureless", "range_mismatch", "missing_high_frequencies", "posterior_collapse"}
 
 
-@pytest.mark.parametrize(("overrides", "expected"), [
-    ({"lr": 0.02, "grad_clip": None}, "featureless"),
+@pytest.mark.parametrize(("overrides", "expected", "remedy"), [
+    ({"lr": 0.02, "grad_clip": None}, "featureless", {"lr": 0.01, "kl.beta": 0.025}),
+    # Running statistics of the last batch only, no range penalty: outputs overshoot in eval mode.
+    ({"epochs": 4, "samples_per_epoch": 32, "lr": 0.01, "output_reg_weight": 0.0, "batchnorm_momentum": 1.0},
+     "range_mismatch", {"output_reg_weight": 0.05}),
     ({"spectral_weight": 0.0, "recon_bands": [{"start": 0.0, "end": 0.8, "weight": 1.0},
-                                              {"start": 0.8, "end": 1.0, "weight": 0.0}]}, "missing_high_frequencies"),
-    ({"kl": {"beta": 100.0}}, "posterior_collapse"),
-    ({"kl": {"beta": 1e-6}}, "flat_prior"),
+                                              {"start": 0.8, "end": 1.0, "weight": 0.0}]},
+     "missing_high_frequencies", {"spectral_weight": 0.2}),
+    ({"kl": {"beta": 100.0}}, "posterior_collapse", {"kl.anneal_epochs": 10}),
+    ({"kl": {"beta": 1e-6}}, "flat_prior", {"kl.beta": 2e-6}),
 ])
-def test_spectral_failures_and_the_default_run(project, overrides, expected):
-    """A few batches of a broken set-up show each of the documents' failures; the default
-    configuration's own training (16 epochs, ~7 min) shows none of the quality failures. Its prior
-    samples are flat (0.3x the data's change over time): the documents' finding, kept."""
+def test_spectral_failures_and_the_default_run(project, overrides, expected, remedy):
+    """A few batches of a broken set-up show each of the documents' failures, with their remedy; the
+    default configuration's own training (16 epochs, ~7 min) shows none of the quality failures. Its
+    prior samples are flat: the documents' finding, kept."""
     sick = diagnose(project, "spectral_vae", SPECTRAL | overrides, f"spectral-{expected}")
     assert expected in sick, sorted(sick)
-    check_command(sick[expected], "spectral_vae")
+    assert sick[expected].overrides == {f"variants.spectral_vae.{k}": v for k, v in remedy.items()}
     assert not SPECTRAL_QUALITY & set(default_run("spectral_vae"))
 
 
@@ -256,20 +260,6 @@ def test_note_rnn_rules_timing_collapse_and_repetition(settings, params):
     assert set(verdicts) == {"step_collapse", "repetitive_generation"}
     assert verdicts["step_collapse"].epoch == 2 and "0.40x" in verdicts["step_collapse"].evidence
     assert verdicts["step_collapse"].command == "dvc exp run -S ++variants.rnn_stacked.seq_len=100"
-
-
-def test_spectral_outputs_beyond_the_input_range(settings, params):
-    """The documents' reconstructions far outside the input's range (a short training on a tiny
-    model does not reach it: its outputs stay near 0)."""
-    config = params.variant("spectral_vae")
-    row = {"val_loss": 1.0, "val_input_min": -2.8, "val_input_max": 4.6, "val_featureless_share": 0.0,
-           "val_hf_energy_ratio": 0.9, "val_active_units": 8.0, "val_kl": 3.0, "prior_time_variation_ratio": 0.9}
-    spectral = family("spectral_vae")
-    inside = history(**{k: [v] for k, v in row.items()} | {"val_output_min": [-3.0], "val_output_max": [5.0]})
-    assert spectral.diagnose("spectral_vae", inside, config, settings) == []
-    beyond = inside.assign(val_output_min=[-9.0], val_output_max=[12.0])
-    (verdict,) = spectral.diagnose("spectral_vae", beyond, config, settings)
-    assert verdict.name == "range_mismatch" and verdict.overrides == {"variants.spectral_vae.output_reg_weight": 0.05}
 
 
 def test_a_remedy_command_is_what_dvc_exp_run_applies(tmp_path):

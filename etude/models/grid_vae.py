@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
-from etude.diagnosis import Verdict, collapse_verdict, recent, scaled, variant_key
+from etude.diagnosis import Verdict, collapse_verdict, raised, recent, scaled, variant_key
 from etude.family import Family, Results, Section
 from etude.grids import FEATURES, GridSet, decode
 from etude.midi import write_notes
@@ -314,7 +314,8 @@ class GridVae(Family):
             "slower KL annealing and a larger timeshift weight (the documents: 10 -> 20 epochs, 1.5 -> 2.0), "
             "errors on onset cells only",
             slower_kl | {
-                variant_key(variant, "loss.timeshift"): scaled(config.loss.timeshift, remedies.timeshift_factor),
+                variant_key(variant, "loss.timeshift"): raised(config.loss.timeshift, remedies.timeshift_factor,
+                                                              remedies.timeshift_min),
                 variant_key(variant, "mask_to_onsets"): True})
         if not timeshift and last["timeshift_variance"] < config.collapse_variance:
             timeshift = [Verdict("timeshift_collapse", f"decoded timeshift variance {last['timeshift_variance']:.4f} "

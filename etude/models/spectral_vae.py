@@ -35,7 +35,7 @@ from pydantic import (
 )
 from torch import nn
 
-from etude.diagnosis import Verdict, recent, scaled, variant_key
+from etude.diagnosis import Verdict, raised, recent, scaled, variant_key
 from etude.family import Family, Results, Section
 from etude.mel import MelSet
 from etude.models.vae import KlSchedule, encode_decode, kl_term, kl_weight, latent_stats
@@ -437,13 +437,14 @@ class SpectralVae(Family):
                 f"for inputs in [{last['val_input_min']:.2f}, {last['val_input_max']:.2f}]",
                 "a larger output-range penalty (the documents: 0.01 -> 0.05)",
                 {variant_key(variant, "output_reg_weight"):
-                 scaled(config.output_reg_weight, remedies.output_reg_factor)}, epoch))
+                 raised(config.output_reg_weight, remedies.output_reg_factor, remedies.output_reg_min)}, epoch))
         if last["val_hf_energy_ratio"] < settings.hf_energy_ratio:
             verdicts.append(Verdict(
                 "missing_high_frequencies", f"reconstructions carry {last['val_hf_energy_ratio']:.2f}x the input's "
                 f"energy in the top {config.hf_fraction:.0%} of bins", "a larger spectral loss weight (the "
                 "documents: 0.1 -> 0.2)",
-                {variant_key(variant, "spectral_weight"): scaled(config.spectral_weight, remedies.spectral_factor)},
+                {variant_key(variant, "spectral_weight"):
+                 raised(config.spectral_weight, remedies.spectral_factor, remedies.spectral_min)},
                 epoch))
         if last["val_active_units"] == 0:
             verdicts.append(Verdict(
