@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install browser run snakemake test bench bench-disk mlflow-ui clean
+.PHONY: install browser run snakemake test test-cluster bench bench-disk mlflow-ui clean
 
 # TinySoundFont renders MIDI for the spectral VAE. Its wheel declares pyaudio, which it imports only
 # for live playback and which needs the PortAudio system headers to build: installed without it.
@@ -36,6 +36,19 @@ snakemake: install
 test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# Scale-out on this machine (needs root): cluster/local.sh brings up SLURM, PostgreSQL, S3 (moto) and
+# an MLflow server (installing what is missing), tests/test_cluster.py runs against them (a component
+# down fails there rather than skips), and they are stopped again, also after a failure or Ctrl-C.
+test-cluster: SHELL := /bin/bash
+test-cluster: install
+	@set -o pipefail; log=$$(mktemp); result="cluster/local.sh up failed"; rc=1; \
+	trap 'cluster/local.sh down >/dev/null; rm -f $$log' EXIT; \
+	t=$$SECONDS; if cluster/local.sh up; then up=$$((SECONDS - t)); t=$$SECONDS; \
+	  ETUDE_CLUSTER_REQUIRED=1 $(BIN)/python -m pytest -q --durations=0 tests/test_cluster.py | tee $$log; rc=$$?; \
+	  result=$$(tail -n 1 $$log | tr -d =); tests=$$((SECONDS - t)); fi; \
+	t=$$SECONDS; cluster/local.sh down; trap - EXIT; rm -f $$log; \
+	echo "test-cluster: $$result | up $${up:--} s, tests $${tests:--} s, down $$((SECONDS - t)) s"; exit $$rc
 
 bench: install
 	$(BIN)/python -m bench.ingest

@@ -4,7 +4,9 @@ The store is SQLite at an absolute path under the repository root (DVC_ROOT when
 experiment in a temporary copy), artifacts beside it, so every runner logs to one place.
 MLFLOW_TRACKING_URI points it at a tracking server instead. The database is created and migrated
 once, under a file lock, before any run uses it: concurrent first use of a fresh SQLite store races
-on migrations.
+on migrations. Processes that start at once on a fresh experiment race to create it on any store
+(a server answers all but one "already exists"): the others fetch it, and every run names its
+experiment id explicitly, so none lands in MLflow's Default experiment.
 
 MLflow stores artifact locations as absolute paths. When the repository has been moved or copied,
 `init` rewrites them to the store's new place, so artifacts stay readable and new runs log beside
@@ -17,6 +19,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,8 +66,7 @@ def init(experiment: str) -> str:
     try:
         found = mlflow.get_experiment_by_name(experiment)
         if found is None:
-            artifacts = artifact_root().as_uri() if local else None
-            return mlflow.create_experiment(experiment, artifact_location=artifacts, tags=EXPERIMENT_KIND)
+            return create_experiment(experiment, artifact_root().as_uri() if local else None)
         if local:
             relocate(found.artifact_location)
         if found.tags.get("mlflow.experimentKind") is None:
@@ -74,6 +76,25 @@ def init(experiment: str) -> str:
     finally:
         if lock:
             lock.release()
+
+
+def create_experiment(experiment: str, artifact_location: str | None) -> str:
+    """Create the experiment, or fetch it if another process created it first; returns its id."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.create_experiment(experiment, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    # The winner's transaction may not be visible to this request yet: ask again, briefly.
+    for attempt in range(6):
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is not None:
+            return found.experiment_id
+        time.sleep(0.1 * 2**attempt)
+    raise RuntimeError(f"MLflow experiment {experiment!r} already exists, yet cannot be fetched")
 
 
 def artifact_root() -> Path:
