@@ -6,6 +6,7 @@
     dvc_noop   `dvc repro` and `dvc status` when nothing changed
     music      music.json's OA/KLD vs mgeval's procedure (gaussian_kde + quad) on the same distances
     mel        the mel stage and spectral-VAE training on maestro-bench rendered audio, with peak memory
+    scale      the whole DAG on a MAESTRO directory stage by stage, projected to full MAESTRO and N nodes
 """
 
 import statistics
