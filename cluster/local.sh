@@ -14,6 +14,8 @@
 # run as root, munge or postgres. For local use only: PostgreSQL trusts local connections and the
 # S3 keys are moto's dummies.
 set -euo pipefail
+# Daemons and their tools live in sbin, which a non-login or CI shell often leaves off PATH.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=$ROOT/.venv
