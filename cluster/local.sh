@@ -49,12 +49,20 @@ fail() {
 
 # Start a daemon in its own session (an interrupted `make` does not take it down), output to its
 # log, and record its pid with the program it runs. `setsid` execs in place here (a background job
-# of a non-interactive shell is no group leader), so $! is the daemon itself.
+# of a non-interactive shell is no group leader), so $! is the daemon itself, but only once the
+# forked shell has exec'd: until then its command line is this script's, and pid_of would take a
+# daemon still starting for one that exited (CI met this race). So wait for the exec.
 spawn() {
-    local name=$1 program=$2
+    local name=$1 program=$2 pid
     shift 2
     setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
-    echo "$! $program" >"$RUN/$name.pid"
+    pid=$!
+    echo "$pid $program" >"$RUN/$name.pid"
+    for _ in $(seq 100); do
+        pid_of "$name" >/dev/null || [[ ! -d /proc/$pid ]] || { sleep 0.1; continue; }
+        return 0
+    done
+    fail "$name" "did not exec '$program' within 10 s" "$LOGS/$name.log"
 }
 
 # The recorded pid of `name` while it still runs the recorded program (never a reused pid).
