@@ -1,10 +1,12 @@
 """The next-note task over (pitch, step, duration), as in the TensorFlow music-generation tutorial.
 
 Everything a next-note network shares: training windows and their transposition, the loss (pitch
-cross-entropy plus step/duration MSE with positive pressure), test metrics beside the baselines a
-useful model must beat, samples seeded from test windows with their statistics, and MIDI output. A
-network family subclasses `NextNoteFamily` and brings only its model (called as
-`model(notes, state) -> (pitch logits, step, duration, state)` on raw notes) and its sampler.
+cross-entropy plus the timing heads' losses), the timing heads themselves (the documents' MSE with
+positive pressure, or categoricals over log-spaced bins that sampling draws from), test metrics
+beside the baselines a useful model must beat, samples seeded from test windows with their
+statistics, and MIDI output. A network family subclasses `NextNoteFamily` and brings only its model
+(called as `model(notes, state) -> (pitch logits, step, duration, state)` on raw notes, with its
+timing heads as `model.timing`, a `TimingHeads`) and its sampler.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import math
 from abc import abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from pydantic import Field, NonNegativeFloat
+from pydantic import Field, NonNegativeFloat, PositiveFloat, model_validator
+from torch import nn
 
 from etude.diagnosis import Verdict, collapse_verdict, recent, scaled, variant_key
 from etude.family import Family, Results, Section
@@ -38,13 +41,29 @@ class LossWeights(Strict):
     duration: NonNegativeFloat
 
 
+class TimingBins(Strict):
+    """Log-spaced bins of seconds: [0, min_s), then `count - 1` bins up to max_s; longer values fall in the last."""
+
+    count: Annotated[int, Field(ge=2)]
+    min_s: PositiveFloat
+    max_s: PositiveFloat
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.max_s <= self.min_s:
+            raise ValueError(f"max_s ({self.max_s}) must be above min_s ({self.min_s})")
+        return self
+
+
 class NextNoteConfig(Strict):
     """The task's settings, shared by every next-note network."""
 
     seq_len: Annotated[int, Field(ge=2)]
     vocab_size: Annotated[int, Field(ge=1, le=128)]
     loss_weights: LossWeights
-    positive_pressure: NonNegativeFloat       # step/duration loss: MSE + pressure * max(-y_hat, 0)
+    timing_head: Literal["mse", "bins"]       # mse: the documents' regression; bins: a sampled categorical
+    timing_bins: TimingBins                   # bins heads (and a network's binned timing inputs)
+    positive_pressure: NonNegativeFloat       # mse heads: MSE + pressure * max(-y_hat, 0)
     transpose_semitones: Annotated[int, Field(ge=0, le=24)]  # random transposition within +-N
     diagnostic_notes: Annotated[int, Field(ge=8)]  # length of the samples drawn after each epoch
 
@@ -72,12 +91,81 @@ def positive_pressure_mse(pred: torch.Tensor, target: torch.Tensor, pressure: fl
     return ((target - pred) ** 2 + pressure * torch.clamp(-pred, min=0)).mean()
 
 
-def draw_pitch(logits: torch.Tensor, temperatures: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One pitch per row by inverse-CDF sampling: one uniform number per row. torch.multinomial
+def draw_class(logits: torch.Tensor, temperatures: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One class per row by inverse-CDF sampling: one uniform number per row. torch.multinomial
     draws one per class, which made it 60 % of a sampling step at batch 256."""
     cdf = torch.softmax(logits / temperatures[:, None], dim=-1).cumsum(dim=-1)
     u = torch.rand(len(cdf), 1, generator=generator, device=cdf.device)
     return (cdf < u).sum(dim=-1).clamp(max=cdf.shape[-1] - 1)
+
+
+def timing_edges(bins: TimingBins) -> torch.Tensor:
+    """(count + 1,) bin edges in seconds: 0, then log-spaced from min_s to max_s."""
+    return torch.cat([torch.zeros(1), torch.logspace(math.log10(bins.min_s), math.log10(bins.max_s), bins.count)])
+
+
+def timing_bin(seconds: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """The bin of each value; values past the last edge fall in the last bin."""
+    return torch.bucketize(seconds.contiguous(), edges[1:-1], right=True)
+
+
+class TimingHeads(nn.Module):
+    """Step and duration from a network's last hidden layer: the documents' regression (one value
+    each, trained with MSE and positive pressure: it learns the conditional mean, so sampled timing
+    collapses towards it) or a categorical over log-spaced bins, drawn from at generation time (a
+    value uniform within the drawn bin), which keeps the data's spread."""
+
+    def __init__(self, config: NextNoteConfig, width: int):
+        super().__init__()
+        self.kind, self.pressure = config.timing_head, config.positive_pressure
+        outputs = 1 if self.kind == "mse" else config.timing_bins.count
+        self.step, self.duration = nn.Linear(width, outputs), nn.Linear(width, outputs)
+        self.register_buffer("edges", timing_edges(config.timing_bins), persistent=False)
+
+    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(…,) seconds for mse heads, (…, bins) logits for bins heads."""
+        step, duration = self.step(hidden), self.duration(hidden)
+        return (step.squeeze(-1), duration.squeeze(-1)) if self.kind == "mse" else (step, duration)
+
+    def loss(self, output: torch.Tensor, seconds: torch.Tensor) -> torch.Tensor:
+        if self.kind == "mse":
+            return positive_pressure_mse(output, seconds, self.pressure)
+        return F.cross_entropy(output, timing_bin(seconds, self.edges))
+
+    def draw(self, output: torch.Tensor, temperatures: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(B,) seconds: the regression's value, or a bin drawn at each row's temperature and a
+        uniform point within it."""
+        if self.kind == "mse":
+            return output.clamp(min=0)
+        index = draw_class(output, temperatures, generator)
+        low, high = self.edges[index], self.edges[index + 1]
+        return low + (high - low) * torch.rand(len(index), generator=generator, device=output.device)
+
+    def point(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(median, mean) of each prediction in seconds: the best answers under MAE and under RMSE."""
+        if self.kind == "mse":
+            return output, output
+        probs = torch.softmax(output.double(), dim=-1)
+        edges = self.edges.double()
+        mean = (probs * (edges[:-1] + edges[1:]) / 2).sum(-1)
+        cdf = probs.cumsum(-1)
+        index = (cdf < 0.5).sum(-1).clamp(max=probs.shape[-1] - 1)
+        below = (cdf.gather(-1, index[..., None]) - probs.gather(-1, index[..., None]))[..., 0]
+        within = ((0.5 - below) / probs.gather(-1, index[..., None])[..., 0]).clamp(0, 1)
+        median = edges[index] + within * (edges[index + 1] - edges[index])
+        return median, mean
+
+
+def note_loss(model, logits: torch.Tensor, step: torch.Tensor, duration: torch.Tensor, target: torch.Tensor,
+              weights: LossWeights) -> tuple[torch.Tensor, dict]:
+    """The weighted sum of pitch cross-entropy and the timing heads' losses, and each term, for
+    predictions of (N, 3) target notes."""
+    terms = {
+        "pitch": F.cross_entropy(logits, target[:, 0].long()),
+        "step": model.timing.loss(step, target[:, 1]),
+        "duration": model.timing.loss(duration, target[:, 2]),
+    }
+    return weights.pitch * terms["pitch"] + weights.step * terms["step"] + weights.duration * terms["duration"], terms
 
 
 class NextNoteFamily(Family):
@@ -126,15 +214,10 @@ class NextNoteFamily(Family):
             yield to_batch(windows_at(features, starts, config.seq_len), device)
 
     def loss(self, model, batch: NoteBatch, config, epoch: int | None) -> tuple[torch.Tensor, dict]:
+        """The next note after each window."""
         inputs, target = batch
         logits, step, duration, _ = model(inputs)
-        terms = {
-            "pitch": F.cross_entropy(logits, target[:, 0].long()),
-            "step": positive_pressure_mse(step, target[:, 1], config.positive_pressure),
-            "duration": positive_pressure_mse(duration, target[:, 2], config.positive_pressure),
-        }
-        w = config.loss_weights
-        return w.pitch * terms["pitch"] + w.step * terms["step"] + w.duration * terms["duration"], terms
+        return note_loss(model, logits, step, duration, target, config.loss_weights)
 
     @torch.no_grad()
     def diagnostics(self, model, data: NoteSequences, config, epoch: int, device: torch.device) -> dict[str, float]:
@@ -167,13 +250,18 @@ class NextNoteFamily(Family):
             return []
         remedies = settings.remedies
         more_context = {variant_key(variant, "seq_len"): round(remedies.context_factor * config.seq_len)}
-        remedy = ("more context (the documents' version 2 doubled seq_len); MSE heads predict the conditional "
-                  "mean, so a distributional timing head is the lasting fix")
+        if config.timing_head == "mse":
+            remedy = ("distributional timing heads: an MSE head predicts the conditional mean, and more context "
+                      "(the documents' version 2 doubled seq_len) only narrows the gap")
+            timing_fix = {variant_key(variant, "timing_head"): "bins"}
+        else:
+            remedy = "more context (the documents' version 2 doubled seq_len)"
+            timing_fix = more_context
         verdicts = []
         for head in ("step", "duration"):
             verdicts += collapse_verdict(
                 f"{head}_collapse", variant, h, f"sample_{head}_std_ratio", settings.collapse_std_ratio, settings,
-                f"the spread of sampled {head}s is", remedy, more_context)
+                f"the spread of sampled {head}s is", remedy, timing_fix)
         sampled, data = (recent(h, f"{kind}_ngram_repetition", settings) for kind in ("sample", "data"))
         if sampled > 0 and sampled > settings.repetition_factor * data:
             verdicts.append(Verdict(
@@ -201,16 +289,19 @@ class NextNoteFamily(Family):
         """Test-split metrics per head, each beside the baselines that a useful model must beat."""
         model.eval()
         columns: dict[str, list[torch.Tensor]] = {k: [] for k in (
-            "ce", "top1", "top5", "repeat_last", "pitch", "step_pred", "step", "duration_pred", "duration")}
+            "ce", "top1", "top5", "repeat_last", "pitch", "step_median", "step_mean", "step",
+            "duration_median", "duration_mean", "duration")}
         for inputs, target in self.eval_batches(data, config, "test", settings.max_windows, device):
             logits, step, duration, _ = model(inputs)
             pitch = target[:, 0].long()
             top = logits.topk(5, dim=1).indices
+            (step_median, step_mean), (duration_median, duration_mean) = map(model.timing.point, (step, duration))
             for key, value in (("ce", F.cross_entropy(logits, pitch, reduction="none")), ("top1", top[:, 0] == pitch),
                                ("top5", (top == pitch[:, None]).any(dim=1)),
                                ("repeat_last", inputs[:, -1, 0].long() == pitch), ("pitch", pitch),
-                               ("step_pred", step), ("step", target[:, 1]),
-                               ("duration_pred", duration), ("duration", target[:, 2])):
+                               ("step_median", step_median), ("step_mean", step_mean), ("step", target[:, 1]),
+                               ("duration_median", duration_median), ("duration_mean", duration_mean),
+                               ("duration", target[:, 2])):
                 columns[key].append(value)
         test = {k: torch.cat(v).double().cpu().numpy() for k, v in columns.items()}
         return {"model": _model_metrics(test), "baseline": _baseline_metrics(test, data, config.vocab_size),
@@ -266,16 +357,18 @@ def pitch_class_diversity(pitches: np.ndarray) -> float:
 
 
 def _model_metrics(test: dict[str, np.ndarray]) -> dict[str, float]:
-    step, duration = np.maximum(test["step_pred"], 0), np.maximum(test["duration_pred"], 0)
+    """MAE of the predicted median and RMSE of the predicted mean (one value for an MSE head),
+    negative outputs clipped to 0 as the sampler clips them."""
+    clipped = {k: np.maximum(test[k], 0) for k in ("step_median", "step_mean", "duration_median", "duration_mean")}
     mean_ce = float(test["ce"].mean())
     return {
         "pitch_top1": float(test["top1"].mean()), "pitch_top5": float(test["top5"].mean()),
         "pitch_cross_entropy": mean_ce, "pitch_perplexity": math.exp(mean_ce),
-        "step_mae": float(np.abs(step - test["step"]).mean()),
-        "step_rmse": float(np.sqrt(((step - test["step"]) ** 2).mean())),
-        "duration_mae": float(np.abs(duration - test["duration"]).mean()),
-        "duration_rmse": float(np.sqrt(((duration - test["duration"]) ** 2).mean())),
-        "negative_output_share": float(((test["step_pred"] < 0) | (test["duration_pred"] < 0)).mean()),
+        "step_mae": float(np.abs(clipped["step_median"] - test["step"]).mean()),
+        "step_rmse": float(np.sqrt(((clipped["step_mean"] - test["step"]) ** 2).mean())),
+        "duration_mae": float(np.abs(clipped["duration_median"] - test["duration"]).mean()),
+        "duration_rmse": float(np.sqrt(((clipped["duration_mean"] - test["duration"]) ** 2).mean())),
+        "negative_output_share": float(((test["step_mean"] < 0) | (test["duration_mean"] < 0)).mean()),
     }
 
 

@@ -259,7 +259,11 @@ def test_note_rnn_rules_timing_collapse_and_repetition(settings, params):
     verdicts = {v.name: v for v in note_rnn.diagnose("rnn_stacked", sick, config, settings)}
     assert set(verdicts) == {"step_collapse", "repetitive_generation"}
     assert verdicts["step_collapse"].epoch == 2 and "0.40x" in verdicts["step_collapse"].evidence
-    assert verdicts["step_collapse"].command == "dvc exp run -S ++variants.rnn_stacked.seq_len=100"
+    # MSE heads: the remedy is the distributional head; a bins head that collapses gets more context.
+    assert verdicts["step_collapse"].command == "dvc exp run -S ++variants.rnn_stacked.timing_head=bins"
+    binned = params.variant("rnn_stacked_bins")
+    (collapse,) = [v for v in note_rnn.diagnose("v", sick, binned, settings) if v.name == "step_collapse"]
+    assert collapse.command == "dvc exp run -S ++variants.v.seq_len=100"
 
 
 def test_a_remedy_command_is_what_dvc_exp_run_applies(tmp_path):

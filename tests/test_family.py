@@ -73,14 +73,14 @@ def test_stage_table_and_checkpoint_hash_read_the_same_declaration(params, tmp_p
 
 
 TOY_FAMILY = '''
-"""A pitch-bigram next-note network: the last pitch's embedding predicts the next pitch; step and
-duration are learned constants. It reuses the next-note task and brings only its model and sampler."""
+"""A pitch-bigram next-note network: the last pitch's embedding predicts the next pitch, step and
+duration. It reuses the next-note task (its timing heads too) and brings only its model and sampler."""
 
 import torch
 from pydantic import PositiveInt
 from torch import nn
 
-from etude.next_note import NextNoteConfig, NextNoteFamily, draw_pitch
+from etude.next_note import NextNoteConfig, NextNoteFamily, TimingHeads, draw_class
 
 
 class BigramConfig(NextNoteConfig):
@@ -92,12 +92,11 @@ class Bigram(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(config.vocab_size, config.embedding)
         self.pitch = nn.Linear(config.embedding, config.vocab_size)
-        self.timing = nn.Parameter(torch.tensor([stats["step_mean"], stats["duration_mean"]]))
+        self.timing = TimingHeads(config, config.embedding)
 
     def forward(self, notes, state=None):
-        last = notes[:, -1, 0].long().clamp(0, self.embed.num_embeddings - 1)
-        timing = self.timing.expand(len(notes), 2)
-        return self.pitch(self.embed(last)), timing[:, 0], timing[:, 1], None
+        last = self.embed(notes[:, -1, 0].long().clamp(0, self.embed.num_embeddings - 1))
+        return self.pitch(last), *self.timing(last), None
 
 
 class PitchBigram(NextNoteFamily):
@@ -113,7 +112,8 @@ class PitchBigram(NextNoteFamily):
         logits, step, duration, _ = model(seeds)
         notes = []
         for _ in range(num_notes):
-            pitch = draw_pitch(logits, temperatures, generator)
+            pitch = draw_class(logits, temperatures, generator)
+            step, duration = (model.timing.draw(x, temperatures, generator) for x in (step, duration))
             notes.append(torch.stack([pitch.to(seeds.dtype), step, duration], dim=1))
             logits, step, duration, _ = model(notes[-1][:, None, :])
         return torch.stack(notes, dim=1)
@@ -129,6 +129,7 @@ def test_a_new_family_is_one_module_and_params_entries(tmp_path):
     edit_params(project / "params.yaml", {
         "models": {"pitch_bigram": {"seq_len": 8, "vocab_size": 128, "embedding": 16,
                                     "loss_weights": {"pitch": 1.0, "step": 1.0, "duration": 1.0},
+                                    "timing_head": "bins", "timing_bins": {"count": 32, "min_s": 0.01, "max_s": 4.0},
                                     "positive_pressure": 10.0, "transpose_semitones": 0,
                                     "diagnostic_notes": 16}},
         "variants": {"bigram": {"model": "pitch_bigram", "lr": 0.02, "epochs": 3, "samples_per_epoch": 16384,

@@ -14,7 +14,7 @@ from pydantic import Field, PositiveInt
 from torch import nn
 
 from etude.diagnosis import variant_key
-from etude.next_note import NextNoteConfig, NextNoteFamily, draw_pitch
+from etude.next_note import NextNoteConfig, NextNoteFamily, TimingHeads, draw_class
 
 
 class NoteRnnConfig(NextNoteConfig):
@@ -23,7 +23,7 @@ class NoteRnnConfig(NextNoteConfig):
 
 
 class NoteRNN(nn.Module):
-    """LSTM stack with three heads. Takes raw notes; normalises them itself.
+    """LSTM stack with a pitch head and timing heads. Takes raw notes; normalises them itself.
 
     Normalisation lives in the model (buffers from the training split), so the sampler feeds back
     exactly what training saw: the tutorial's loop appended unscaled pitch to a pitch/128 window.
@@ -38,8 +38,7 @@ class NoteRNN(nn.Module):
         self.lstms = nn.ModuleList(nn.LSTM(i, o, batch_first=True) for i, o in itertools.pairwise(sizes))
         self.dropout = nn.Dropout(config.dropout)
         self.pitch = nn.Linear(sizes[-1], config.vocab_size)
-        self.step = nn.Linear(sizes[-1], 1)
-        self.duration = nn.Linear(sizes[-1], 1)
+        self.timing = TimingHeads(config, sizes[-1])
 
     def forward(self, notes: torch.Tensor, state: list | None = None):
         """Heads at the last time step, and the LSTM state to continue from."""
@@ -51,7 +50,7 @@ class NoteRNN(nn.Module):
             h, s = lstm(h, None if state is None else state[i])
             new_state.append(s)
         last = h[:, -1]
-        return self.pitch(last), self.step(last).squeeze(-1), self.duration(last).squeeze(-1), new_state
+        return self.pitch(last), *self.timing(last), new_state
 
 
 @torch.inference_mode()
@@ -62,8 +61,9 @@ def sample(model: NoteRNN, seeds: torch.Tensor, temperatures: torch.Tensor, num_
     logits, step, duration, state = model(seeds)
     notes = []
     for _ in range(num_notes):
-        pitch = draw_pitch(logits, temperatures, generator)
-        note = torch.stack([pitch.to(seeds.dtype), step.clamp(min=0), duration.clamp(min=0)], dim=1)
+        pitch = draw_class(logits, temperatures, generator)
+        step, duration = (model.timing.draw(x, temperatures, generator) for x in (step, duration))
+        note = torch.stack([pitch.to(seeds.dtype), step, duration], dim=1)
         notes.append(note)
         logits, step, duration, state = model(note[:, None, :], state)
     return torch.stack(notes, dim=1)
