@@ -110,6 +110,25 @@ def music_ranking(results: list[Results]) -> pd.DataFrame:
     return table.sort_values(["OA gap to ceiling", "OA mean"], ascending=[True, False], ignore_index=True)
 
 
+def note_models_table(results: list[Results], params: Params) -> pd.DataFrame:
+    """The next-note variants side by side at temperature 1: pitch prediction, the spread of sampled
+    step and duration against the test data's (an MSE head collapses it towards 0; 1 is the data's),
+    and OA against the test excerpts."""
+    rows = {}
+    for result in results:
+        if "t1_step_std_ratio" not in result.generation:
+            continue
+        config = params.variant(result.name)
+        rows[result.name] = {
+            "model": config.model, "timing head": getattr(config, "timing_head", ""),
+            "pitch cross-entropy": result.evaluation["model"]["pitch_cross_entropy"],
+            "pitch top-1": result.evaluation["model"]["pitch_top1"],
+            "step σ ratio": result.generation["t1_step_std_ratio"],
+            "duration σ ratio": result.generation["t1_duration_std_ratio"],
+            "OA mean": result.music["groups"].get("t1", {}).get("oa_mean")}
+    return pd.DataFrame(rows).T
+
+
 def variant_metrics_table(result: Results) -> pd.DataFrame:
     """One variant's test metrics beside its baselines and reference statistics, row by row."""
     groups = {k: v for k, v in result.evaluation.items() if k != "windows"}
@@ -199,6 +218,10 @@ def build(params: Params, pieces: pd.DataFrame, skipped: pd.DataFrame, html_path
     page.table("Test-split metrics", _fmt(pd.DataFrame({r.name: r.evaluation["model"] for r in results})))
     page.table("Training", _fmt(pd.DataFrame({r.name: r.train | {"diagnosis": ", ".join(
         v["name"] for v in r.train.get("diagnosis", [])) or "healthy"} for r in results})))
+    note_models = note_models_table(results, params)
+    if len(note_models):
+        page.table("Next-note models at temperature 1.0 (σ ratio: generated / test spread; 1 is the data's)",
+                   _fmt(note_models))
     ranking = music_ranking(results)
     if len(ranking):
         page.table("Samples against the data (Yang & Lerch OA / KLD, metrics/<variant>/music.json)", _fmt(ranking),
