@@ -50,7 +50,9 @@ test-cluster: install
 	t=$$SECONDS; cluster/local.sh down; trap - EXIT; rm -f $$log; \
 	echo "test-cluster: $$result | up $${up:--} s, tests $${tests:--} s, down $$((SECONDS - t)) s"; exit $$rc
 
+# TensorFlow (the `bench` extra, ~1.3 GB) only for bench.train's Keras rows: not a pipeline dependency.
 bench: install
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.train
 	$(BIN)/python -m bench.generate

@@ -1,9 +1,14 @@
-"""Sampler speed (generated notes/s): etude's stateful batched sampler against re-running the window.
+"""Sampler speed (generated notes/s): etude's stateful batched samplers against re-running the window.
 
-Ours: note_rnn.sample, one LSTM step per note carrying the state, the whole generate stage's batch
+LSTMs: note_rnn.sample, one LSTM step per note carrying the state, the whole generate stage's batch
 (temperatures x num_samples from params.yaml) at once. Reference: the TensorFlow tutorial's loop,
 one sample at a time, a full forward pass over the seq_len window for every note (sample_by_window
-below). Untrained weights: speed does not depend on them. Target: ours >= 100x the reference.
+below). Target: ours >= 100x the reference.
+
+Transformer: note_transformer.sample, one cached forward step per note (each layer's keys and
+values of the last seq_len notes kept), against note_transformer.sample_uncached, the same model
+and batch re-run over the whole window for every note. The two draw the same notes while the
+window fills (tests/test_note_transformer.py). Untrained weights: speed does not depend on them.
 
     python -m bench.generate
 """
@@ -15,7 +20,7 @@ import torch
 
 from bench import machine_note, median_time, print_table
 from etude import params as etude_params
-from etude.models import family
+from etude.models import family, note_transformer
 from etude.models.note_rnn import sample
 from etude.pipeline import NOTE_SEQUENCES
 from etude.training import evenly_spaced, seed_everything
@@ -56,6 +61,25 @@ def measure(params, variant: str):
     return config, batch, n, batch * n / ours_s, n / window_s
 
 
+def measure_cache(params, variant: str):
+    """Notes/s of the cached and the re-run Transformer sampler on the generate stage's batch."""
+    config, settings = params.variant(variant), params.generate
+    seed_everything(config.seed, config.threads)
+    transformer = family(config.model)
+    data = transformer.load_data(config, Path(NOTE_SEQUENCES))
+    model = transformer.build(config, transformer.model_meta(config, data)).eval()
+    batch = len(settings.temperatures) * settings.num_samples
+    starts = evenly_spaced(data.window_starts("test", config.seq_len), batch)
+    seeds = torch.from_numpy(data.features()[starts[:, None] + np.arange(config.seq_len)])
+    temps = torch.tensor(settings.temperatures, dtype=torch.float32).repeat_interleave(settings.num_samples)
+    generator = torch.Generator().manual_seed(config.seed)
+    n = settings.num_notes
+    cached_s = median_time(lambda: note_transformer.sample(model, seeds, temps, n, generator), repeats=3)
+    rerun_s = median_time(lambda: note_transformer.sample_uncached(model, seeds, temps, n, generator),
+                          repeats=1, warmup=0)
+    return config, batch, n, batch * n / cached_s, batch * n / rerun_s
+
+
 def main() -> None:
     params = etude_params.load()
     print(f"{machine_note()}; {torch.get_num_threads()} torch threads; target >= {TARGET_RATIO:g}x\n")
@@ -67,6 +91,15 @@ def main() -> None:
                      "met" if ours / ref >= TARGET_RATIO else "MISSED"])
     print_table(["variant", "seq_len", "lstm", "ours: batch x notes", "ours notes/s",
                  "window: batch x notes", "window notes/s", "ratio", "target"], rows)
+    print()
+    rows = []
+    for variant, entry in params.variants.items():
+        if entry.get("model") == note_transformer.FAMILY.name:
+            config, batch, n, cached, rerun = measure_cache(params, variant)
+            rows.append([variant, config.seq_len, f"{config.layers}x{config.d_model}", f"{batch}x{n}",
+                         f"{cached:,.0f}", f"{rerun:,.0f}", f"{cached / rerun:.1f}x"])
+    print_table(["variant", "seq_len", "layers x width", "batch x notes", "cached notes/s", "re-run notes/s",
+                 "cache speed-up"], rows)
 
 
 if __name__ == "__main__":
