@@ -43,41 +43,35 @@ def sample_by_window(model, seed_window, temperature, num_notes, generator):
     return torch.stack(notes)
 
 
-def measure(params, variant: str):
+def untrained_setup(params, variant: str):
+    """The variant's untrained model and the generate stage's batch: seeds from test windows, one
+    temperature per row."""
     config, settings = params.variant(variant), params.generate
     seed_everything(config.seed, config.threads)
-    note_rnn = family(config.model)
-    data = note_rnn.load_data(config, Path(NOTE_SEQUENCES))
-    model = note_rnn.build(config, note_rnn.model_meta(config, data)).eval()
+    note_family = family(config.model)
+    data = note_family.load_data(config, Path(NOTE_SEQUENCES))
+    model = note_family.build(config, note_family.model_meta(config, data)).eval()
     batch = len(settings.temperatures) * settings.num_samples
     starts = evenly_spaced(data.window_starts("test", config.seq_len), batch)
     seeds = torch.from_numpy(data.features()[starts[:, None] + np.arange(config.seq_len)])
     temps = torch.tensor(settings.temperatures, dtype=torch.float32).repeat_interleave(settings.num_samples)
-    generator = torch.Generator().manual_seed(config.seed)
-    n = settings.num_notes
+    return config, model, seeds, temps, torch.Generator().manual_seed(config.seed), settings.num_notes
 
+
+def measure(params, variant: str):
+    config, model, seeds, temps, generator, n = untrained_setup(params, variant)
     ours_s = median_time(lambda: sample(model, seeds, temps, n, generator), repeats=5)
     window_s = median_time(lambda: sample_by_window(model, seeds[0], float(temps[0]), n, generator), repeats=3)
-    return config, batch, n, batch * n / ours_s, n / window_s
+    return config, len(seeds), n, len(seeds) * n / ours_s, n / window_s
 
 
 def measure_cache(params, variant: str):
     """Notes/s of the cached and the re-run Transformer sampler on the generate stage's batch."""
-    config, settings = params.variant(variant), params.generate
-    seed_everything(config.seed, config.threads)
-    transformer = family(config.model)
-    data = transformer.load_data(config, Path(NOTE_SEQUENCES))
-    model = transformer.build(config, transformer.model_meta(config, data)).eval()
-    batch = len(settings.temperatures) * settings.num_samples
-    starts = evenly_spaced(data.window_starts("test", config.seq_len), batch)
-    seeds = torch.from_numpy(data.features()[starts[:, None] + np.arange(config.seq_len)])
-    temps = torch.tensor(settings.temperatures, dtype=torch.float32).repeat_interleave(settings.num_samples)
-    generator = torch.Generator().manual_seed(config.seed)
-    n = settings.num_notes
+    config, model, seeds, temps, generator, n = untrained_setup(params, variant)
     cached_s = median_time(lambda: note_transformer.sample(model, seeds, temps, n, generator), repeats=3)
     rerun_s = median_time(lambda: note_transformer.sample_uncached(model, seeds, temps, n, generator),
                           repeats=1, warmup=0)
-    return config, batch, n, batch * n / cached_s, batch * n / rerun_s
+    return config, len(seeds), n, len(seeds) * n / cached_s, len(seeds) * n / rerun_s
 
 
 def main() -> None:

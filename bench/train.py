@@ -217,7 +217,7 @@ def main() -> None:
         if variant in params.variants:
             torch_rows.append(torch_row(params, variant, args.batches or block_batches))
         else:
-            print(f"{variant}: no such variant in params.yaml yet; its row is skipped\n")
+            print(f"{variant}: no such variant in params.yaml; its row is skipped\n")
 
     rows = keras_rows + torch_rows
     for row in rows:
