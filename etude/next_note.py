@@ -47,6 +47,7 @@ class TimingBins(Strict):
     count: Annotated[int, Field(ge=2)]
     min_s: PositiveFloat
     max_s: PositiveFloat
+    soft_label_width: NonNegativeFloat  # σ, in bins, of the Gaussian training target around the true bin; 0: one-hot
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -99,9 +100,30 @@ def draw_class(logits: torch.Tensor, temperatures: torch.Tensor, generator: torc
     return (cdf < u).sum(dim=-1).clamp(max=cdf.shape[-1] - 1)
 
 
+def draw_note(timing: TimingHeads, heads: tuple, temperatures: torch.Tensor, generator: torch.Generator,
+              dtype: torch.dtype) -> torch.Tensor:
+    """(B, 3): a pitch, step and duration drawn from each row's heads (pitch logits, then the timing
+    heads' outputs), at each row's temperature."""
+    logits, step, duration = heads
+    pitch = draw_class(logits, temperatures, generator)
+    step, duration = (timing.draw(x, temperatures, generator) for x in (step, duration))
+    return torch.stack([pitch.to(dtype), step, duration], dim=1)
+
+
 def timing_edges(bins: TimingBins) -> torch.Tensor:
     """(count + 1,) bin edges in seconds: 0, then log-spaced from min_s to max_s."""
     return torch.cat([torch.zeros(1), torch.logspace(math.log10(bins.min_s), math.log10(bins.max_s), bins.count)])
+
+
+def soft_labels(count: int, width: float) -> torch.Tensor:
+    """(count, count): row i is the training target for bin i, a Gaussian over bin indices centred on i
+    (the identity for width 0). Bins are ordered: a neighbouring bin is a near miss, not a wrong class,
+    and one-hot targets teach the heads a confidence that held-out timing does not bear out."""
+    if width == 0:
+        return torch.eye(count)
+    index = torch.arange(count, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * ((index[:, None] - index[None, :]) / width) ** 2)
+    return (kernel / kernel.sum(1, keepdim=True)).float()
 
 
 def timing_bin(seconds: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
@@ -121,6 +143,8 @@ class TimingHeads(nn.Module):
         outputs = 1 if self.kind == "mse" else config.timing_bins.count
         self.step, self.duration = nn.Linear(width, outputs), nn.Linear(width, outputs)
         self.register_buffer("edges", timing_edges(config.timing_bins), persistent=False)
+        self.register_buffer("targets", soft_labels(config.timing_bins.count, config.timing_bins.soft_label_width),
+                             persistent=False)
 
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(…,) seconds for mse heads, (…, bins) logits for bins heads."""
@@ -130,7 +154,7 @@ class TimingHeads(nn.Module):
     def loss(self, output: torch.Tensor, seconds: torch.Tensor) -> torch.Tensor:
         if self.kind == "mse":
             return positive_pressure_mse(output, seconds, self.pressure)
-        return F.cross_entropy(output, timing_bin(seconds, self.edges))
+        return F.cross_entropy(output, self.targets[timing_bin(seconds, self.edges)])
 
     def draw(self, output: torch.Tensor, temperatures: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """(B,) seconds: the regression's value, or a bin drawn at each row's temperature and a
@@ -330,7 +354,7 @@ class NextNoteFamily(Family):
         # Test excerpts of the same length, to listen to beside the samples.
         for index, excerpt in enumerate(_excerpts(data, "test", settings, settings.midi_files)):
             write_notes(excerpt, out_dir / f"test_s{index}.mid", settings.program)
-        return table, sample_stats(table, data, settings.num_notes)
+        return table, sample_stats(table, data, settings, config.seed)
 
     def music(self, data: NoteSequences, config, settings: Generate, samples: pd.DataFrame) -> dict:
         """Each temperature's samples against test (and, for the ceiling, training) excerpts of
@@ -418,18 +442,20 @@ def _excerpts(data: NoteSequences, split: str, settings: Generate, count: int) -
     return excerpts
 
 
-def sample_stats(table: pd.DataFrame, data: NoteSequences, num_notes: int) -> dict[str, float]:
+def sample_stats(table: pd.DataFrame, data: NoteSequences, settings: Generate, seed: int) -> dict[str, float]:
     """Per temperature: diversity and timing spread of samples, next to test windows of equal length.
 
     A std ratio far below 1 or a repeated-pitch rate far above the test data's is the tutorial's
-    known failure: generation collapsing onto one note or one rhythm.
+    known failure: generation collapsing onto one note or one rhythm. The test data's own band of
+    the std ratio says how far from 1 real music lands under the same statistic.
     """
+    num_notes = settings.num_notes
     test = data.split_mask("test")
     windows = [data.pitch[s : s + num_notes] for s in evenly_spaced(data.window_starts("test", num_notes), 64)]
     stats = {
         "test_unique_pitches": float(np.mean([len(np.unique(w)) for w in windows])),
         "test_repeated_pitch_rate": float(np.mean([(np.diff(w) == 0).mean() for w in windows])),
-    }
+    } | excerpt_spread_band(data, settings, seed)
     for temperature, group in table.groupby("temperature"):
         by_sample = group.groupby("sample")["pitch"]
         key = f"t{temperature:g}"
@@ -437,4 +463,24 @@ def sample_stats(table: pd.DataFrame, data: NoteSequences, num_notes: int) -> di
         stats[f"{key}_repeated_pitch_rate"] = float(by_sample.apply(lambda p: (p.diff() == 0).mean()).mean())
         stats[f"{key}_step_std_ratio"] = float(group["step"].std() / data.step[test].std())
         stats[f"{key}_duration_std_ratio"] = float(group["duration"].std() / data.duration[test].std())
+    return stats
+
+
+def excerpt_spread_band(data: NoteSequences, settings: Generate, seed: int) -> dict[str, float]:
+    """The step and duration std ratios of real music: `num_samples` random test excerpts of
+    `num_notes` notes against the whole test split, drawn `spread_band.draws` times; the band's
+    ends are percentiles of those ratios. A few long notes carry most of a duration's σ, so a
+    sample of real excerpts lands well away from 1 too (0.79-1.05 on the embedded default)."""
+    band = settings.spread_band
+    test = data.split_mask("test")
+    starts = data.window_starts("test", settings.num_notes)
+    if len(starts) == 0:  # no test piece holds num_notes notes: no excerpt to compare with
+        return {}
+    chosen = np.random.default_rng(seed).choice(starts, (band.draws, settings.num_samples))
+    windows = chosen[..., None] + np.arange(settings.num_notes)
+    stats = {}
+    for name, values in (("step", data.step), ("duration", data.duration)):
+        ratios = values[windows].reshape(band.draws, -1).std(axis=1) / values[test].std()
+        low, high = np.percentile(ratios, [band.percentile, 100 - band.percentile])
+        stats[f"test_{name}_std_ratio_low"], stats[f"test_{name}_std_ratio_high"] = float(low), float(high)
     return stats

@@ -80,7 +80,7 @@ import torch
 from pydantic import PositiveInt
 from torch import nn
 
-from etude.next_note import NextNoteConfig, NextNoteFamily, TimingHeads, draw_class
+from etude.next_note import NextNoteConfig, NextNoteFamily, TimingHeads, draw_note
 
 
 class BigramConfig(NextNoteConfig):
@@ -109,13 +109,11 @@ class PitchBigram(NextNoteFamily):
 
     @torch.inference_mode()
     def sample(self, model, seeds, temperatures, num_notes, generator):
-        logits, step, duration, _ = model(seeds)
+        *heads, _ = model(seeds)
         notes = []
         for _ in range(num_notes):
-            pitch = draw_class(logits, temperatures, generator)
-            step, duration = (model.timing.draw(x, temperatures, generator) for x in (step, duration))
-            notes.append(torch.stack([pitch.to(seeds.dtype), step, duration], dim=1))
-            logits, step, duration, _ = model(notes[-1][:, None, :])
+            notes.append(draw_note(model.timing, heads, temperatures, generator, seeds.dtype))
+            *heads, _ = model(notes[-1][:, None, :])
         return torch.stack(notes, dim=1)
 
 
@@ -129,7 +127,8 @@ def test_a_new_family_is_one_module_and_params_entries(tmp_path):
     edit_params(project / "params.yaml", {
         "models": {"pitch_bigram": {"seq_len": 8, "vocab_size": 128, "embedding": 16,
                                     "loss_weights": {"pitch": 1.0, "step": 1.0, "duration": 1.0},
-                                    "timing_head": "bins", "timing_bins": {"count": 32, "min_s": 0.01, "max_s": 4.0},
+                                    "timing_head": "bins",
+                                    "timing_bins": {"count": 32, "min_s": 0.01, "max_s": 4.0, "soft_label_width": 1.0},
                                     "positive_pressure": 10.0, "transpose_semitones": 0,
                                     "diagnostic_notes": 16}},
         "variants": {"bigram": {"model": "pitch_bigram", "lr": 0.02, "epochs": 3, "samples_per_epoch": 16384,

@@ -1,12 +1,14 @@
 """The note Transformer and the distributional timing heads: the cache gives the model's own
 answers, positions are relative, and a bins head keeps the spread an MSE head averages away."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from etude.models.note_transformer import NoteTransformer, rotate, sample, sample_uncached
-from etude.next_note import TimingHeads, timing_bin, timing_edges
+from etude.next_note import TimingHeads, soft_labels, timing_bin, timing_edges
 
 STATS = {"step_mean": 0.1, "step_std": 0.25, "duration_mean": 0.18, "duration_std": 0.35}
 
@@ -119,3 +121,26 @@ def test_the_point_answers_of_a_bins_head(config):
     drawn = head.draw(logits.expand(256, -1), torch.ones(256), torch.Generator().manual_seed(0))
     assert ((drawn >= edges[40]) & (drawn < edges[41])).all()
     assert np.unique(drawn.numpy()).size > 200  # uniform within the bin, not its centre
+
+
+def test_soft_labels_spread_a_target_over_neighbouring_bins_only():
+    assert torch.equal(soft_labels(8, 0.0), torch.eye(8))
+    targets = soft_labels(32, 2.0)
+    assert torch.allclose(targets.sum(1), torch.ones(32))
+    assert torch.equal(targets.argmax(1), torch.arange(32))
+    assert targets[16, 15] == pytest.approx(targets[16, 17].item()) and targets[16, 15] > targets[16, 13] > 0
+    assert targets[16, 0] < 1e-6  # a far bin is a wrong answer still
+
+
+def test_a_soft_target_head_is_less_sure_of_one_repeated_value(config):
+    """One value over and over: a one-hot target drives its bin towards certainty; a soft one keeps
+    about the Gaussian's share of the mass there, and the rest on its neighbours."""
+    targets = torch.full((512,), 0.2)
+    sure = {}
+    for width in (0.0, 1.5):
+        bins = config.timing_bins.model_copy(update={"soft_label_width": width})
+        head = fit_constant_head(config.model_copy(update={"timing_bins": bins}), "bins", targets)
+        with torch.no_grad():
+            sure[width] = torch.softmax(head(torch.ones(1, 4))[0], -1).max().item()
+    interior_peak = 1 / (math.sqrt(2 * math.pi) * 1.5)
+    assert sure[0.0] > 0.95 and sure[1.5] == pytest.approx(interior_peak, abs=0.02), sure
