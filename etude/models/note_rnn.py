@@ -14,7 +14,7 @@ from pydantic import Field, PositiveInt
 from torch import nn
 
 from etude.diagnosis import variant_key
-from etude.next_note import NextNoteConfig, NextNoteFamily, TimingHeads, draw_class
+from etude.next_note import NextNoteConfig, NextNoteFamily, TimingHeads, draw_note
 
 
 class NoteRnnConfig(NextNoteConfig):
@@ -58,14 +58,11 @@ def sample(model: NoteRNN, seeds: torch.Tensor, temperatures: torch.Tensor, num_
            generator: torch.Generator) -> torch.Tensor:
     """(B, num_notes, 3) raw notes. One LSTM step per note: the state carries the context."""
     model.eval()
-    logits, step, duration, state = model(seeds)
+    *heads, state = model(seeds)
     notes = []
     for _ in range(num_notes):
-        pitch = draw_class(logits, temperatures, generator)
-        step, duration = (model.timing.draw(x, temperatures, generator) for x in (step, duration))
-        note = torch.stack([pitch.to(seeds.dtype), step, duration], dim=1)
-        notes.append(note)
-        logits, step, duration, state = model(note[:, None, :], state)
+        notes.append(draw_note(model.timing, heads, temperatures, generator, seeds.dtype))
+        *heads, state = model(notes[-1][:, None, :], state)
     return torch.stack(notes, dim=1)
 
 

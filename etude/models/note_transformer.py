@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from torch import nn
 
-from etude.next_note import NextNoteConfig, NextNoteFamily, NoteBatch, TimingHeads, draw_class, note_loss, timing_bin
+from etude.next_note import NextNoteConfig, NextNoteFamily, NoteBatch, TimingHeads, draw_note, note_loss, timing_bin
 
 
 class NoteTransformerConfig(NextNoteConfig):
@@ -129,15 +129,6 @@ class NoteTransformer(nn.Module):
         return self.pitch(h), *self.timing(h), new_cache
 
 
-def draw_note(model: NoteTransformer, heads: tuple, temperatures: torch.Tensor, generator: torch.Generator,
-              dtype: torch.dtype) -> torch.Tensor:
-    """(B, 3): a pitch, step and duration drawn from each row's heads."""
-    logits, step, duration = heads
-    pitch = draw_class(logits, temperatures, generator)
-    step, duration = (model.timing.draw(x, temperatures, generator) for x in (step, duration))
-    return torch.stack([pitch.to(dtype), step, duration], dim=1)
-
-
 @torch.inference_mode()
 def sample(model: NoteTransformer, seeds: torch.Tensor, temperatures: torch.Tensor, num_notes: int,
            generator: torch.Generator) -> torch.Tensor:
@@ -147,7 +138,7 @@ def sample(model: NoteTransformer, seeds: torch.Tensor, temperatures: torch.Tens
     *heads, cache = model(seeds[:, -model.context:])
     notes = []
     for _ in range(num_notes):
-        notes.append(draw_note(model, heads, temperatures, generator, seeds.dtype))
+        notes.append(draw_note(model.timing, heads, temperatures, generator, seeds.dtype))
         *heads, cache = model(notes[-1][:, None], cache)
     return torch.stack(notes, dim=1)
 
@@ -161,7 +152,7 @@ def sample_uncached(model: NoteTransformer, seeds: torch.Tensor, temperatures: t
     window, notes = seeds[:, -model.context:], []
     for _ in range(num_notes):
         *heads, _ = model(window)
-        notes.append(draw_note(model, heads, temperatures, generator, seeds.dtype))
+        notes.append(draw_note(model.timing, heads, temperatures, generator, seeds.dtype))
         window = torch.cat([window, notes[-1][:, None]], dim=1)[:, -model.context:]
     return torch.stack(notes, dim=1)
 
