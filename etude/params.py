@@ -235,11 +235,17 @@ class Evaluate(Strict):
     prior_samples: PositiveInt  # grid VAEs: z ~ N(0, I) decoded to compare with the test data
 
 
+class SpreadBand(Strict):
+    draws: Annotated[int, Field(ge=10)]  # random sets of test excerpts
+    percentile: Annotated[float, Field(gt=0, lt=50)]  # the band runs from this percentile to 100 minus it
+
+
 class Generate(Strict):
     temperatures: Annotated[list[PositiveFloat], Field(min_length=1)]
     num_samples: PositiveInt
     midi_files: PositiveInt
     num_notes: PositiveInt
+    spread_band: SpreadBand  # next-note models: the σ ratio band of real test excerpts
     velocity: Annotated[int, Field(ge=1, le=127)]
     program: Annotated[int, Field(ge=0, le=127)]
     # grid VAEs

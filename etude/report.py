@@ -110,10 +110,15 @@ def music_ranking(results: list[Results]) -> pd.DataFrame:
     return table.sort_values(["OA gap to ceiling", "OA mean"], ascending=[True, False], ignore_index=True)
 
 
+def spread_band(generation: dict, name: str) -> str:
+    low, high = generation.get(f"test_{name}_std_ratio_low"), generation.get(f"test_{name}_std_ratio_high")
+    return "-" if low is None else f"{low:.2f}–{high:.2f}"
+
+
 def note_models_table(results: list[Results], params: Params) -> pd.DataFrame:
     """The next-note variants side by side at temperature 1: pitch prediction, the spread of sampled
-    step and duration against the test data's (an MSE head collapses it towards 0; 1 is the data's),
-    and OA against the test excerpts."""
+    step and duration against the test data's (an MSE head collapses it towards 0; 1 is the data's)
+    beside the band real test excerpts land in under the same statistic, and OA against the test excerpts."""
     rows = {}
     for result in results:
         if "t1_step_std_ratio" not in result.generation:
@@ -124,7 +129,9 @@ def note_models_table(results: list[Results], params: Params) -> pd.DataFrame:
             "pitch cross-entropy": result.evaluation["model"]["pitch_cross_entropy"],
             "pitch top-1": result.evaluation["model"]["pitch_top1"],
             "step σ ratio": result.generation["t1_step_std_ratio"],
+            "test excerpts' step σ ratio": spread_band(result.generation, "step"),
             "duration σ ratio": result.generation["t1_duration_std_ratio"],
+            "test excerpts' duration σ ratio": spread_band(result.generation, "duration"),
             "OA mean": result.music["groups"].get("t1", {}).get("oa_mean")}
     return pd.DataFrame(rows).T
 
@@ -220,7 +227,9 @@ def build(params: Params, pieces: pd.DataFrame, skipped: pd.DataFrame, html_path
         v["name"] for v in r.train.get("diagnosis", [])) or "healthy"} for r in results})))
     note_models = note_models_table(results, params)
     if len(note_models):
-        page.table("Next-note models at temperature 1.0 (σ ratio: generated / test spread; 1 is the data's)",
+        band = params.generate.spread_band.percentile
+        page.table(f"Next-note models at temperature 1.0 (σ ratio: generated / test spread, beside the "
+                   f"{band:g}-{100 - band:g} % band of real test excerpts as many and as long as the samples)",
                    _fmt(note_models))
     ranking = music_ranking(results)
     if len(ranking):
