@@ -23,6 +23,8 @@ Run it on an idle machine (the first line printed gives the load): with more bus
 cores, torch's OpenMP threads wait on each other at every op, and a PyTorch step was seen to take
 100x longer, while TensorFlow's thread pool slows down gently. The PyTorch LSTM has one bias
 vector more per layer than Keras' (params). Target: rnn_baseline in PyTorch >= 2x the faster Keras way.
+The last row times rnn_baseline's LSTM layer alone (forward and backward through oneDNN's kernels,
+without heads, loss or optimiser): the ceiling of any PyTorch training step built on nn.LSTM.
 
     python -m bench.train                          # the full run, about a minute on an idle machine
     python -m bench.train --blocks 1 --batches 2   # a smoke run
@@ -47,7 +49,7 @@ from bench import machine_note, print_table
 from etude import params as etude_params
 from etude.models import family
 from etude.pipeline import NOTE_SEQUENCES
-from etude.training import seed_everything
+from etude.training import make_optimizer, seed_everything
 
 TARGET_RATIO = 2.0
 CPU = torch.device("cpu")
@@ -93,7 +95,7 @@ def torch_row(params, variant: str, block_batches: int) -> Row:
     seed_everything(config.seed, config.threads)
     note_family, data = load(config)
     model = note_family.build(config, note_family.model_meta(config, data)).to(CPU).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = make_optimizer(model, config.lr)
     batches = endless_batches(note_family, data, config)
 
     def step():
@@ -106,6 +108,25 @@ def torch_row(params, variant: str, block_batches: int) -> Row:
 
     size = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return Row(variant, "PyTorch", config, size, block_batches, step)
+
+
+def lstm_layer_row(params, block_batches: int) -> Row:
+    """KERAS_VARIANT's LSTM layer alone, forward and backward (oneDNN's kernels), on the same batches:
+    no heads, loss or optimiser. No training step built on nn.LSTM can be faster than this row."""
+    config = params.variant(KERAS_VARIANT)
+    seed_everything(config.seed, config.threads)
+    note_family, data = load(config)
+    model = note_family.build(config, note_family.model_meta(config, data)).to(CPU).train()
+    (lstm,) = model.lstms
+    batches = endless_batches(note_family, data, config)
+
+    def step():
+        inputs, _ = next(batches)
+        lstm.zero_grad()
+        lstm((inputs - model.shift) / model.scale)[0].sum().backward()
+
+    return Row(KERAS_VARIANT, "PyTorch, LSTM layer alone", config, sum(p.numel() for p in lstm.parameters()),
+               block_batches, step)
 
 
 def import_tensorflow():
@@ -219,7 +240,8 @@ def main() -> None:
         else:
             print(f"{variant}: no such variant in params.yaml; its row is skipped\n")
 
-    rows = keras_rows + torch_rows
+    layer_row = lstm_layer_row(params, args.batches or TORCH_VARIANTS[KERAS_VARIANT])
+    rows = keras_rows + torch_rows + [layer_row]
     for row in rows:
         for _ in range(args.warmup):
             row.step()
@@ -235,6 +257,8 @@ def main() -> None:
         ratio = next(row.rate for row in torch_rows if row.variant == KERAS_VARIANT) / keras
         print(f"\nTarget: {KERAS_VARIANT} in PyTorch >= {TARGET_RATIO}x the faster Keras way: {ratio:.2f}x, "
               + ("met" if ratio >= TARGET_RATIO else "MISSED"))
+        print(f"Ceiling: its LSTM layer alone (forward and backward, nothing else) runs at "
+              f"{layer_row.rate / keras:.2f}x Keras; no training step on nn.LSTM can be faster here.")
 
 
 if __name__ == "__main__":
