@@ -19,6 +19,7 @@ from etude.sources import fetch_pinned
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+DEFAULT_VARIANTS = YAML(typ="safe").load(REPO / "params.yaml")["variants"]
 
 # Small enough for CI, large enough that every stage does real work on real notes.
 TINY = {
@@ -30,8 +31,9 @@ TINY = {
     "generate": {"temperatures": [1.0, 2.0], "num_samples": 2, "midi_files": 1, "num_notes": 16, "audio_examples": 2},
     "mel": {"max_seconds_per_piece": 12, "shard_segments": 16},
     "models": {"spectral_vae": {"channels": [4, 8, 8, 8], "latent_dim": 8, "griffin_lim_iters": 4}},
-    "variants": {name: {"samples_per_epoch": 256, "epochs": 2}
-                 for name in ("rnn_stacked", "rnn_stacked_bins", "note_transformer", "rhythm_vae", "melody_vae")}
+    # Every variant that sets its own budget gets the tiny one.
+    "variants": {name: {"samples_per_epoch": 256, "epochs": 2} for name, entry in DEFAULT_VARIANTS.items()
+                 if {"samples_per_epoch", "epochs"} & entry.keys()}
     | {"spectral_vae": {"samples_per_epoch": 16, "batch_size": 8, "val_max_windows": 8, "epochs": 2}},
 }
 
