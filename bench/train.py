@@ -90,13 +90,18 @@ def load(config):
     return note_family, note_family.load_data(config, Path(NOTE_SEQUENCES))
 
 
-def torch_row(params, variant: str, block_batches: int) -> Row:
+def torch_setup(params, variant: str):
+    """A variant's configuration, family, freshly built model and endless training batches."""
     config = params.variant(variant)
     seed_everything(config.seed, config.threads)
     note_family, data = load(config)
     model = note_family.build(config, note_family.model_meta(config, data)).to(CPU).train()
+    return config, note_family, model, endless_batches(note_family, data, config)
+
+
+def torch_row(params, variant: str, block_batches: int) -> Row:
+    config, note_family, model, batches = torch_setup(params, variant)
     optimizer = make_optimizer(model, config.lr)
-    batches = endless_batches(note_family, data, config)
 
     def step():
         loss, _terms = note_family.loss(model, next(batches), config, 0)
@@ -113,12 +118,8 @@ def torch_row(params, variant: str, block_batches: int) -> Row:
 def lstm_layer_row(params, block_batches: int) -> Row:
     """KERAS_VARIANT's LSTM layer alone, forward and backward (oneDNN's kernels), on the same batches:
     no heads, loss or optimiser. No training step built on nn.LSTM can be faster than this row."""
-    config = params.variant(KERAS_VARIANT)
-    seed_everything(config.seed, config.threads)
-    note_family, data = load(config)
-    model = note_family.build(config, note_family.model_meta(config, data)).to(CPU).train()
+    config, _family, model, batches = torch_setup(params, KERAS_VARIANT)
     (lstm,) = model.lstms
-    batches = endless_batches(note_family, data, config)
 
     def step():
         inputs, _ = next(batches)
