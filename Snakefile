@@ -2,7 +2,7 @@
 # Run: snakemake --cores 2      (a cluster: add --workflow-profile profiles/slurm)
 import os
 
-from etude.params import load
+from etude.variants import load
 from etude.pipeline import REPORT_HTML, REPORT_MD, STAGES, expand, is_directory, param_values, stage_inputs
 
 PARAMS = load()  # the typed loader: YAML 1.2 numbers, unknown keys rejected before any work

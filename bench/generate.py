@@ -1,11 +1,11 @@
 """Sampler speed (generated notes/s): etude's stateful batched samplers against re-running the window.
 
-LSTMs: note_rnn.sample, one LSTM step per note carrying the state, the whole generate stage's batch
+LSTMs: the next-note task's sample, one LSTM step per note carrying the state, the whole generate stage's batch
 (temperatures x num_samples from params.yaml) at once. Reference: the TensorFlow tutorial's loop,
 one sample at a time, a full forward pass over the seq_len window for every note (sample_by_window
 below). Target: ours >= 100x the reference.
 
-Transformer: note_transformer.sample, one cached forward step per note (each layer's keys and
+Transformer: the same sampler, one cached forward step per note (each layer's keys and
 values of the last seq_len notes kept), against note_transformer.sample_uncached, the same model
 and batch re-run over the whole window for every note. The two draw the same notes while the
 window fills (tests/test_note_transformer.py). Untrained weights: speed does not depend on them.
@@ -19,11 +19,13 @@ import numpy as np
 import torch
 
 from bench import machine_note, median_time, print_table
-from etude import params as etude_params
-from etude.models import family, note_transformer
-from etude.models.note_rnn import sample
+from etude import variants
+from etude.batches import evenly_spaced
+from etude.device import seed_everything
+from etude.models import family_named, note_transformer
+from etude.models.next_note.task import sample
 from etude.pipeline import NOTE_SEQUENCES
-from etude.training import evenly_spaced, seed_everything
+from etude.variants import variant_config
 
 TARGET_RATIO = 100.0
 
@@ -46,11 +48,11 @@ def sample_by_window(model, seed_window, temperature, num_notes, generator):
 def untrained_setup(params, variant: str):
     """The variant's untrained model and the generate stage's batch: seeds from test windows, one
     temperature per row."""
-    config, settings = params.variant(variant), params.generate
+    config, settings = variant_config(params, variant), params.generate
     seed_everything(config.seed, config.threads)
-    note_family = family(config.model)
+    note_family = family_named(config.model)
     data = note_family.load_data(config, Path(NOTE_SEQUENCES))
-    model = note_family.build(config, note_family.model_meta(config, data)).eval()
+    model = note_family.build(config, note_family.model_meta(data, config)).eval()
     batch = len(settings.temperatures) * settings.num_samples
     starts = evenly_spaced(data.window_starts("test", config.seq_len), batch)
     seeds = torch.from_numpy(data.features()[starts[:, None] + np.arange(config.seq_len)])
@@ -68,14 +70,14 @@ def measure(params, variant: str):
 def measure_cache(params, variant: str):
     """Notes/s of the cached and the re-run Transformer sampler on the generate stage's batch."""
     config, model, seeds, temps, generator, n = untrained_setup(params, variant)
-    cached_s = median_time(lambda: note_transformer.sample(model, seeds, temps, n, generator), repeats=3)
+    cached_s = median_time(lambda: sample(model, seeds, temps, n, generator), repeats=3)
     rerun_s = median_time(lambda: note_transformer.sample_uncached(model, seeds, temps, n, generator),
                           repeats=1, warmup=0)
     return config, len(seeds), n, len(seeds) * n / cached_s, len(seeds) * n / rerun_s
 
 
 def main() -> None:
-    params = etude_params.load()
+    params = variants.load()
     print(f"{machine_note()}; {torch.get_num_threads()} torch threads; target >= {TARGET_RATIO:g}x\n")
     rows = []
     for variant in ("rnn_baseline", "rnn_stacked"):

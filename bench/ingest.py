@@ -17,7 +17,7 @@ import pandas as pd
 import pretty_midi
 
 from bench import machine_note, median_time, print_table
-from etude.ingest import ingest
+from etude.ingest import OK, ingest
 from etude.params import Ingest
 
 MAESTRO_FILES = 1276
@@ -54,7 +54,7 @@ def main() -> None:
     for workers in (2, 1):
         settings = Ingest(workers=workers, min_notes=1, max_duration_s=14400, include_drums=False)
         notes, pieces = ingest(raw, settings, progress=False)  # warm-up, and the note count
-        assert (pieces["status"] == "ok").all(), pieces.loc[pieces["status"] != "ok", ["path", "error"]]
+        assert (pieces["status"] == OK).all(), pieces.loc[pieces["status"] != OK, ["path", "error"]]
         seconds = median_time(lambda s=settings: ingest(raw, s, progress=False), repeats=3, warmup=0)
         results[f"etude ingest, workers={workers}"] = (seconds, len(notes))
 

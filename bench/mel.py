@@ -21,10 +21,10 @@ import pandas as pd
 from bench import machine_note, print_table
 from etude import mel, sources
 from etude.ingest import ingest
-from etude.models import family
-from etude.params import load
+from etude.models import family_named
 from etude.pipeline import MEL
 from etude.training import TrainPaths, train
+from etude.variants import load, variant_config
 
 FULL_MAESTRO_HOURS = 200.0
 
@@ -80,7 +80,7 @@ def main() -> None:
           f"{table['skipped_silent'].sum()} silent skipped; {shard_gb:.2f} GB in "
           f"{len(list(Path(MEL).glob('shard_*.npy')))} shards\n")
 
-    config = params.variant("spectral_vae").model_copy(update={
+    config = variant_config(params, "spectral_vae").model_copy(update={
         "epochs": 1, "samples_per_epoch": args.train_samples, "checkpoint_every": 1})
     del raw, segments  # the training phase's memory is its own
     train_before = current_mb()
@@ -88,8 +88,8 @@ def main() -> None:
     t0 = time.perf_counter()
     paths = TrainPaths(data=Path(MEL), model_dir=Path("models/spectral_vae"), history=Path("metrics/history.csv"),
                        summary=Path("metrics/train.json"), run_link=Path("runs/train.json"),
-                       checkpoints=Path("checkpoints").resolve())
-    state = train("spectral_vae", config, family("spectral_vae"), "bench", paths, params.diagnosis, progress_bar=False)
+                       root=Path.cwd().resolve())
+    state = train("spectral_vae", config, family_named("spectral_vae"), "bench", paths, params.diagnosis, progress_bar=False)
     train_s = time.perf_counter() - t0
     train_self = own_peak_mb()
     row = state.history[-1]

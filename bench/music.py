@@ -19,11 +19,10 @@ import pandas as pd
 from scipy import integrate, stats
 
 from bench import machine_note, print_table
-from etude import music
-from etude import params as etude_params
+from etude import music, variants
+from etude.batches import evenly_spaced
 from etude.pipeline import NOTE_SEQUENCES
 from etude.sequences import NoteSequences
-from etude.training import evenly_spaced
 
 TARGET_RATIO, OA_TOLERANCE = 10.0, 0.01
 
@@ -50,7 +49,7 @@ def mgeval_overlap(intra: np.ndarray, inter: np.ndarray) -> float:
 
 def main():
     machine_note()
-    params = etude_params.load()
+    params = variants.load()
     settings = params.generate
     data = NoteSequences.load(Path(NOTE_SEQUENCES))
     test = excerpts(data, "test", settings.reference_excerpts, settings.num_notes)

@@ -32,8 +32,9 @@ from ruamel.yaml import YAML
 
 from bench import machine_note, print_table
 from bench.disk import copy_project, env, git
-from etude import params as etude_params
+from etude import variants
 from etude.sources import maestro_metadata
+from etude.variants import variant_config
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL_MAESTRO_HOURS = 198.7  # MAESTRO v3.0.0: 1,276 performances
@@ -68,14 +69,14 @@ def run_stage(project: Path, stage: str) -> tuple[float, float]:
 def point_at(project: Path, root: Path, max_epochs: int | None) -> dict[str, float]:
     """Sets data to the MAESTRO directory (and caps epochs); returns each train stage's factor from
     the measured to the configured epochs."""
-    configured = etude_params.load(project / "params.yaml")
+    configured = variants.load(project / "params.yaml")
     yaml = YAML()
     path = project / "params.yaml"
     params = yaml.load(path.read_text())
     params["data"]["source"], params["data"]["path"] = "maestro", str(root)
     factors = {}
     for variant in configured.variants:
-        epochs = configured.variant(variant).epochs
+        epochs = variant_config(configured, variant).epochs
         if max_epochs and epochs > max_epochs:
             params["variants"][variant]["epochs"] = max_epochs
             factors[f"train@{variant}"] = epochs / max_epochs
@@ -89,7 +90,7 @@ def scales_with_data(params, stage: str) -> bool:
     """Whether a stage's work grows with the corpus (see the module's docstring)."""
     name, _, variant = stage.partition("@")
     if name == "train":
-        return params.variant(variant).samples_per_epoch is None
+        return variant_config(params, variant).samples_per_epoch is None
     if name == "evaluate":
         return params.evaluate.max_windows is None
     return stage in DATA_STAGES
@@ -115,7 +116,7 @@ def measure(root: Path, project: Path, nodes: list[int], max_epochs: int | None)
     hours = float(meta["duration"].sum()) / 3600
     print(f"data: {root} ({len(meta)} files, {hours:.1f} h)")
     copy_project(ROOT, project)
-    params = etude_params.load(project / "params.yaml")
+    params = variants.load(project / "params.yaml")
     epoch_factors = point_at(project, root, max_epochs)
     print(f"\nstages in {project}" + (f" (epochs capped at {max_epochs}):" if max_epochs else ":"))
     measured = {stage: run_stage(project, stage) for stage in stages(project)}

@@ -46,10 +46,12 @@ import torch
 from pydantic import BaseModel
 
 from bench import machine_note, print_table
-from etude import params as etude_params
-from etude.models import family
+from etude import variants
+from etude.device import seed_everything
+from etude.models import family_named
 from etude.pipeline import NOTE_SEQUENCES
-from etude.training import make_optimizer, seed_everything
+from etude.training import make_optimizer
+from etude.variants import variant_config
 
 TARGET_RATIO = 2.0
 CPU = torch.device("cpu")
@@ -86,16 +88,16 @@ def endless_batches(note_family, data, config):
 
 
 def load(config):
-    note_family = family(config.model)
+    note_family = family_named(config.model)
     return note_family, note_family.load_data(config, Path(NOTE_SEQUENCES))
 
 
 def torch_setup(params, variant: str):
     """A variant's configuration, family, freshly built model and endless training batches."""
-    config = params.variant(variant)
+    config = variant_config(params, variant)
     seed_everything(config.seed, config.threads)
     note_family, data = load(config)
-    model = note_family.build(config, note_family.model_meta(config, data)).to(CPU).train()
+    model = note_family.build(config, note_family.model_meta(data, config)).to(CPU).train()
     return config, note_family, model, endless_batches(note_family, data, config)
 
 
@@ -185,7 +187,7 @@ def xla_train_step(tf, model, config):
 
 
 def keras_row(tf, params, way: str, make_step, block_batches: int) -> Row:
-    config = params.variant(KERAS_VARIANT)
+    config = variant_config(params, KERAS_VARIANT)
     tf.keras.utils.set_random_seed(config.seed)
     note_family, data = load(config)
     model = keras_model(tf, config)
@@ -224,7 +226,7 @@ def main() -> None:
     args = parser.parse_args()
     if not Path(NOTE_SEQUENCES).exists():
         raise SystemExit(f"{NOTE_SEQUENCES} is missing: run `dvc repro tokenize` first")
-    params = etude_params.load()
+    params = variants.load()
     load_note = machine_note()
     tf = import_tensorflow()
     if tf is None:

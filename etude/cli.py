@@ -6,11 +6,13 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from etude.params import Params, ParamsError, load
+from etude.errors import EtudeError
+from etude.params import Params, ParamsError
+from etude.variants import load, variant_config
 
-
-class StageError(RuntimeError):
-    """A stage cannot do its work; the message names the file or parameter and what is wrong."""
+# What a user fixes in a file or a parameter: one line, no traceback. FileNotFoundError: an input
+# that an earlier stage did not write. Every other exception is a bug and keeps its traceback.
+USER_ERRORS = (ParamsError, EtudeError, FileNotFoundError)
 
 
 def stage_main(name: str, body: Callable[[Params, str | None], None], per_variant: bool = False) -> None:
@@ -22,7 +24,7 @@ def stage_main(name: str, body: Callable[[Params, str | None], None], per_varian
         params = load()
         variant = getattr(args, "variant", None)
         if variant is not None:
-            params.variant(variant)  # unknown name: fails here, with the nearest valid one
+            variant_config(params, variant)  # unknown name: fails here, with the nearest valid one
         body(params, variant)
-    except (ParamsError, StageError, FileNotFoundError, ValueError) as err:
+    except USER_ERRORS as err:
         sys.exit(f"{name}: error: {err}")

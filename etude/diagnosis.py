@@ -62,6 +62,18 @@ def variant_key(variant: str, setting: str) -> str:
     return f"variants.{variant}.{setting}"
 
 
+def changes(config, overrides: dict[str, Any]) -> str:
+    """What overrides change, as a remedy's words say it: "lr 0.001 -> 0.0005, kl.beta 0.1 -> 0.05"."""
+    parts = []
+    for key, value in overrides.items():
+        setting = key.split(".", 2)[2]  # variants.<variant>.<setting>
+        now = config
+        for name in setting.split("."):
+            now = getattr(now, name)
+        parts.append(f"{setting} {_literal(now)} -> {_literal(value)}")
+    return ", ".join(parts)
+
+
 def scaled(value: float, factor: float) -> float:
     """A setting's remedy value, to three significant digits as a user would type it."""
     return float(f"{value * factor:.3g}")
@@ -85,7 +97,7 @@ def recent(h: pd.DataFrame, column: str, settings: Diagnosis) -> float:
     return float(h[column].iloc[-settings.judge_epochs :].median())
 
 
-def lower_lr(variant: str, config, remedies: Remedies) -> dict[str, Any]:
+def lower_lr(config, remedies: Remedies, variant: str) -> dict[str, Any]:
     """The documents' fix for unstable training: a lower learning rate (0.005 -> 0.001), with
     gradient clipping where it was off."""
     overrides: dict[str, Any] = {variant_key(variant, "lr"): scaled(config.lr, remedies.lr_down)}
@@ -94,16 +106,15 @@ def lower_lr(variant: str, config, remedies: Remedies) -> dict[str, Any]:
     return overrides
 
 
-def more_dropout(variant: str, config, remedies: Remedies) -> dict[str, Any]:
-    """The usual remedy for overfitting, for a model with dropout."""
-    if not hasattr(config, "dropout") or config.dropout >= remedies.dropout_max:
+def more_dropout(dropout: float, remedies: Remedies, variant: str) -> dict[str, Any]:
+    """The usual remedy for overfitting, for a model with `dropout`: `variants.<variant>.dropout`."""
+    if dropout >= remedies.dropout_max:
         return {}
-    dropout = min(config.dropout + remedies.dropout_step, remedies.dropout_max)
-    return {variant_key(variant, "dropout"): round(dropout, 2)}
+    return {variant_key(variant, "dropout"): round(min(dropout + remedies.dropout_step, remedies.dropout_max), 2)}
 
 
-def training_verdicts(variant: str, history: pd.DataFrame, summary: dict[str, Any], config,
-                      settings: Diagnosis, regularize: dict[str, Any]) -> list[Verdict]:
+def training_verdicts(history: pd.DataFrame, summary: dict[str, Any], config, settings: Diagnosis,
+                      regularize: dict[str, Any], variant: str) -> list[Verdict]:
     """The pathologies any training can show: non-finite loss, loss spikes, exploding gradients, loss
     rising mid-training (unstable) or only on validation (overfitting: `regularize` is the family's
     remedy), a plateau, and early stopping before the loss had settled."""
@@ -114,7 +125,7 @@ def training_verdicts(variant: str, history: pd.DataFrame, summary: dict[str, An
         epoch = first_epoch(non_finite, epochs)
         verdicts.append(Verdict("non_finite_loss", f"the loss became non-finite at epoch {epoch}; training "
                                 f"stopped and kept the best epoch ({summary['best_epoch'] + 1})",
-                                "a lower learning rate", lower_lr(variant, config, settings.remedies), epoch))
+                                "a lower learning rate", lower_lr(config, settings.remedies, variant), epoch))
     finite = history[~non_finite]
     verdicts += _spikes(variant, finite, config, settings)
     verdicts += _gradient_explosion(variant, history, config, settings)
@@ -142,7 +153,7 @@ def _spikes(variant: str, h: pd.DataFrame, config, settings: Diagnosis) -> list[
     epoch = int(h["epoch"].iloc[i]) + 1
     evidence = f"training loss {loss[i]:.4g} at epoch {epoch} against {best_before[i]:.4g} before"
     return [Verdict("loss_spike", f"{evidence} (> {settings.spike_factor:g}x)", "a lower learning rate",
-                    lower_lr(variant, config, settings.remedies), epoch)]
+                    lower_lr(config, settings.remedies, variant), epoch)]
 
 
 def _gradient_explosion(variant: str, h: pd.DataFrame, config, settings: Diagnosis) -> list[Verdict]:
@@ -162,7 +173,7 @@ def _gradient_explosion(variant: str, h: pd.DataFrame, config, settings: Diagnos
             return [Verdict("gradient_explosion", f"largest gradient norm {peak[i]:.3g} at epoch {epoch} against a "
                             f"median largest norm of {median} before (> {settings.grad_norm_factor:g}x)",
                             "a lower learning rate (and gradient clipping)",
-                            lower_lr(variant, config, settings.remedies), epoch)]
+                            lower_lr(config, settings.remedies, variant), epoch)]
     return []
 
 
@@ -185,7 +196,7 @@ def _rising(variant: str, h: pd.DataFrame, config, settings: Diagnosis, regulari
     evidence = (f"validation loss {val[best]:.4g} at epoch {best + 1}, then above it for {len(after)} epochs "
                 f"({val[-1]:.4g} at the end); training loss {train[best]:.4g} -> {train[best + n]:.4g}")
     if train_change > 0:
-        return [Verdict("rising_loss", evidence, "a lower learning rate", lower_lr(variant, config, settings.remedies),
+        return [Verdict("rising_loss", evidence, "a lower learning rate", lower_lr(config, settings.remedies, variant),
                         epoch)]
     remedy = ", ".join(f"{key.rsplit('.', 1)[-1]} {value}" for key, value in regularize.items()) or "more data"
     return [Verdict("overfitting", evidence, f"regularisation: {remedy} (or fewer epochs: early stopping keeps "
@@ -195,7 +206,7 @@ def _rising(variant: str, h: pd.DataFrame, config, settings: Diagnosis, regulari
 def _plateau(variant: str, h: pd.DataFrame, config, settings: Diagnosis) -> list[Verdict]:
     """The last third of training improved the best validation loss by less than
     `plateau_improvement`; histories shorter than `plateau_min_epochs` are not judged. Remedy: with
-    the learning rate decayed below half its start, a slower decay (the documents: 0.95 every 5
+    the learning rate decayed below `decayed_lr_share` of its start, a slower decay (the documents: 0.95 every 5
     epochs -> 0.98 every 8); otherwise a higher learning rate ("if training is too slow")."""
     remedies = settings.remedies
     if len(h) < settings.plateau_min_epochs:
@@ -207,7 +218,7 @@ def _plateau(variant: str, h: pd.DataFrame, config, settings: Diagnosis) -> list
     evidence = (f"best validation loss {before:.4g} -> {recent:.4g} over the last {len(h) - 2 * third} epochs "
                 f"(< {settings.plateau_improvement:.0%})")
     epoch = int(h["epoch"].iloc[2 * third]) + 1
-    if "lr" in h and h["lr"].iloc[-1] < 0.5 * config.lr:
+    if "lr" in h and h["lr"].iloc[-1] < settings.decayed_lr_share * config.lr:
         return [Verdict("plateau", evidence + f"; lr decayed {config.lr:g} -> {h['lr'].iloc[-1]:.3g}",
                         "a slower learning-rate decay",
                         {variant_key(variant, "lr_schedule.factor"): remedies.decay_factor,

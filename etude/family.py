@@ -3,32 +3,46 @@
 A family is one module under etude/models/ that defines a subclass of `Family` and an instance of
 it named `FAMILY`. The registry (etude.models.families) finds it there; params.yaml's `models:`
 section is validated against its `Config`, its variants against `Config` plus the shared training
-settings; the stage table renders its `code` as the per-variant stages' dependencies and the
-checkpoint folder is named after the same files' hash, so the two cannot disagree.
+settings; the stage table renders its code (the modules of its class and its base classes, and the
+files it declares in `code`) as the per-variant stages' dependencies and the checkpoint folder is
+named after the same files' hash, so the two cannot disagree.
+
+Every hook takes its arguments in one order: what it works on (the model, then the data, a batch
+or a history), the variant's configuration, then the hook's own settings; a variant's name, where a
+message or an override needs it, comes last.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import pandas as pd
 import torch
 from pydantic import BaseModel
 
-from etude.diagnosis import more_dropout
+from etude.diagnosis import Verdict
+from etude.errors import DataError
 
-# Code every family's results depend on, besides the family's own declaration.
-SHARED_CODE = ("etude/family.py", "etude/training.py")
+# Code every family's results depend on, besides the family's own: the interface, the training loop
+# with its batches, seeds and checkpoints, and the writer of the published model.
+SHARED_CODE = ("etude/family.py", "etude/training.py", "etude/batches.py", "etude/device.py",
+               "etude/checkpoints.py", "etude/model_card.py")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class DataError(ValueError):
-    """A variant cannot train on its data: the message names the split and the setting to change."""
+class Representation(Protocol):
+    """What a family's `load_data` returns: a representation stage's output, with what the family
+    derives from it."""
+
+    def empty_error(self, variant: str) -> str:
+        """Why `variant` cannot read it (its stage wrote it empty: the file, the cause, the fix);
+        "" when it holds examples."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +76,10 @@ class Family(ABC):
 
     name: ClassVar[str]                 # the value of `model:` in a variant
     Config: ClassVar[type[BaseModel]]   # its section under `models:` in params.yaml
-    code: ClassVar[tuple[str, ...]]     # its source files (module, task, representation, writers)
+    code: ClassVar[tuple[str, ...]] = ()  # source files beyond its classes' modules (task, representation)
     baselines: ClassVar[str]            # one sentence for the report: what its metrics are compared with
+    # Report labels of `evaluate`'s reference groups, where the group key alone does not say it.
+    group_labels: ClassVar[dict[str, str]] = {}
 
     # ---- data ------------------------------------------------------------------------------------
     @abstractmethod
@@ -71,11 +87,11 @@ class Family(ABC):
         """The representation the variant reads: a key of etude.pipeline.REPRESENTATIONS."""
 
     @abstractmethod
-    def load_data(self, config, path: Path) -> Any:
+    def load_data(self, config, path: Path) -> Representation:
         """The representation at `path`, with what the family derives from it (windows, splits)."""
 
     @abstractmethod
-    def split_size(self, config, data, split: str) -> int:
+    def split_size(self, data, config, split: str) -> int:
         """How many training examples (windows, segments) `split` offers this variant."""
 
     @abstractmethod
@@ -83,25 +99,24 @@ class Family(ABC):
         """(what one example is, the setting that decides it), to name in an error; the setting may
         hold `{variant}`, as in "variants.{variant}.seq_len"."""
 
-    def check_data(self, variant: str, config, data) -> None:
+    def check_data(self, data: Representation, config, variant: str) -> None:
         """Fail before any training when a split cannot serve this variant."""
-        # A representation its stage wrote empty (the melody grids of a drum corpus) says why, and the fix.
-        empty = getattr(data, "empty_error", None)
-        if empty is not None and (message := empty(variant)):
+        if message := data.empty_error(variant):
             raise DataError(message)
         what, setting = self.example(config)
         for split in ("train", "validation", "test"):
-            if self.split_size(config, data, split) == 0:
+            if self.split_size(data, config, split) == 0:
                 raise DataError(f"variant {variant}: the {split} split has no {what}; change "
-                                f"{setting.format(variant=variant)} or give the {split} split more or longer pieces")
-        train = self.split_size(config, data, "train")
+                                f"{setting.format(variant=variant)} or give the {split} split more or "
+                                "longer pieces")
+        train = self.split_size(data, config, "train")
         if train < config.batch_size:
-            raise DataError(f"variant {variant}: the train split has {train} examples ({what}), fewer than "
-                            f"variants.{variant}.batch_size={config.batch_size}")
+            raise DataError(f"variant {variant}: the train split has {train} examples ({what}), fewer "
+                            f"than variants.{variant}.batch_size={config.batch_size}")
 
     # ---- model -----------------------------------------------------------------------------------
     @abstractmethod
-    def model_meta(self, config, data) -> dict[str, Any]:
+    def model_meta(self, data, config) -> dict[str, Any]:
         """JSON-serialisable facts from the data that rebuilding the model needs (shapes, statistics)."""
 
     @abstractmethod
@@ -114,15 +129,27 @@ class Family(ABC):
         """An epoch's batches; the order depends on (seed, epoch) alone, so a resumed run draws the same."""
 
     @abstractmethod
-    def eval_batches(self, data, config, split: str, limit: int | None, device: torch.device) -> Iterator[Batch]:
+    def eval_batches(self, data, config, split: str, limit: int | None,
+                     device: torch.device) -> Iterator[Batch]:
         """At most `limit` examples of `split`, in a fixed order."""
 
     @abstractmethod
-    def loss(self, model, batch: Batch, config, epoch: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, model, batch: Batch, config,
+             epoch: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(total, named terms). epoch None: every schedule at its final weight (validation)."""
 
-    def diagnostics(self, model, data, config, epoch: int, device: torch.device) -> dict[str, float]:
-        """Extra per-epoch history columns (validation statistics a pathology shows in)."""
+    def epoch_measures(self, model, data, config, epoch: int, device: torch.device) -> dict[str, float]:
+        """Extra per-epoch history columns: the validation statistics a pathology shows in."""
+        return {}
+
+    def verdicts(self, history: pd.DataFrame, config, settings, variant: str) -> list[Verdict]:
+        """Verdicts on the pathologies this family is known for, from the history columns its
+        `epoch_measures` adds; `settings`: the `diagnosis:` thresholds and remedies."""
+        return []
+
+    def regularize(self, config, remedies, variant: str) -> dict[str, Any]:
+        """The overrides that remedy overfitting (`remedies`: the `diagnosis.remedies` params); none
+        by default, and the shared verdict then says "more data"."""
         return {}
 
     # ---- evaluation, samples, report ----------------------------------------------------------------
@@ -135,29 +162,31 @@ class Family(ABC):
                  device: torch.device) -> tuple[pd.DataFrame, dict[str, float]]:
         """Write samples into `out_dir`; return their table and statistics."""
 
-    def diagnose(self, variant: str, history: pd.DataFrame, config, settings) -> list:
-        """Verdicts (etude.diagnosis.Verdict) on the pathologies this family is known for, from the
-        per-epoch columns its `diagnostics` adds; `settings`: the `diagnosis:` thresholds."""
-        return []
-
-    def regularize(self, variant: str, config, remedies) -> dict[str, Any]:
-        """The overrides that remedy overfitting (`remedies`: the `diagnosis.remedies` params): more
-        dropout where the model has it."""
-        return more_dropout(variant, config, remedies)
-
-    def music(self, data, config, settings, samples: pd.DataFrame) -> dict | None:
+    def judge_samples(self, data, config, settings, samples: pd.DataFrame) -> dict | None:
         """The samples judged against test excerpts of equal length, beside the ceiling (training
         excerpts against the same): etude.music.judge's result, or None where samples are not notes."""
         return None
 
     def report_sections(self, result: Results, config, settings) -> list[Section]:
-        """Figures and text for the variant's part of the report."""
+        """Figures and text for the variant's part of the report (`settings`: the `report:` params)."""
         return []
 
+    def comparison(self, result: Results, config, params) -> tuple[str, dict[str, Any]] | None:
+        """(title, row) of the report's table comparing this variant with others of its kind; the
+        variants of every family giving the same title share one table. None: no such table."""
+        return None
+
     # ---- identity of results -------------------------------------------------------------------------
+    def own_code(self) -> tuple[str, ...]:
+        """The family's own source files: its class's module, its base classes' (below Family), then
+        the files it declares in `code`; relative to the root."""
+        modules = [Path(inspect.getfile(cls)).resolve().relative_to(ROOT).as_posix()
+                   for cls in type(self).__mro__ if issubclass(cls, Family) and cls is not Family]
+        return tuple(dict.fromkeys((*modules, *self.code)))
+
     def code_files(self) -> tuple[str, ...]:
         """Every source file whose change must re-run the family's variants, relative to the root."""
-        return tuple(dict.fromkeys((*SHARED_CODE, *self.code)))
+        return tuple(dict.fromkeys((*SHARED_CODE, *self.own_code())))
 
     def code_hash(self) -> str:
         """Names checkpoint folders: a resumed run never continues weights of other code."""

@@ -11,7 +11,7 @@ onsets within less than one beat), is skipped with its reason; melody grids skip
 and both skip pieces whose listed time signature (groove source) has no `beats_per_bar` quarter notes
 a bar: their bars would straddle the windows. With no piece left (a drum corpus has no melody window)
 the set is empty, its skip records kept: the variants that read it stop at configure
-(etude.ingest.empty_error).
+(etude.skips.empty_error).
 
 A rhythm set built mostly from drum notes (a drum corpus) has drum lanes: decoding writes each row as
 the GM drum note `grid.rhythm.drum_pitches` names, for a drum instrument (channel 10); otherwise rows
@@ -27,16 +27,10 @@ import librosa
 import numpy as np
 import pandas as pd
 
-from etude.ingest import (
-    TRAINING_SPLIT_HINT,
-    Unusable,
-    empty_error,
-    skipped_arrays,
-    skipped_from,
-    skipped_table,
-    usable,
-)
+from etude.errors import DataError
+from etude.ingest import usable
 from etude.params import Grid, Tempo
+from etude.skips import TRAINING_SPLIT_HINT, SkipRecords, Unusable, skipped_arrays, skipped_from, skipped_table
 from etude.sources import SPLIT_CODES
 
 FEATURES = {"rhythm": ("onset", "velocity", "timeshift"), "melody": ("onset", "velocity", "duration", "timeshift")}
@@ -224,7 +218,7 @@ def decode(window: np.ndarray, start_s: float, unit: float, grid: Grid, represen
 
 
 @dataclass(frozen=True)
-class GridSet:
+class GridSet(SkipRecords):
     grids: np.ndarray       # (W, F, R, T) float32
     piece: np.ndarray       # (W,) piece id
     start: np.ndarray       # (W,) seconds of each window's first grid line
@@ -265,11 +259,6 @@ class GridSet:
         """No piece gave a window: every usable piece is in `skipped`."""
         return len(self.grids) == 0
 
-    def empty_error(self, variant: str) -> str:
-        """Why `variant` cannot read this set (the file, the cause, the fix); "" when it holds windows."""
-        if not self.empty:
-            return ""
-        return empty_error(variant, str(self.source or f"the {self.representation} grid set"), self.what, self.skipped)
 
     def split_index(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == SPLIT_CODES[split])
@@ -326,7 +315,7 @@ def build(notes: pd.DataFrame, pieces: pd.DataFrame, grid: Grid, representation:
     piece = np.concatenate(piece_ids)
     split = candidates.loc[piece, "split"].map(SPLIT_CODES).to_numpy(np.int8)
     if not (split == SPLIT_CODES["train"]).any():
-        raise ValueError(f"the training split has no {representation} window; {TRAINING_SPLIT_HINT}")
+        raise DataError(f"the training split has no {representation} window; {TRAINING_SPLIT_HINT}")
     # Drum lanes when drum notes are most of what was encoded: a drum corpus, not a band with a drummer.
     drum_lanes = representation == "rhythm" and bool(notes.loc[notes["piece"].isin(piece), "is_drum"].mean() > 0.5)
     return GridSet(np.concatenate(grids), piece, np.concatenate(starts), np.concatenate(units), split,

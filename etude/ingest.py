@@ -3,13 +3,8 @@
 Parsing uses symusic (a C++ MIDI parser, about 150x faster than pretty_midi on MAESTRO) in a pool
 of threads: symusic releases the GIL while parsing, and threads avoid copying results between
 processes, which cost more than the parsing itself. A file that cannot be used is quarantined with
-its reason in the pieces table; the run fails only when no usable file is left.
-
-Every later stage follows the same rule for the usable pieces: a piece it cannot use raises `Unusable`
-with the reason, which the stage records in its own output (`skipped`: piece, path, reason), prints,
-and goes on. When nothing is left, a representation stage writes its output empty (skip records kept)
-and prints why (`empty_warning`): the DAG goes on, and only a variant reading it stops, at configure
-(`empty_error`), naming the file, the cause and the fix.
+its reason in the pieces table; the run fails only when no usable file is left. What the later stages
+do with a usable piece they cannot use is etude.skips.
 """
 
 from __future__ import annotations
@@ -27,100 +22,16 @@ from etude.params import Ingest
 NOTE_COLUMNS = {"piece": "int32", "track": "int16", "program": "int16", "is_drum": "bool",
                 "pitch": "int16", "velocity": "int16", "start": "float64", "end": "float64"}
 OK, QUARANTINED = "ok", "quarantined"
-SKIPPED_COLUMNS = ("piece", "path", "reason")
-ONLY_DRUM_NOTES = "only drum notes"  # how every stage's reason for a piece of drum notes alone begins
 MIDI_DEFAULT_BPM = 120.0  # the tempo of a MIDI file without a tempo event
-# A stage whose statistics need training data names the settings that decide the split.
-TRAINING_SPLIT_HINT = ("statistics come from the training split: give it usable pieces through data.midi_dir_split "
-                       "(midi_dir source), data.sample.validation/test (maestro-sample) or the metadata's split "
-                       "column (maestro)")
 
 
 class NoUsableFiles(RuntimeError):
     """Every file of the source was quarantined."""
 
 
-class Unusable(ValueError):
-    """A piece that a stage after ingest cannot use; the message is the reason it records."""
-
-
 def usable(pieces: pd.DataFrame) -> pd.DataFrame:
     """The pieces that ingest did not quarantine."""
     return pieces[pieces["status"] == OK]
-
-
-def one_line(reason: str) -> str:
-    """A reason as one line: an exception's message may span several, and a stage prints one per piece."""
-    return " ".join(reason.split())
-
-
-def skipped_table(pieces: pd.DataFrame, reasons: dict[int, str]) -> pd.DataFrame:
-    """piece, path and reason of each skipped piece id, in id order."""
-    ids = sorted(int(i) for i in reasons)
-    path_of = dict(zip(pieces["id"], pieces["path"]))
-    return pd.DataFrame({"piece": np.array(ids, dtype=np.int32), "path": [str(path_of[i]) for i in ids],
-                         "reason": [one_line(reasons[i]) for i in ids]}, columns=list(SKIPPED_COLUMNS))
-
-
-def skipped_arrays(skipped: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The skip records as npz arrays: fixed-width unicode, so no pickle and the same bytes for the same records."""
-    return {"skipped_piece": skipped["piece"].to_numpy(np.int32), "skipped_path": skipped["path"].to_numpy(str),
-            "skipped_reason": skipped["reason"].to_numpy(str)}
-
-
-def skipped_from(arrays) -> pd.DataFrame:
-    """The skip records of an npz written with `skipped_arrays`."""
-    return pd.DataFrame({"piece": arrays["skipped_piece"], "path": arrays["skipped_path"].tolist(),
-                         "reason": arrays["skipped_reason"].tolist()}, columns=list(SKIPPED_COLUMNS))
-
-
-def skip_counts(skipped: pd.DataFrame, most: int = 5) -> str:
-    """'3 pieces skipped (2: reason; 1: reason)': the reasons counted, most common first."""
-    counts = skipped["reason"].value_counts()
-    # Most common first, ties by text: the same message for the same corpus.
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    shown = "; ".join(f"{n}: {reason}" for reason, n in ranked[:most])
-    more = f"; and {len(ranked) - most} other reasons" if len(ranked) > most else ""
-    plural = "piece" if len(skipped) == 1 else "pieces"
-    return f"{len(skipped)} {plural} skipped ({shown}{more})"
-
-
-def nothing_left(what: str, skipped: pd.DataFrame, most: int = 5) -> str:
-    """Why a stage has no output: 'no rhythm window in any piece: 3 pieces skipped (2: reason; 1: reason)'."""
-    if skipped.empty:
-        return f"no {what}: the pieces table has no usable piece"
-    return f"no {what} in any piece: {skip_counts(skipped, most)}"
-
-
-def drum_skips(skipped: pd.DataFrame) -> int:
-    """How many pieces were skipped for holding drum notes alone (every stage's reason starts alike)."""
-    return int(skipped["reason"].str.startswith(ONLY_DRUM_NOTES).sum()) if len(skipped) else 0
-
-
-def why_empty(what: str, skipped: pd.DataFrame) -> str:
-    """Why a representation holds no `what`, in one line: the cause, then the reasons counted."""
-    if skipped.empty:
-        return nothing_left(what, skipped)
-    drums = drum_skips(skipped)
-    if drums == len(skipped):
-        return f"no piece has pitched notes (a drum corpus?): {skip_counts(skipped)}"
-    if drums:
-        return f"every piece skipped, {drums} for holding drum notes alone (a drum corpus?): {skip_counts(skipped)}"
-    return nothing_left(what, skipped)
-
-
-def empty_warning(stage: str, target: str, what: str, skipped: pd.DataFrame) -> str:
-    """The line a stage prints when it writes an empty representation instead of failing: the DAG goes
-    on, and only the variants that read it stop, at configure (`empty_error`)."""
-    return (f"{stage}: WARNING: {why_empty(what, skipped)}: {target} holds no {what}; "
-            "variants reading it will stop at configure")
-
-
-def empty_error(variant: str, target: str, what: str, skipped: pd.DataFrame) -> str:
-    """Why a variant cannot train on an empty representation, and the two ways out."""
-    other = "a corpus with pitched notes" if drum_skips(skipped) else "a corpus with pieces it can use"
-    return (f"variant {variant}: {target} holds no {what}: {why_empty(what, skipped)}; remove {variant} from "
-            f"`variants:` in params.yaml (then run `python -m etude.pipeline`) or use {other}")
 
 
 @dataclass
@@ -139,9 +50,11 @@ def parse_midi(payload: bytes, settings: Ingest, listed_bpm: float = float("nan"
         return Parsed(None, 0.0, "empty file")
     if not payload.startswith(b"MThd"):
         return Parsed(None, 0.0, "not a MIDI file (no MThd header)")
+    # symusic reports every malformed file (truncated, garbage after the header) as RuntimeError; anything
+    # else is a bug, which must stop the run rather than quarantine every file.
     try:
         score = symusic.Score.from_midi(payload, ttype="second")
-    except Exception as err:  # symusic reports every malformed-file case as RuntimeError
+    except RuntimeError as err:
         return Parsed(None, 0.0, f"unreadable MIDI: {err}")
     tempos = [t.qpm for t in score.tempos]
     # Without a tempo event the seconds assume the MIDI default; a listed tempo times the ticks instead.

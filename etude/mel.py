@@ -32,11 +32,15 @@ import librosa
 import numpy as np
 import pandas as pd
 import torch
+from audioread.exceptions import DecodeError  # librosa's fallback decoder when soundfile cannot read a file
+from librosa.util.exceptions import ParameterError
 from tqdm import tqdm
 
 from etude import audio
-from etude.ingest import SKIPPED_COLUMNS, TRAINING_SPLIT_HINT, nothing_left, one_line, usable
+from etude.errors import DataError
+from etude.ingest import usable
 from etude.params import Audio, Mel
+from etude.skips import SKIPPED_COLUMNS, TRAINING_SPLIT_HINT, nothing_left, one_line
 from etude.sources import SPLITS
 
 
@@ -130,11 +134,22 @@ def _no_segment_reason(segments: int, kept: int, settings: Mel) -> str | None:
     return None
 
 
+# What a bad piece raises, so that it costs its piece and not the corpus; any other class (TypeError,
+# KeyError, ...) is a bug here and stops the stage. A recording: OSError when missing or unreadable;
+# soundfile's LibsndfileError (a RuntimeError), after which librosa falls back to audioread, whose stdlib
+# readers raise EOFError on a file of a few bytes, RuntimeError, ValueError, ArithmeticError or MemoryError
+# on a corrupt header (bad chunk, channel count, rate or length) and DecodeError (NoBackendError) when none
+# can read it; librosa's ParameterError for samples that are not finite. A rendering: RuntimeError from
+# symusic and TinySoundFont, ValueError from audio.render's own checks (no notes, no percussion kit).
+BAD_PIECE_ERRORS = (OSError, EOFError, RuntimeError, ValueError, ArithmeticError, MemoryError, DecodeError,
+                    ParameterError)
+
+
 def _worker(args: tuple[_Job, Audio, Mel, Path]) -> PieceMel:
     job, audio_settings, settings, _ = args
     try:
         return _piece_mel(*args)
-    except Exception as err:  # a corrupt recording or a failed rendering costs its piece, not the corpus
+    except BAD_PIECE_ERRORS as err:
         empty = np.zeros((0, settings.n_mels, frames_per_segment(settings)), np.float16)
         return PieceMel(job.piece, _source(job, audio_settings), float("nan"), empty, np.zeros(0),
                         np.zeros(0, np.float32), 0, one_line(str(err)) or type(err).__name__)
@@ -198,7 +213,7 @@ def build(raw: pd.DataFrame, pieces: pd.DataFrame, audio_settings: Audio, settin
     table with a row for every usable piece, skipped ones included."""
     candidates = usable(pieces)
     if candidates.empty:
-        raise ValueError("no usable piece in the pieces table")
+        raise DataError("no usable piece in the pieces table")
     needs_render = not audio_settings.use_recordings or candidates["audio_path"].isna().any()
     soundfont = audio.soundfont_path(audio_settings) if needs_render else Path()
     by_path = dict(zip(raw["path"], raw["data"]))
@@ -243,9 +258,9 @@ def build(raw: pd.DataFrame, pieces: pd.DataFrame, audio_settings: Audio, settin
     segments = pd.concat(segment_frames, ignore_index=True)
     piece_table = pd.DataFrame(piece_rows)
     if segments.empty:
-        raise ValueError(nothing_left("non-silent mel segment", _skipped(piece_table)))
+        raise DataError(nothing_left("non-silent mel segment", _skipped(piece_table)))
     if sums["frames"] == 0:
-        raise ValueError(f"the training split has no non-silent mel segment; {TRAINING_SPLIT_HINT}")
+        raise DataError(f"the training split has no non-silent mel segment; {TRAINING_SPLIT_HINT}")
     for split in SPLITS:
         if not (segments["split"] == split).any():
             print(f"mel: WARNING: the {split} split has no segment")

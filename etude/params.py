@@ -1,17 +1,14 @@
-"""The one typed loader of params.yaml, used by every stage and by the Snakefile.
+"""The schema of params.yaml: every section but the model families' own, which each family declares.
 
 YAML is read as YAML 1.2 (ruamel), so values that `dvc exp run -S` writes, such as `1e-05`, are
-numbers. Every field is required: the numbers live in params.yaml, not here. A variant's effective
-configuration is the shared training defaults, overlaid with its model family's section under
-`models:`, overlaid with the variant's own entry under `variants:`.
+numbers. Every field is required: the numbers live in params.yaml, not here. This module imports
+nothing of etude; etude.variants adds the families' sections and the variants on top of it and is the
+loader every stage and the Snakefile use.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,7 +21,6 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
-    create_model,
     model_validator,
 )
 from ruamel.yaml import YAML
@@ -195,6 +191,11 @@ class Mel(Strict):
         return self
 
 
+# A factor a remedy or a rule scales a setting by: above 1 grows it, within (0, 1) shrinks it.
+Growth = Annotated[float, Field(gt=1)]
+Shrink = Annotated[float, Field(gt=0, lt=1)]
+
+
 # ---- training -----------------------------------------------------------------------------------
 class LrSchedule(Strict):
     kind: Literal["none", "plateau", "step"]
@@ -246,6 +247,7 @@ class Generate(Strict):
     midi_files: PositiveInt
     num_notes: PositiveInt
     spread_band: SpreadBand  # next-note models: the σ ratio band of real test excerpts
+    statistics_windows: PositiveInt  # next-note models: test windows the samples' pitch statistics are set beside
     velocity: Annotated[int, Field(ge=1, le=127)]
     program: Annotated[int, Field(ge=0, le=127)]
     # grid VAEs
@@ -270,35 +272,37 @@ class ReportAudio(Strict):
 
 class Report(Strict):
     piano_roll_seconds: PositiveFloat
+    reference_temperature: PositiveFloat  # tables across variants show the sampled temperature nearest this
     audio: ReportAudio
 
 
 class Remedies(Strict):
     """How far each verdict's remedy moves a setting; each is described in params.yaml."""
 
-    lr_down: Annotated[float, Field(gt=0, lt=1)]
+    lr_down: Shrink
     grad_clip: PositiveFloat
-    lr_up: Annotated[float, Field(gt=1)]
+    lr_up: Growth
     decay_factor: Annotated[float, Field(gt=0, le=1)]
     decay_every: PositiveInt
     patience_factor: Annotated[float, Field(ge=1)]
     patience_add: PositiveInt
-    dropout_step: Annotated[float, Field(gt=0, lt=1)]
-    dropout_max: Annotated[float, Field(gt=0, lt=1)]
+    dropout_step: Shrink
+    dropout_max: Shrink
     transpose_semitones: PositiveInt
-    context_factor: Annotated[float, Field(gt=1)]
-    mode_collapse_lr: Annotated[float, Field(gt=0, lt=1)]
-    anneal_factor: Annotated[float, Field(gt=1)]
+    context_factor: Growth
+    mode_collapse_lr: Shrink
+    anneal_factor: Growth
     anneal_min_epochs: PositiveInt
-    timeshift_factor: Annotated[float, Field(gt=1)]
+    timeshift_factor: Growth
     timeshift_min: PositiveFloat
-    beta_down: Annotated[float, Field(gt=0, lt=1)]
-    beta_up: Annotated[float, Field(gt=1)]
-    featureless_lr: Annotated[float, Field(gt=0, lt=1)]
-    output_reg_factor: Annotated[float, Field(gt=1)]
+    beta_down: Shrink
+    beta_up: Growth
+    featureless_lr: Shrink
+    output_reg_factor: Growth
     output_reg_min: PositiveFloat
-    spectral_factor: Annotated[float, Field(gt=1)]
+    spectral_factor: Growth
     spectral_min: PositiveFloat
+    onset_threshold_max: Shrink
 
 
 class Diagnosis(Strict):
@@ -307,16 +311,17 @@ class Diagnosis(Strict):
 
     plateau_improvement: Annotated[float, Field(ge=0, lt=1)]
     plateau_min_epochs: PositiveInt
-    spike_factor: Annotated[float, Field(gt=1)]
-    grad_norm_factor: Annotated[float, Field(gt=1)]
+    decayed_lr_share: Shrink
+    spike_factor: Growth
+    grad_norm_factor: Growth
     rising_epochs: PositiveInt
     rise_share: Annotated[float, Field(ge=0, lt=1)]
     premature_stop_share: Annotated[float, Field(gt=0, le=1)]
-    collapse_std_ratio: Annotated[float, Field(gt=0, lt=1)]
-    repetition_factor: Annotated[float, Field(gt=1)]
-    diversity_ratio: Annotated[float, Field(gt=0, lt=1)]
-    density_ratio: Annotated[float, Field(gt=1)]
-    hf_energy_ratio: Annotated[float, Field(gt=0, lt=1)]
+    collapse_std_ratio: Shrink
+    repetition_factor: Growth
+    diversity_ratio: Shrink
+    density_ratio: Growth
+    hf_energy_ratio: Shrink
     kl_floor: PositiveFloat
     judge_epochs: PositiveInt
     remedies: Remedies
@@ -341,74 +346,20 @@ class Params(Training):
     diagnosis: Diagnosis
     tracking: Tracking
 
-    def variant(self, name: str) -> BaseModel:
-        """The effective configuration of one variant (defaults, family section, overrides)."""
-        if name not in self.variants:
-            raise ParamsError(f"params.yaml: no variant {name!r}{_suggest(name, self.variants)}")
-        overrides = self.variants[name]
-        family = overrides.get("model")
-        known = _families()
-        if family not in known:
-            raise ParamsError(f"params.yaml: variants.{name}.model is {family!r}; "
-                              f"expected one of {sorted(known)}{_suggest(str(family), known)}")
-        merged = _deep_merge({k: _plain(getattr(self, k)) for k in TRAINING_KEYS}, self.models[family])
-        merged = _deep_merge(merged, overrides)
-        cls = variant_class(family)
-        try:
-            return cls.model_validate(merged)
-        except ValidationError as err:
-            raise ParamsError(_describe(err, cls, prefix=f"variants.{name}.")) from None
 
-
-def _families() -> dict:
-    from etude.models import (
-        families,  # families import this module: loaded on first use
-    )
-
-    return families()
-
-
-@cache
-def variant_class(family: str) -> type[BaseModel]:
-    """A family's variant configuration: the shared training settings, its Config, and `model`."""
-    config = _families()[family].Config
-    name = f"{config.__name__.removesuffix('Config')}Variant"
-    return create_model(name, __base__=(Training, config), model=(Literal[family], ...))
-
-
-def _check_models(params: Params, path: Path) -> None:
-    """Every family has its section under `models:`, each valid against the family's Config."""
-    known = _families()
-    for name in params.models:
-        if name not in known:
-            raise ParamsError(f"{path}: models.{name}: no such model family{_suggest(name, known)}")
-    for name, family in known.items():
-        if name not in params.models:
-            raise ParamsError(f"{path}: models.{name}: required section is missing (family {name} is installed)")
-        try:
-            family.Config.model_validate(params.models[name])
-        except ValidationError as err:
-            raise ParamsError(_describe(err, family.Config, prefix=f"models.{name}.", source=path)) from None
-
-
-def config_hash(config: BaseModel) -> str:
-    """Short stable hash of an effective configuration: names its checkpoints and MLflow runs."""
-    blob = json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def load(path: Path | str = PARAMS_FILE) -> Params:
-    """Read and validate params.yaml, including every variant, before any work is done."""
+def parse(path: Path | str = PARAMS_FILE) -> Params:
+    """Read params.yaml and validate it against the schema. The families' sections and the variants
+    are validated by etude.variants.load, the loader every stage uses."""
     path = Path(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found") from None
-    return load_text(text, path)
+    return parse_text(text, path)
 
 
-def load_text(text: str, source: Path | str) -> Params:
-    """Validate params given as YAML text; `source` names it in errors."""
+def parse_text(text: str, source: Path | str) -> Params:
+    """Validate params given as YAML text against the schema; `source` names it in errors."""
     try:
         raw = YAML(typ="safe", pure=True).load(text)
     except Exception as err:  # ruamel raises several unrelated classes for malformed YAML
@@ -418,32 +369,29 @@ def load_text(text: str, source: Path | str) -> Params:
     try:
         params = Params.model_validate(raw)
     except ValidationError as err:
-        raise ParamsError(_describe(err, Params, prefix="", source=source)) from None
-    _check_models(params, source)
+        raise ParamsError(describe(err, Params, prefix="", source=source)) from None
     if params.data.source == "groove" and not params.ingest.include_drums:
         raise ParamsError(f"{source}: data.source 'groove' is a drum corpus, but ingest.include_drums is false "
                           "(every note would be dropped): set ingest.include_drums: true")
-    for name in params.variants:
-        params.variant(name)
     return params
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     return value.model_dump(mode="python") if isinstance(value, BaseModel) else value
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
 
 
-def _suggest(word: str, candidates: Any) -> str:
+def suggest(word: str, candidates: Any) -> str:
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
     return f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(sorted(candidates))}"
 
@@ -466,7 +414,7 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return []
 
 
-def _describe(
+def describe(
     err: ValidationError, model: type[BaseModel], prefix: str, source: Path = PARAMS_FILE
 ) -> str:
     lines = []
@@ -474,20 +422,9 @@ def _describe(
         loc = e["loc"]
         key = prefix + ".".join(str(p) for p in loc)
         if e["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key{_suggest(str(loc[-1]), _fields_at(model, loc[:-1]))}")
+            lines.append(f"{key}: unknown key{suggest(str(loc[-1]), _fields_at(model, loc[:-1]))}")
         elif e["type"] == "missing":
             lines.append(f"{key}: required key is missing")
         else:
             lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
     return f"{source}: invalid parameters:\n  " + "\n  ".join(lines)
-
-
-def read_variant_config(path: Path) -> BaseModel:
-    """A configuration written by the configure stage: what per-variant stages depend on and use."""
-    try:
-        raw = json.loads(Path(path).read_text())
-        return variant_class(raw["model"]).model_validate(raw)
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: not found; run the configure stage first") from None
-    except (ValidationError, KeyError, json.JSONDecodeError) as err:
-        raise ParamsError(f"{path}: invalid configuration: {err}") from None

@@ -23,7 +23,9 @@ from pathlib import Path
 import yaml
 
 from etude.family import SHARED_CODE
-from etude.params import TRAINING_KEYS, Params, load
+from etude.models import families, family_named
+from etude.params import TRAINING_KEYS, Params
+from etude.variants import load, variant_config
 
 RAW = "data/raw/midi.parquet"
 NOTES = "data/ingest/notes.parquet"
@@ -85,13 +87,13 @@ VARIANT_RESULTS = (HISTORY, TRAIN_METRICS, EVAL_METRICS, GENERATE_METRICS, MUSIC
 STAGES: tuple[Stage, ...] = (
     Stage("fetch", code=("etude/sources.py",), outs=(RAW,), params=("data",)),
     Stage("ingest", code=("etude/ingest.py",), deps=(RAW,), outs=(NOTES, PIECES), params=("ingest",)),
-    Stage("tokenize", code=("etude/sequences.py",), deps=(NOTES, PIECES), outs=(NOTE_SEQUENCES,),
+    Stage("tokenize", code=("etude/sequences.py", "etude/skips.py"), deps=(NOTES, PIECES), outs=(NOTE_SEQUENCES,),
           params=("tokenize",)),
-    Stage("grids", code=("etude/grids.py",), deps=(NOTES, PIECES),
+    Stage("grids", code=("etude/grids.py", "etude/skips.py"), deps=(NOTES, PIECES),
           outs=tuple(REPRESENTATIONS[k] for k in GRID_KINDS), params=("grid",)),
-    Stage("mel", code=("etude/mel.py", "etude/audio.py"), deps=(RAW, PIECES), outs=(MEL,), params=("audio", "mel")),
+    Stage("mel", code=("etude/mel.py", "etude/audio.py", "etude/skips.py"), deps=(RAW, PIECES), outs=(MEL,), params=("audio", "mel")),
     # configure also checks that every split can serve the variant, before any training.
-    Stage("configure", code=("etude/params.py", FAMILY_CODE), deps=(INPUT,), outs=(CONFIG,),
+    Stage("configure", code=("etude/params.py", "etude/variants.py", FAMILY_CODE), deps=(INPUT,), outs=(CONFIG,),
           params=(*TRAINING_KEYS, "models.{model}", "variants.{variant}"), per_variant=True),
     # diagnosis.py judges a finished history: a change re-runs train, which resumes its finished
     # checkpoint (named by the family's code alone) and only judges again.
@@ -119,28 +121,18 @@ def is_directory(path: str) -> bool:
     return Path(path).suffix == ""
 
 
-def _family(config):
-    from etude.models import (
-        family,  # the registry imports every family (and torch): only when needed
-    )
-
-    return family(config.model)
-
-
 def variant_input(config) -> str:
     """The representation file or folder a variant reads."""
-    return REPRESENTATIONS[_family(config).representation(config)]
+    return REPRESENTATIONS[family_named(config.model).representation(config)]
 
 
 def family_code(config) -> tuple[str, ...]:
-    return _family(config).code_files()
+    return family_named(config.model).code_files()
 
 
 def all_family_modules() -> tuple[str, ...]:
     """Every family's own code: the report draws the sections each family defines there."""
-    from etude.models import families
-
-    return tuple(sorted({path for f in families().values() for path in f.code}))
+    return tuple(sorted({path for f in families().values() for path in f.own_code()}))
 
 
 def expand(templates: tuple[str, ...], params: Params, variant: str | None) -> list[str]:
@@ -150,9 +142,9 @@ def expand(templates: tuple[str, ...], params: Params, variant: str | None) -> l
         if template == ALL_FAMILIES:
             out += all_family_modules()
         elif template == FAMILY_CODE:
-            out += family_code(params.variant(variant))
+            out += family_code(variant_config(params, variant))
         elif variant is not None:
-            config = params.variant(variant)
+            config = variant_config(params, variant)
             out.append(template.format(variant=variant, model=config.model, input=variant_input(config)))
         else:
             out.append(template)
@@ -173,12 +165,12 @@ def _dvc(text: str) -> str:
 def _dvc_items(params: Params) -> tuple[dict, int]:
     """foreach items: model, input and the family's own code files as code_0 … code_{n-1}. DVC
     cannot splice a list into `deps`, so every item gets n slots; shorter lists repeat their module."""
-    codes = {name: _family(params.variant(name)).code for name in params.variants}
+    codes = {name: family_named(params.variants[name]["model"]).own_code() for name in params.variants}
     slots = max(len(c) for c in codes.values())
     items = {}
     for name, cfg in params.variants.items():
         code = list(codes[name]) + [codes[name][-1]] * (slots - len(codes[name]))
-        items[name] = {"model": cfg["model"], "input": variant_input(params.variant(name)),
+        items[name] = {"model": cfg["model"], "input": variant_input(variant_config(params, name)),
                        **{f"code_{i}": path for i, path in enumerate(code)}}
     return items, slots
 
@@ -221,7 +213,7 @@ def render_dvc(params: Params) -> str:
 def param_values(stage: Stage, params: Params, variant: str | None) -> str:
     """What a stage's result depends on among params, as one string: Snakemake's params trigger."""
     if stage.name == "configure":
-        values = params.variant(variant).model_dump(mode="json")
+        values = variant_config(params, variant).model_dump(mode="json")
     else:
         values = {key: functools.reduce(getattr, key.split("."), params).model_dump(mode="json")
                   for key in stage.params}

@@ -20,11 +20,11 @@ from etude import pipeline, tracking
 from etude.diagnosis import Verdict
 from etude.family import Family, Results, Section
 from etude.figures import audio_players, curves_figure
-from etude.ingest import QUARANTINED
-from etude.models import family as family_named
-from etude.params import Params, read_variant_config
+from etude.ingest import QUARANTINED, usable
+from etude.models import family_named
+from etude.params import Params
+from etude.variants import read_config
 
-BASELINE_LABELS = {"repeat_last": "repeat last pitch"}
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
          "table{border-collapse:collapse;font-size:13px}td,th{padding:2px 8px;text-align:right}"
          "tr:nth-child(even){background:#f4f4f4}img{max-width:100%}")
@@ -110,36 +110,22 @@ def music_ranking(results: list[Results]) -> pd.DataFrame:
     return table.sort_values(["OA gap to ceiling", "OA mean"], ascending=[True, False], ignore_index=True)
 
 
-def spread_band(generation: dict, name: str) -> str:
-    low, high = generation.get(f"test_{name}_std_ratio_low"), generation.get(f"test_{name}_std_ratio_high")
-    return "-" if low is None else f"{low:.2f}–{high:.2f}"
-
-
-def note_models_table(results: list[Results], params: Params) -> pd.DataFrame:
-    """The next-note variants side by side at temperature 1: pitch prediction, the spread of sampled
-    step and duration against the test data's (an MSE head collapses it towards 0; 1 is the data's)
-    beside the band real test excerpts land in under the same statistic, and OA against the test excerpts."""
-    rows = {}
+def comparisons(results: list[Results], families: dict[str, Family], configs: dict,
+                params: Params) -> dict[str, pd.DataFrame]:
+    """The tables that compare variants of one kind (their families' `comparison`), by title."""
+    rows: dict[str, dict[str, dict]] = {}
     for result in results:
-        if "t1_step_std_ratio" not in result.generation:
-            continue
-        config = params.variant(result.name)
-        rows[result.name] = {
-            "model": config.model, "timing head": getattr(config, "timing_head", ""),
-            "pitch cross-entropy": result.evaluation["model"]["pitch_cross_entropy"],
-            "pitch top-1": result.evaluation["model"]["pitch_top1"],
-            "step σ ratio": result.generation["t1_step_std_ratio"],
-            "test excerpts' step σ ratio": spread_band(result.generation, "step"),
-            "duration σ ratio": result.generation["t1_duration_std_ratio"],
-            "test excerpts' duration σ ratio": spread_band(result.generation, "duration"),
-            "OA mean": result.music["groups"].get("t1", {}).get("oa_mean")}
-    return pd.DataFrame(rows).T
+        found = families[result.name].comparison(result, configs[result.name], params)
+        if found is not None:
+            title, row = found
+            rows.setdefault(title, {})[result.name] = row
+    return {title: pd.DataFrame(table).T for title, table in rows.items()}
 
 
-def variant_metrics_table(result: Results) -> pd.DataFrame:
+def variant_metrics_table(result: Results, family: Family) -> pd.DataFrame:
     """One variant's test metrics beside its baselines and reference statistics, row by row."""
     groups = {k: v for k, v in result.evaluation.items() if k != "windows"}
-    return pd.DataFrame({BASELINE_LABELS.get(k, k.replace("_", " ")): pd.Series(v) for k, v in groups.items()})
+    return pd.DataFrame({family.group_labels.get(k, k.replace("_", " ")): pd.Series(v) for k, v in groups.items()})
 
 
 def runs_table(experiment: str, variant: str) -> pd.DataFrame:
@@ -180,8 +166,7 @@ def _sample_links(samples_dir: Path, html_path: Path) -> str:
     return f"<p>MIDI samples: {links}</p>" if links else ""
 
 
-def add_variant(page: Page, result: Results, family: Family, params: Params, html_path: Path) -> None:
-    config = read_variant_config(pipeline.path_for(pipeline.CONFIG, result.name))
+def add_variant(page: Page, result: Results, family: Family, config, params: Params, html_path: Path) -> None:
     verdicts = [Verdict.from_dict(v) for v in result.train.get("diagnosis", [])]
     train_run = result.runs["train"]["run_id"]
     summary = (f"Training {ending(result)}; best validation loss {result.train['best_val_loss']:.4f}; MLflow train "
@@ -189,7 +174,7 @@ def add_variant(page: Page, result: Results, family: Family, params: Params, htm
     lines = "".join(f"- {v.line()}\n" for v in verdicts) or "- no pathology found\n"
     page.add(f"<h2>{result.name}</h2><p>{html.escape(summary)}</p>{verdicts_html(verdicts)}",
              f"## {result.name}\n\n{summary}\n\n**Diagnosis:**\n\n{lines}")
-    own = _fmt(variant_metrics_table(result))
+    own = _fmt(variant_metrics_table(result, family))
     page.add(own.to_html(border=0), own.to_markdown() + "\n")
     page.add(curves_figure(result))
     sections: list[Section] = family.report_sections(result, config, params.report)
@@ -206,10 +191,10 @@ def add_variant(page: Page, result: Results, family: Family, params: Params, htm
 
 
 def data_line(params: Params, pieces: pd.DataFrame) -> str:
-    usable = pieces[pieces["status"] != QUARANTINED]
-    return (f"{len(usable)} pieces ({usable['note_count'].sum()} notes, {usable['duration'].sum() / 3600:.2f} h) "
-            f"from `{params.data.source}`; {len(pieces) - len(usable)} quarantined. "
-            f"Split: {usable['split'].value_counts().to_dict()}")
+    kept = usable(pieces)
+    return (f"{len(kept)} pieces ({kept['note_count'].sum()} notes, {kept['duration'].sum() / 3600:.2f} h) "
+            f"from `{params.data.source}`; {len(pieces) - len(kept)} quarantined. "
+            f"Split: {kept['split'].value_counts().to_dict()}")
 
 
 def build(params: Params, pieces: pd.DataFrame, skipped: pd.DataFrame, html_path: Path, md_path: Path) -> None:
@@ -219,24 +204,21 @@ def build(params: Params, pieces: pd.DataFrame, skipped: pd.DataFrame, html_path
     page = Page()
     line = data_line(params, pieces)
     page.add(f"<h1>etude report</h1><p>{html.escape(line)}</p>", f"# etude report\n\n{line}\n")
-    families = {r.name: family_named(params.variant(r.name).model) for r in results}
+    configs = {r.name: read_config(pipeline.path_for(pipeline.CONFIG, r.name)) for r in results}
+    families = {r.name: family_named(configs[r.name].model) for r in results}
     notes = "; ".join(dict.fromkeys(f"{f.name}: {f.baselines}" for f in families.values()))
     page.add(f"<p>Each variant's section shows its metrics beside baselines it must beat ({html.escape(notes)}).</p>")
     page.table("Test-split metrics", _fmt(pd.DataFrame({r.name: r.evaluation["model"] for r in results})))
     page.table("Training", _fmt(pd.DataFrame({r.name: r.train | {"diagnosis": ", ".join(
         v["name"] for v in r.train.get("diagnosis", [])) or "healthy"} for r in results})))
-    note_models = note_models_table(results, params)
-    if len(note_models):
-        band = params.generate.spread_band.percentile
-        page.table(f"Next-note models at temperature 1.0 (σ ratio: generated / test spread, beside the "
-                   f"{band:g}-{100 - band:g} % band of real test excerpts as many and as long as the samples)",
-                   _fmt(note_models))
+    for title, table in comparisons(results, families, configs, params).items():
+        page.table(title, _fmt(table))
     ranking = music_ranking(results)
     if len(ranking):
         page.table("Samples against the data (Yang & Lerch OA / KLD, metrics/<variant>/music.json)", _fmt(ranking),
                    index=False)
     for result in results:
-        add_variant(page, result, families[result.name], params, html_path)
+        add_variant(page, result, families[result.name], configs[result.name], params, html_path)
     quarantined = pieces[pieces["status"] == QUARANTINED][["path", "error"]]
     if len(quarantined):
         page.table("Quarantined files", quarantined, index=False)

@@ -5,7 +5,7 @@ the first note and within chords), duration is end - start, both in seconds. All
 concatenated into flat arrays with piece offsets, stored in one npz. Normalisation statistics come
 from the training split only. Drum notes carry no pitch: a piece with nothing else is skipped. A corpus
 with no pitched note at all (a drum corpus) gives an empty set, its skip records kept: the variants
-that read it stop at configure (etude.ingest.empty_error).
+that read it stop at configure (etude.skips.empty_error).
 """
 
 from __future__ import annotations
@@ -16,15 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from etude.ingest import (
-    TRAINING_SPLIT_HINT,
-    empty_error,
-    skipped_arrays,
-    skipped_from,
-    skipped_table,
-    usable,
-)
+from etude.errors import DataError
+from etude.ingest import usable
 from etude.params import Tokenize
+from etude.skips import TRAINING_SPLIT_HINT, SkipRecords, skipped_arrays, skipped_from, skipped_table
 from etude.sources import SPLIT_CODES
 
 ONLY_DRUMS = "only drum notes (tokenize keeps pitched notes only)"
@@ -33,7 +28,7 @@ STAT_NAMES = ("duration_mean", "duration_median", "duration_std", "step_mean", "
 
 
 @dataclass(frozen=True)
-class NoteSequences:
+class NoteSequences(SkipRecords):
     pitch: np.ndarray        # int16 (N,)
     step: np.ndarray         # float32 (N,) seconds
     duration: np.ndarray     # float32 (N,) seconds
@@ -67,11 +62,9 @@ class NoteSequences:
         """No piece had a pitched note: every usable piece is in `skipped`."""
         return len(self.piece_ids) == 0
 
-    def empty_error(self, variant: str) -> str:
-        """Why `variant` cannot read this set (the file, the cause, the fix); "" when it holds notes."""
-        if not self.empty:
-            return ""
-        return empty_error(variant, str(self.source or "the note sequence set"), WHAT, self.skipped)
+    @property
+    def what(self) -> str:
+        return WHAT
 
     def features(self) -> np.ndarray:
         """(N, 3) float32: pitch, step, duration."""
@@ -114,7 +107,7 @@ def build(notes: pd.DataFrame, pieces: pd.DataFrame, settings: Tokenize) -> Note
     piece_split = present["split"].map(SPLIT_CODES).to_numpy(np.int8)
     train = np.repeat(piece_split == SPLIT_CODES["train"], counts)
     if not train.any():
-        raise ValueError(f"the training split has no pitched note; {TRAINING_SPLIT_HINT}")
+        raise DataError(f"the training split has no pitched note; {TRAINING_SPLIT_HINT}")
     pitch = keep["pitch"].to_numpy(np.int16)
     return NoteSequences(pitch, step.astype(np.float32), duration.astype(np.float32), offsets,
                          present["id"].to_numpy(np.int32), piece_split, _stats(step[train], duration[train]),

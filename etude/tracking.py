@@ -34,6 +34,8 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 # The MLflow UI opens an experiment of this kind on its runs, not on the GenAI overview.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# Where a training run's model lies among its artifacts.
+MODEL_ARTIFACTS = "model"
 # (table, column) pairs of the SQLite schema that hold absolute artifact paths.
 ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
                     ("logged_models", "artifact_location"), ("model_versions", "storage_location"))
@@ -128,24 +130,10 @@ def log_to_run(run_link: Path, metrics: dict[str, float]) -> None:
 
 def log_model(model_dir: Path) -> None:
     """The trained model (weights and model card, as in models/<variant>/) as the active run's
-    artifacts under model/: `load_model_from_run` rebuilds it."""
+    artifacts under model/: etude.model_card.load_model_from_run rebuilds it."""
     import mlflow
 
-    mlflow.log_artifacts(str(model_dir), artifact_path="model")
-
-
-def load_model_from_run(run_id: str, uri: str | None = None):
-    """(config, family, model) of a training run logged to `uri` (default: this project's store)."""
-    import tempfile
-
-    import mlflow
-
-    from etude.training import load_model
-
-    mlflow.set_tracking_uri(uri or tracking_uri())
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", dst_path=tmp)
-        return load_model(Path(folder))
+    mlflow.log_artifacts(str(model_dir), artifact_path=MODEL_ARTIFACTS)
 
 
 def ui_url(experiment_id: str, host: str = "http://127.0.0.1:5000") -> str:
@@ -215,18 +203,6 @@ def start_run(
         yield run
 
 
-def main() -> None:
-    """`python -m etude.tracking`: initialise the store before parallel use (Snakemake onstart)."""
-    from etude.params import load
-
-    experiment_id = init(load().tracking.experiment)
-    print(f"mlflow store {tracking_uri()} experiment id {experiment_id}; UI: {ui_url(experiment_id)}")
-
-
-if __name__ == "__main__":
-    main()
-
-
 def tag_verdicts(verdicts: list) -> None:
     """Verdicts (etude.diagnosis.Verdict) as tags of the active run: `diagnosis` lists their names
     ("healthy": none), `diagnosis.<name>` holds each one's evidence and remedy. A run judged again
@@ -252,3 +228,15 @@ def music_metrics(music: dict) -> dict[str, float]:
         for feature, values in result["features"].items():
             flat |= {f"music.{group}.{feature}.{k}": values[k] for k in ("oa", "kld")}
     return {k: float(v) for k, v in flat.items() if v is not None}
+
+
+def main() -> None:
+    """`python -m etude.tracking`: initialise the store before parallel use (Snakemake onstart)."""
+    from etude.params import parse
+
+    experiment_id = init(parse().tracking.experiment)
+    print(f"mlflow store {tracking_uri()} experiment id {experiment_id}; UI: {ui_url(experiment_id)}")
+
+
+if __name__ == "__main__":
+    main()

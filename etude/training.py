@@ -2,25 +2,18 @@
 
 Adam, optional LR schedule (plateau or step decay, both keeping the optimiser's state), gradient
 clipping, early stopping on validation loss, per-epoch history, and checkpoints `last`, `best` and
-the newest `keep_checkpoints` of every `checkpoint_every` epochs. Checkpoints of a run live under
-checkpoints/<variant>/<config hash>-<code hash>/, outside the stage outputs that DVC and Snakemake
-delete before a run, so an interrupted training resumes where it stopped: same batches, same dropout
-masks, same weights as an uninterrupted run. They alone hold optimiser, scheduler and RNG state.
-
-The stage output models/<variant>/ holds only what rebuilding the model needs, written
-byte-for-byte the same by the same training: the best weights (model.safetensors) and model.json
-(family, configuration, and the facts from the data that `Family.build` needs).
+the newest `keep_checkpoints` of every `checkpoint_every` epochs (etude.checkpoints), so an
+interrupted training resumes where it stopped: same batches, same dropout masks, same weights as an
+uninterrupted run. Checkpoints alone hold optimiser, scheduler and RNG state; the published model is
+etude.model_card's.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import random
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,61 +21,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from etude import diagnosis, tracking
+from etude.checkpoints import RunCheckpoints, run_folder
+from etude.device import pick_device, seed_everything
+from etude.errors import TrainingError
 from etude.family import Family
-from etude.params import Diagnosis, LrSchedule, config_hash
-
-WEIGHTS, MODEL_CARD = "model.safetensors", "model.json"
-
-
-def pick_device(requested: str) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was requested but no CUDA device is available")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
-def seed_everything(seed: int, threads: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if threads:
-        torch.set_num_threads(threads)
-    if torch.cuda.is_available():
-        # CPU kernels are deterministic already (and the global flag costs ~35 us per sampling step);
-        # warn_only: cuDNN's LSTM backward has no deterministic variant.
-        torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def evenly_spaced(index: np.ndarray, limit: int | None) -> np.ndarray:
-    """A deterministic subset of at most `limit` items spread over the whole split."""
-    if limit is None or len(index) <= limit:
-        return index
-    return index[np.linspace(0, len(index) - 1, limit).round().astype(np.int64)]
-
-
-def shuffled_batches(index: np.ndarray, seed: int, epoch: int, samples_per_epoch: int | None,
-                     batch_size: int) -> Iterator[np.ndarray]:
-    """An epoch's training batches as sorted index arrays. The order depends on (seed, epoch) alone,
-    so a resumed run draws the same batches; full batches only, as BatchNorm cannot train on one."""
-    order = np.random.default_rng([seed, epoch]).permutation(index)[:samples_per_epoch]
-    for i in range(0, len(order) - batch_size + 1, batch_size):
-        yield np.sort(order[i : i + batch_size])
-
-
-def evaluation_batches(index: np.ndarray, limit: int | None, batch_size: int, split: str,
-                       what: str) -> Iterator[np.ndarray]:
-    """At most `limit` items of a split, evenly spaced, in order, in batches; an empty split is an
-    error naming what it lacks."""
-    index = evenly_spaced(index, limit)
-    if len(index) == 0:
-        raise ValueError(f"the {split} split has no {what}")
-    for i in range(0, len(index), batch_size):
-        yield index[i : i + batch_size]
+from etude.model_card import save_model
+from etude.params import Diagnosis, LrSchedule
+from etude.variants import config_hash
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
@@ -112,51 +60,6 @@ class Progress:
     diverged: bool = False  # a non-finite loss ended the run; the best finite epoch is published
     run_id: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-class RunCheckpoints:
-    """One run's checkpoint folder: last.pt, best.pt and periodic epoch_NNNN.pt. Files with equal
-    contents are hard links of one another (best after an improving epoch, a periodic checkpoint of
-    the last epoch), so a run costs disk only for the states that differ."""
-
-    def __init__(self, folder: Path, keep: int):
-        self.folder, self.keep = folder, keep
-        folder.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def last(self) -> Path:
-        return self.folder / "last.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.folder / "best.pt"
-
-    def save(self, model, optimizer, scheduler, progress: Progress, improved: bool, periodic: bool) -> None:
-        tmp = self.folder / "last.tmp"
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler else None,
-                    "progress": progress.__dict__, "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp)
-        # last.pt is replaced last: a kill before that leaves the previous epoch's state, and the
-        # resumed run redoes this epoch and its best and periodic links.
-        if improved:
-            _link(tmp, self.best)
-        if periodic and self.keep:
-            _link(tmp, self.folder / f"epoch_{progress.epoch:04d}.pt")
-            for old in sorted(self.folder.glob("epoch_*.pt"))[: -self.keep]:
-                old.unlink()
-        os.replace(tmp, self.last)  # atomic: a kill mid-write leaves the previous checkpoint intact
-
-
-def _link(source: Path, target: Path) -> None:
-    """`target` becomes a hard link of `source` (a copy where the file system has none), atomically."""
-    tmp = target.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
 
 
 def load_weights(path: Path, model: torch.nn.Module) -> dict[str, Any]:
@@ -192,9 +95,9 @@ def _continue_from(path: Path, ckpt_dir: Path, model, optimizer, scheduler, conf
     try:
         state = _restore(path, model, optimizer, scheduler)
     except RuntimeError as err:  # a state_dict of another architecture
-        raise ValueError(f"resume_from: {path} does not fit this variant's model: {str(err)[:500]}") from None
+        raise TrainingError(f"resume_from: {path} does not fit this variant's model: {str(err)[:500]}") from None
     except (KeyError, TypeError) as err:
-        raise ValueError(f"resume_from: {path} is not a training checkpoint of etude ({err!r})") from None
+        raise TrainingError(f"resume_from: {path} is not a training checkpoint of etude ({err!r})") from None
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] = config.lr
     _apply_schedule(scheduler, config.lr_schedule, config.lr)
@@ -225,7 +128,7 @@ class TrainPaths:
     history: Path        # stage output: one row per epoch
     summary: Path        # stage output: train.json
     run_link: Path       # stage output: names the MLflow run
-    checkpoints: Path    # checkpoints/ under the project root (outside the stage outputs)
+    root: Path           # the project root: checkpoints/ and `resume_from` paths lie under it
 
 
 def train(name: str, config: Any, family: Family, experiment: str, paths: TrainPaths, settings: Diagnosis,
@@ -235,17 +138,16 @@ def train(name: str, config: Any, family: Family, experiment: str, paths: TrainP
     seed_everything(config.seed, config.threads)
     device = pick_device(config.device)
     data = family.load_data(config, paths.data)
-    family.check_data(name, config, data)
-    meta = family.model_meta(config, data)
+    family.check_data(data, config, name)
+    meta = family.model_meta(data, config)
     model = family.build(config, meta).to(device)
     optimizer = make_optimizer(model, config.lr)
     scheduler = make_scheduler(optimizer, config.lr_schedule)
-    digest = config_hash(config)
-    run = RunCheckpoints(paths.checkpoints / name / f"{digest}-{family.code_hash()}", config.keep_checkpoints)
-    state = _start(name, config, run, paths.checkpoints.parent, model, optimizer, scheduler)
+    run = RunCheckpoints(run_folder(paths.root, name, config, family), config.keep_checkpoints)
+    state = _start(name, config, run, paths.root, model, optimizer, scheduler)
 
     with tracking.start_run(experiment, "train", name, paths.run_link, params=config.model_dump(mode="json"),
-                            config_hash=digest, resume_run_id=state.run_id) as mlflow_run:
+                            config_hash=config_hash(config), resume_run_id=state.run_id) as mlflow_run:
         import mlflow
 
         state.run_id = mlflow_run.info.run_id
@@ -258,13 +160,14 @@ def train(name: str, config: Any, family: Family, experiment: str, paths: TrainP
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"} | {"train_samples_per_s": samples_per_s},
                                step=int(row["epoch"]))
             # Saved after the bookkeeping: best.pt, like last.pt, continues after the epoch it holds.
-            run.save(model, optimizer, scheduler, state, improved,
+            run.save(model, optimizer, scheduler, state.__dict__, state.epoch, improved,
                      periodic=state.epoch % config.checkpoint_every == 0)
             print(f"train@{name} epoch {state.epoch}/{config.epochs} "
                   + " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"), flush=True)
-        verdicts = diagnosis.training_verdicts(name, pd.DataFrame(state.history), summary(state), config, settings,
-                                               family.regularize(name, config, settings.remedies))
-        verdicts += family.diagnose(name, pd.DataFrame(state.history), config, settings)
+        history = pd.DataFrame(state.history)
+        verdicts = diagnosis.training_verdicts(history, summary(state), config, settings,
+                                               family.regularize(config, settings.remedies, name), name)
+        verdicts += family.verdicts(history, config, settings, name)
         _publish(family, config, meta, run.best, state, paths, verdicts)
     return state
 
@@ -294,7 +197,7 @@ def _bookkeeping(name: str, state: Progress, row: dict, optimizer, scheduler, co
     state.diverged = not (math.isfinite(row["val_loss"]) and math.isfinite(row["train_loss"]))
     if state.diverged:
         if state.best_epoch < 0:
-            raise ValueError(f"train@{name}: epoch {state.epoch + 1}: the loss is {row['train_loss']} (train), "
+            raise TrainingError(f"train@{name}: epoch {state.epoch + 1}: the loss is {row['train_loss']} (train), "
                              f"{row['val_loss']} (validation) before any finite epoch: training diverged at once; "
                              f"lower variants.{name}.lr (now {config.lr:g})")
         print(f"WARNING: train@{name}: epoch {state.epoch + 1}: non-finite loss; training stops and publishes "
@@ -336,28 +239,6 @@ def _publish(family: Family, config, meta: dict, best: Path, state: Progress, pa
         print(f"train@{paths.model_dir.name}: {verdict.line()}", flush=True)
 
 
-def save_model(folder: Path, family: Family, config, meta: dict, model: torch.nn.Module) -> None:
-    """Weights and model card, byte-for-byte the same for the same training."""
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, folder / WEIGHTS)
-    card = {"family": family.name, "config": config.model_dump(mode="json"), "meta": meta}
-    (folder / MODEL_CARD).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-
-
-def load_model(folder: Path) -> tuple[Any, Family, torch.nn.Module]:
-    """(config, family, model in eval mode on the CPU) from a folder written by save_model."""
-    from etude.models import family as family_named
-    from etude.params import variant_class
-
-    card = json.loads((Path(folder) / MODEL_CARD).read_text())
-    family = family_named(card["family"])
-    config = variant_class(card["family"]).model_validate(card["config"])
-    model = family.build(config, card["meta"])
-    model.load_state_dict(load_file(Path(folder) / WEIGHTS))
-    return config, family, model.eval()
-
-
 def _run_epoch(model, optimizer, family: Family, data, config, epoch: int, device,
                progress_bar: bool) -> tuple[dict[str, float], float]:
     model.train()
@@ -385,7 +266,7 @@ def _run_epoch(model, optimizer, family: Family, data, config, epoch: int, devic
             first_loss = float(loss.detach())
         batches += 1
     if batches == 0:
-        raise ValueError("no training batch: fewer training windows than batch_size")
+        raise TrainingError("no training batch: fewer training windows than batch_size")
     samples_per_s = batches * config.batch_size / (time.perf_counter() - started)
     row = {"epoch": float(epoch)} | {f"train_{k}": v / batches for k, v in sums.items()}
     # The loss before this epoch's first step: for epoch 0, the untrained model's, the reference for a spike.
@@ -395,7 +276,7 @@ def _run_epoch(model, optimizer, family: Family, data, config, epoch: int, devic
     if not math.isfinite(row["train_loss"]):  # diverged: nothing to validate or diagnose
         return row | {"val_loss": math.nan}, samples_per_s
     row |= validate(model, family, data, config, device)
-    row |= family.diagnostics(model, data, config, epoch, device)
+    row |= family.epoch_measures(model, data, config, epoch, device)
     return row, samples_per_s
 
 
@@ -413,21 +294,3 @@ def validate(model, family: Family, data, config, device) -> dict[str, float]:
             sums[key] = sums.get(key, 0.0) + float(value) * n
         count += n
     return {f"val_{k}": v / count for k, v in sums.items()}
-
-
-@dataclass
-class Trained:
-    """A trained variant with its data, ready for evaluation or sampling."""
-
-    config: Any
-    family: Family
-    data: Any
-    model: torch.nn.Module
-    device: torch.device
-
-
-def load_trained(model_dir: Path, data_path: Path) -> Trained:
-    config, family, model = load_model(model_dir)
-    seed_everything(config.seed, config.threads)
-    device = pick_device(config.device)
-    return Trained(config, family, family.load_data(config, data_path), model.to(device), device)

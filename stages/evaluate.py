@@ -5,7 +5,7 @@ from pathlib import Path
 
 from etude import tracking
 from etude.cli import stage_main
-from etude.params import config_hash, read_variant_config
+from etude.model_card import load_trained
 from etude.pipeline import (
     CONFIG,
     EVAL_METRICS,
@@ -14,11 +14,11 @@ from etude.pipeline import (
     path_for,
     variant_input,
 )
-from etude.training import load_trained
+from etude.variants import config_hash, read_config
 
 
 def run(params, variant):
-    config = read_variant_config(path_for(CONFIG, variant))
+    config = read_config(path_for(CONFIG, variant))
     with tracking.start_run(params.tracking.experiment, "evaluate", variant,
                             path_for(RUN_LINK, variant, stage="evaluate"), params=config.model_dump(mode="json"),
                             config_hash=config_hash(config)):

@@ -3,7 +3,8 @@
 from pathlib import Path
 
 from etude import sources
-from etude.cli import StageError, stage_main
+from etude.cli import stage_main
+from etude.errors import StageError
 from etude.pipeline import RAW
 
 

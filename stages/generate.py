@@ -5,7 +5,7 @@ from pathlib import Path
 
 from etude import audio, listen, tracking
 from etude.cli import stage_main
-from etude.params import config_hash, read_variant_config
+from etude.model_card import load_trained
 from etude.pipeline import (
     CONFIG,
     GENERATE_METRICS,
@@ -16,11 +16,11 @@ from etude.pipeline import (
     path_for,
     variant_input,
 )
-from etude.training import load_trained
+from etude.variants import config_hash, read_config
 
 
 def run(params, variant):
-    config = read_variant_config(path_for(CONFIG, variant))
+    config = read_config(path_for(CONFIG, variant))
     out_dir = path_for(SAMPLES_DIR, variant)
     with tracking.start_run(params.tracking.experiment, "generate", variant,
                             path_for(RUN_LINK, variant, stage="generate"),
@@ -42,7 +42,7 @@ def run(params, variant):
         target.write_text(json.dumps(stats, indent=2) + "\n")
         mlflow.log_metrics(stats)
         # Symbolic samples against test excerpts, beside the ceiling; audio families have none.
-        music = trained.family.music(trained.data, config, params.generate, table) or {"groups": {}, "ceiling": None}
+        music = trained.family.judge_samples(trained.data, config, params.generate, table) or {"groups": {}, "ceiling": None}
         path_for(MUSIC_METRICS, variant).write_text(json.dumps(music, indent=2, allow_nan=False) + "\n")
         mlflow.log_metrics(tracking.music_metrics(music))
         mlflow.log_artifacts(str(out_dir), artifact_path="samples")

@@ -9,8 +9,8 @@ import pandas as pd
 
 from etude import grids
 from etude.cli import stage_main
-from etude.ingest import empty_warning
 from etude.pipeline import GRID_KINDS, GRIDS, NOTES, PIECES
+from etude.skips import empty_warning
 
 
 def run(params, _variant):

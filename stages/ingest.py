@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from etude.cli import StageError, stage_main
+from etude.cli import stage_main
+from etude.errors import StageError
 from etude.ingest import QUARANTINED, NoUsableFiles, ingest
 from etude.pipeline import NOTES, PIECES, RAW
 

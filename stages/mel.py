@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 
 from etude import mel
-from etude.cli import StageError, stage_main
+from etude.cli import stage_main
+from etude.errors import StageError
 from etude.pipeline import MEL, PIECES, RAW
 from etude.sources import SourceError
 

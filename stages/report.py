@@ -7,7 +7,6 @@ import pandas as pd
 
 from etude import report
 from etude.cli import stage_main
-from etude.ingest import skipped_from
 from etude.mel import MelSet
 from etude.pipeline import (
     GRID_KINDS,
@@ -18,6 +17,7 @@ from etude.pipeline import (
     REPORT_MD,
     REPRESENTATIONS,
 )
+from etude.skips import skipped_from
 
 
 def skipped_pieces() -> pd.DataFrame:

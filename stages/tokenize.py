@@ -8,8 +8,8 @@ import pandas as pd
 
 from etude import sequences
 from etude.cli import stage_main
-from etude.ingest import empty_warning
 from etude.pipeline import NOTE_SEQUENCES, NOTES, PIECES
+from etude.skips import empty_warning
 
 
 def run(params, _variant):

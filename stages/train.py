@@ -4,8 +4,7 @@ from pathlib import Path
 
 from etude import tracking
 from etude.cli import stage_main
-from etude.models import family
-from etude.params import read_variant_config
+from etude.models import family_named
 from etude.pipeline import (
     CONFIG,
     HISTORY,
@@ -16,15 +15,16 @@ from etude.pipeline import (
     variant_input,
 )
 from etude.training import TrainPaths, train
+from etude.variants import read_config
 
 
 def run(params, variant):
-    config = read_variant_config(path_for(CONFIG, variant))
+    config = read_config(path_for(CONFIG, variant))
     paths = TrainPaths(data=Path(variant_input(config)), model_dir=path_for(MODEL_DIR, variant),
                        history=path_for(HISTORY, variant), summary=path_for(TRAIN_METRICS, variant),
                        run_link=path_for(RUN_LINK, variant, stage="train"),
-                       checkpoints=tracking.project_root() / "checkpoints")
-    train(variant, config, family(config.model), params.tracking.experiment, paths, params.diagnosis)
+                       root=tracking.project_root())
+    train(variant, config, family_named(config.model), params.tracking.experiment, paths, params.diagnosis)
 
 
 if __name__ == "__main__":

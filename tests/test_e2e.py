@@ -10,8 +10,8 @@ import mlflow
 import pandas as pd
 import pytest
 
-from etude import tracking
-from etude.params import load
+from etude import model_card
+from etude.variants import load, variant_config
 from tests.conftest import REPO, edit_params, make_project, new_shell, run
 
 pytestmark = pytest.mark.e2e
@@ -59,7 +59,7 @@ def check_outputs(project):
         for verdict in trained["diagnosis"]:  # each verdict on the page with its remedy command
             assert verdict["evidence"] and html.escape(verdict["command"]) in page
         music = json.loads((project / f"metrics/{variant}/music.json").read_text())
-        if load(project / "params.yaml").variant(variant).model != "spectral_vae":
+        if variant_config(load(project / "params.yaml"), variant).model != "spectral_vae":
             groups = set(pd.read_parquet(samples / "samples.parquet")["group"])
             assert set(music["groups"]) == groups and music["ceiling"]["count"] > 0
             assert all({"oa_mean", "kld_mean", "features"} <= scores.keys() for scores in music["groups"].values())
@@ -84,7 +84,7 @@ def check_mlflow(project, runs):
         assert train["metrics.best_val_loss"] > 0 and any(c.startswith("metrics.test.") and train[c] == train[c]
                                                           for c in runs.columns)
     store = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
-    config, family, model = tracking.load_model_from_run(run_id(project, "train", "rnn_stacked"), store)
+    config, family, model = model_card.load_model_from_run(run_id(project, "train", "rnn_stacked"), store)
     assert family.name == "note_rnn" and config.lstm_units == [256, 128]
     assert sum(p.numel() for p in model.parameters()) > 0
 
@@ -144,7 +144,7 @@ def test_dvc_repro_then_readme_commands_from_a_new_shell(tmp_path):
     store = f"sqlite:///{moved / 'mlruns' / 'mlflow.db'}"
     new_run = run_id(moved, "train", "rnn_baseline")
     for logged in (stacked_run, new_run):
-        _, family, _ = tracking.load_model_from_run(logged, store)
+        _, family, _ = model_card.load_model_from_run(logged, store)
         assert family.name == "note_rnn"
     mlflow.set_tracking_uri(store)
     assert mlflow.get_run(new_run).info.artifact_uri.startswith((moved / "mlruns").as_uri())

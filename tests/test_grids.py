@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from etude import grids
-from etude.family import DataError
-from etude.ingest import Unusable, ingest
-from etude.models import family, grid_vae
+from etude.errors import DataError
+from etude.ingest import OK, QUARANTINED, ingest
+from etude.models import family_named, grid_vae
 from etude.params import Ingest
+from etude.skips import Unusable
+from etude.variants import variant_config
 from tests.test_ingest import raw_table
 
 SETTINGS = Ingest(workers=1, min_notes=1, max_duration_s=14400, include_drums=False)
@@ -108,8 +110,8 @@ def test_masked_loss_keeps_timeshift_variance_where_unmasked_collapses(notes, pa
     windows, _, _ = grids.encode(notes, grids.beat_grid(notes, float("nan"), grid.tempo), grid, "rhythm")
     target = float(windows[:, -1][windows[:, 0] > 0.5].var())  # real micro-timing: ~0.33
     small = {"encoder_units": 64, "decoder_units": 64, "head_units": 64, "dropout": 0.0, "lr": 0.003,
-             "timeshift_ramp_epochs": 0, "kl": params.variant("rhythm_vae").kl.model_copy(update={"anneal_epochs": 0})}
-    config = params.variant("rhythm_vae").model_copy(update=small)
+             "timeshift_ramp_epochs": 0, "kl": variant_config(params, "rhythm_vae").kl.model_copy(update={"anneal_epochs": 0})}
+    config = variant_config(params, "rhythm_vae").model_copy(update=small)
     masked = _train_timeshift_variance(windows, config.model_copy(update={"mask_to_onsets": True}), epochs=80)
     unmasked = _train_timeshift_variance(windows, config.model_copy(update={"mask_to_onsets": False}), epochs=80)
     threshold = config.collapse_variance
@@ -175,7 +177,7 @@ def _odd_corpus(real_notes: pd.DataFrame, real_split: str = "train") -> tuple[pd
     pieces = pd.DataFrame({"id": range(6), "path": ["real.mid", "one.mid", "chord.mid", "two.mid", "drums.mid",
                                                     "bad.mid"],
                            "split": [real_split, "train", "validation", "test", "train", "train"],
-                           "status": ["ok"] * 5 + ["quarantined"], "file_tempo_bpm": float("nan"),
+                           "status": [OK] * 5 + [QUARANTINED], "file_tempo_bpm": float("nan"),
                            "time_signature": None})
     return notes, pieces
 
@@ -218,7 +220,7 @@ def test_no_piece_with_a_window_gives_an_empty_set_that_names_why_at_configure(n
         "with 5 onsets (grid.min_onsets=5)); remove rhythm_vae from `variants:` in params.yaml (then run "
         "`python -m etude.pipeline`) or use a corpus with pieces it can use")
     with pytest.raises(DataError, match=r"^variant rhythm_vae: .*rhythm\.npz holds no rhythm window"):
-        family("grid_vae").check_data("rhythm_vae", params.variant("rhythm_vae"), loaded)
+        family_named("grid_vae").check_data(loaded, variant_config(params, "rhythm_vae"), "rhythm_vae")
     # Drum pieces alone: melody grids are empty, and the cause says so.
     drums_only = grids.build(odd_notes, pieces[pieces["id"] == 4], params.grid, "melody")
     assert drums_only.empty and drums_only.empty_error("melody_vae").startswith(

@@ -25,11 +25,14 @@ from ruamel.yaml import YAML
 
 from etude import grids, sources
 from etude import params as P
-from etude.ingest import QUARANTINED, ingest
+from etude import variants as V
+from etude.ingest import OK, QUARANTINED, ingest, usable
 from etude.midi import write_notes
+from etude.model_card import load_model
 from etude.models import grid_vae
 from etude.sequences import NoteSequences
-from etude.training import TrainPaths, load_model, train
+from etude.training import TrainPaths, train
+from etude.variants import variant_config
 from tests.conftest import REPO, edit_params, make_project, run
 
 TICKS_PER_BEAT = 960
@@ -152,9 +155,9 @@ def test_groove_source_reads_the_layout_splits_and_tempo(corpus, ingested):
     by_path = pieces.set_index("path")
     assert raw["split"].tolist() == meta.sort_values("midi_filename")["split"].tolist()
     assert by_path.loc[ABSENT, "status"] == QUARANTINED and by_path.loc[ABSENT, "error"] == "empty file"
-    assert by_path.loc[WALTZ, "time_signature"] == "3-4" and by_path.loc[WALTZ, "status"] == "ok"
+    assert by_path.loc[WALTZ, "time_signature"] == "3-4" and by_path.loc[WALTZ, "status"] == OK
     listed = meta.set_index("midi_filename")["bpm"]
-    ok = by_path[by_path["status"] == "ok"]
+    ok = usable(by_path)
     np.testing.assert_allclose(ok["metadata_bpm"], listed[ok.index])
     # Every file's tempo: from its tempo event, or from info.csv where the MIDI has none.
     np.testing.assert_allclose(ok["file_tempo_bpm"], listed[ok.index], rtol=1e-6)
@@ -206,7 +209,7 @@ def test_groove_and_drum_pitch_params_are_checked(tmp_path, override, message):
     target.write_text((REPO / "params.yaml").read_text())
     edit_params(target, override)
     with pytest.raises(P.ParamsError) as err:
-        P.load(target)
+        V.load(target)
     assert message in str(err.value)
 
 
@@ -214,7 +217,7 @@ def test_groove_source_loads_with_drums_included(tmp_path):
     target = tmp_path / "params.yaml"
     target.write_text((REPO / "params.yaml").read_text())
     edit_params(target, {"data": {"source": "groove", "path": "/data/groove"}, "ingest": {"include_drums": True}})
-    assert P.load(target).data.source == "groove"
+    assert V.load(target).data.source == "groove"
 
 
 # ---- (b) grids on the file's tempo ------------------------------------------------------------------------------
@@ -272,12 +275,12 @@ def test_rhythm_vae_beats_the_mean_timeshift_on_swung_drums(rhythm, groove_param
     monkeypatch.delenv("DVC_ROOT", raising=False)
     data = tmp_path / "rhythm.npz"
     rhythm.save(data)
-    config = groove_params.variant("rhythm_vae").model_copy(update={
+    config = variant_config(groove_params, "rhythm_vae").model_copy(update={
         "epochs": EPOCHS, "batch_size": 16, "threads": 1, "device": "cpu", "patience": None,
         "samples_per_epoch": None, "val_max_windows": None, "checkpoint_every": EPOCHS})
     paths = TrainPaths(data=data, model_dir=tmp_path / "model", history=tmp_path / "history.csv",
                        summary=tmp_path / "train.json", run_link=tmp_path / "run.json",
-                       checkpoints=tmp_path / "checkpoints")
+                       root=tmp_path)
     started = time.perf_counter()
     train("rhythm_vae", config, grid_vae.FAMILY, "groove-test", paths, groove_params.diagnosis, progress_bar=False)
     seconds = time.perf_counter() - started
@@ -316,14 +319,14 @@ def test_an_untrained_timeshift_head_is_diagnosed_as_collapsed(rhythm, groove_pa
     monkeypatch.delenv("DVC_ROOT", raising=False)
     data = tmp_path / "rhythm.npz"
     rhythm.save(data)
-    base = groove_params.variant("rhythm_vae")
+    base = variant_config(groove_params, "rhythm_vae")
     config = base.model_copy(update={
         "epochs": 6, "batch_size": 16, "threads": 1, "device": "cpu", "patience": None, "samples_per_epoch": None,
         "val_max_windows": None, "checkpoint_every": 6, "loss": base.loss.model_copy(update={"timeshift": 0.0}),
         "kl": base.kl.model_copy(update={"anneal_epochs": 0})})
     paths = TrainPaths(data=data, model_dir=tmp_path / "model", history=tmp_path / "history.csv",
                        summary=tmp_path / "train.json", run_link=tmp_path / "run.json",
-                       checkpoints=tmp_path / "checkpoints")
+                       root=tmp_path)
     train("rhythm_vae", config, grid_vae.FAMILY, "groove-test", paths, groove_params.diagnosis, progress_bar=False)
     verdicts = {v["name"]: v for v in json.loads(paths.summary.read_text())["diagnosis"]}
     collapse = verdicts["timeshift_collapse"]
@@ -379,7 +382,7 @@ def test_dvc_repro_on_a_drum_corpus_trains_rhythm_vae_and_leaves_the_pitched_rep
     assert ts_model < ts_mean
     written = sorted((project / "samples/rhythm_vae").glob("*.mid"))
     assert written
-    drum_pitches = set(P.load(project / "params.yaml").grid.rhythm.drum_pitches)
+    drum_pitches = set(V.load(project / "params.yaml").grid.rhythm.drum_pitches)
     for path in written:
         instruments = pretty_midi.PrettyMIDI(str(path)).instruments
         assert instruments and all(i.is_drum for i in instruments), path.name

@@ -2,12 +2,14 @@
 
 import io
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pretty_midi
 import pytest
 
+from etude import ingest as ingest_module
 from etude import sources
 from etude.ingest import OK, QUARANTINED, NoUsableFiles, ingest, parse_midi, usable
 from etude.params import Ingest
@@ -61,6 +63,28 @@ def test_bad_files_are_quarantined_and_the_run_goes_on(sample_midi):
     assert errors["no_notes.mid"].startswith("0 notes")
     good = int(pieces.loc[pieces["path"] == "good.mid", "id"].iloc[0])
     assert set(notes["piece"]) == {good}
+
+
+HEADER = b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x01\xe0"  # format 0, one track, 480 ticks a beat
+
+
+@pytest.mark.parametrize("payload", [b"MThd", HEADER[:10], b"MThd" + np.random.default_rng(1).bytes(200),
+                                     HEADER + b"MTrk\xff\xff\xff\xff", HEADER + b"MTrk\x00\x00\x00\x04\x00\x90"],
+                         ids=["tag-only", "short-header", "garbage", "absurd-track-length", "truncated-track"])
+def test_a_malformed_file_behind_the_header_is_quarantined(payload):
+    """symusic raises RuntimeError for each of these: the one class parse_midi turns into a reason."""
+    parsed = parse_midi(payload, SETTINGS)
+    assert parsed.notes is None and parsed.error.startswith("unreadable MIDI: ")
+
+
+def test_a_bug_while_parsing_stops_ingest_instead_of_quarantining_every_file(sample_midi, monkeypatch):
+    def broken(payload, ttype):
+        raise TypeError("a bug in etude, not a bad file")
+
+    monkeypatch.setattr(ingest_module, "symusic", SimpleNamespace(Score=SimpleNamespace(from_midi=broken)))
+    real = sample_midi["Maestro_1.mid"]
+    with pytest.raises(TypeError, match="a bug in etude"):
+        ingest(raw_table({"a.mid": real, "b.mid": real}), SETTINGS, progress=False)
 
 
 def drum_midi(pitched: int = 0) -> bytes:

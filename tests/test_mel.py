@@ -1,5 +1,7 @@
 """Audio rendering and the mel stage, on real MAESTRO files and the pinned SoundFont; pieces it cannot use."""
 
+from pathlib import Path
+
 import librosa
 import numpy as np
 import pandas as pd
@@ -7,6 +9,7 @@ import pytest
 import symusic
 
 from etude import audio, mel
+from etude.ingest import OK
 from etude.mel import MelSet
 
 
@@ -55,7 +58,7 @@ def test_mel_stage_streams_shards_and_normalises_on_training_segments_only(tmp_p
     raw = pd.DataFrame({"path": [*names, "silence.mid"],
                         "data": [sample_midi[n] for n in names] + [_midi([(4.0, 1.0, 60, 80), (7.0, 1.0, 64, 80)])]})
     pieces = pd.DataFrame({"id": range(4), "path": raw["path"], "split": ["train", "train", "test", "train"],
-                           "audio_path": None, "status": ["ok", "ok", "ok", "ok"]})
+                           "audio_path": None, "status": OK})
     settings = params.mel.model_copy(update={"max_seconds_per_piece": 9.0, "shard_segments": 4, "workers": 2})
     segments, table = mel.build(raw, pieces, params.audio, settings, tmp_path, progress=False)
 
@@ -101,7 +104,7 @@ def test_a_recording_on_disk_is_used_and_resampled(tmp_path, params):
     soundfile.write(tmp_path / "take.wav", 0.3 * np.sin(2 * np.pi * 440 * t), sr)
     raw = pd.DataFrame({"path": ["a.mid"], "data": [_midi([(0.0, 2.0, 60, 80), (3.0, 2.0, 64, 80)])]})
     pieces = pd.DataFrame({"id": [0], "path": ["a.mid"], "split": ["train"], "audio_path": [str(tmp_path / "take.wav")],
-                           "status": ["ok"]})
+                           "status": [OK]})
     segments, table = mel.build(raw, pieces, params.audio, params.mel.model_copy(update={"workers": 1}),
                                 tmp_path / "mel", progress=False)
     assert table["audio"].tolist() == [audio.RECORDING] and table["seconds"].item() == pytest.approx(7, abs=1e-3)
@@ -126,7 +129,7 @@ def test_pieces_without_a_usable_segment_are_skipped_with_their_reason(tmp_path,
              "quiet.mid": _midi([(i * 0.5, 0.4, 60, 1) for i in range(24)]), "empty.mid": empty.dumps_midi(),
              "missing.mid": _midi([(0.0, 5.0, 60, 80)]), "garbage.mid": _midi([(0.0, 5.0, 60, 80)])}
     raw = pd.DataFrame({"path": list(files), "data": list(files.values())})
-    pieces = pd.DataFrame({"id": range(6), "path": list(files), "split": "train", "status": "ok",
+    pieces = pd.DataFrame({"id": range(6), "path": list(files), "split": "train", "status": OK,
                            "audio_path": [None, None, None, None, str(tmp_path / "missing.wav"),
                                           str(tmp_path / "garbage.wav")]})
     settings = params.mel.model_copy(update={"max_seconds_per_piece": 12.0, "workers": 2})
@@ -156,3 +159,45 @@ def test_pieces_without_a_usable_segment_are_skipped_with_their_reason(tmp_path,
     with pytest.raises(ValueError, match=r"^the training split has no non-silent mel segment; .*data\.midi_dir_split"):
         mel.build(raw, pieces.assign(split=["test"] + ["train"] * 5).iloc[:3], params.audio, single,
                   tmp_path / "test", progress=False)
+
+
+def _unreadable(folder):
+    (folder / "empty.wav").write_bytes(b"")  # the stdlib decoders librosa falls back to: EOFError
+    return str(folder / "empty.wav")
+
+
+def _not_finite(folder):
+    import soundfile
+
+    soundfile.write(folder / "nan.wav", np.full(22050 * 4, np.nan, np.float32), 22050, subtype="FLOAT")
+    return str(folder / "nan.wav")
+
+
+@pytest.mark.parametrize("recording, reason", [
+    (_unreadable, "EOFError"),
+    (_not_finite, "Audio buffer is not finite everywhere"),
+    (lambda folder: str(folder), "[Errno 21] Is a directory: '{folder}'"),
+], ids=["empty-file", "not-finite", "a-directory"])
+def test_a_recording_that_cannot_be_read_costs_its_piece(tmp_path, params, recording, reason):
+    job = mel._Job(7, b"", recording(tmp_path))
+    result = mel._worker((job, params.audio, params.mel, Path()))
+    assert result.piece == 7 and len(result.mel) == 0 and result.reason == reason.format(folder=tmp_path)
+
+
+def test_a_bug_in_the_per_piece_path_stops_the_stage_instead_of_skipping_every_piece(tmp_path, params, monkeypatch):
+    """Only what a bad piece raises is a skip: a TypeError from etude's own code must reach the caller."""
+    import soundfile
+
+    sr = params.mel.sample_rate
+    soundfile.write(tmp_path / "take.wav", 0.3 * np.sin(2 * np.pi * 440 * np.arange(7 * sr) / sr), sr)
+    raw = pd.DataFrame({"path": ["a.mid"], "data": [_midi([(0.0, 2.0, 60, 80)])]})
+    pieces = pd.DataFrame({"id": [0], "path": ["a.mid"], "split": ["train"], "audio_path": [str(tmp_path / "take.wav")],
+                           "status": [OK]})
+
+    def broken(samples, settings):
+        raise TypeError("a bug in etude, not a bad piece")
+
+    monkeypatch.setattr(mel, "segment", broken)
+    with pytest.raises(TypeError, match="a bug in etude"):
+        mel.build(raw, pieces, params.audio, params.mel.model_copy(update={"workers": 1}), tmp_path / "mel",
+                  progress=False)

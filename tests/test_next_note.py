@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from etude.next_note import excerpt_spread_band
+from etude.models.next_note.metrics import excerpt_spread_band
 from etude.sequences import SPLIT_CODES, NoteSequences
 
 

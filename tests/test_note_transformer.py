@@ -7,15 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from etude.models.note_transformer import NoteTransformer, rotate, sample, sample_uncached
-from etude.next_note import TimingHeads, soft_labels, timing_bin, timing_edges
+from etude.models.next_note.heads import TimingHeads, soft_labels, timing_bin, timing_edges, timing_heads
+from etude.models.next_note.task import sample
+from etude.models.note_transformer import NoteTransformer, rotate, sample_uncached
+from etude.variants import variant_config
 
 STATS = {"step_mean": 0.1, "step_std": 0.25, "duration_mean": 0.18, "duration_std": 0.35}
 
 
 @pytest.fixture(scope="module")
 def config(params):
-    return params.variant("note_transformer").model_copy(update={"seq_len": 12, "d_model": 32, "layers": 2,
+    return variant_config(params, "note_transformer").model_copy(update={"seq_len": 12, "d_model": 32, "layers": 2,
                                                                   "heads": 2, "dropout": 0.0})
 
 
@@ -80,7 +82,7 @@ def test_timing_bins_cover_zero_to_max_and_clamp_beyond(config):
 def fit_constant_head(config, kind: str, targets: torch.Tensor) -> TimingHeads:
     """A timing head on a constant input learns the targets' marginal distribution (or their mean)."""
     torch.manual_seed(0)
-    head = TimingHeads(config.model_copy(update={"timing_head": kind}), 4)
+    head = timing_heads(config.model_copy(update={"timing_head": kind}), 4)
     optimizer = torch.optim.Adam(head.parameters(), lr=0.05)
     hidden = torch.ones(len(targets), 4)
     for _ in range(300):
@@ -111,7 +113,7 @@ def test_a_bins_head_samples_the_spread_that_an_mse_head_averages_away(config):
 
 
 def test_the_point_answers_of_a_bins_head(config):
-    head = TimingHeads(config, 4)
+    head = timing_heads(config, 4)
     edges = head.edges
     logits = torch.full((1, config.timing_bins.count), -1e9)
     logits[0, 40] = 0.0  # all mass in bin 40

@@ -18,6 +18,7 @@ import pytest
 import symusic
 
 from etude.grids import GridSet
+from etude.ingest import OK
 from etude.mel import MelSet
 from etude.sequences import NoteSequences
 from tests.conftest import make_project, run
@@ -113,7 +114,7 @@ def test_each_odd_file_is_quarantined_or_skipped_with_its_reason(tmp_path, sampl
     pieces = pd.read_parquet(root / "data/ingest/pieces.parquet").set_index("path")
     assert {name: pieces.loc[name, "split"] for name in MAESTRO} == {n: split for n, (_, split) in MAESTRO.items()}
     assert printed(ingest, "ingest") == only_drums.get("ingest", [])
-    usable = pieces[pieces["status"] == "ok"]
+    usable = pieces[pieces["status"] == OK]
     id_of = pieces["id"].to_dict()
 
     tokenize = stage("tokenize", root)

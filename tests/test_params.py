@@ -5,6 +5,8 @@ import shutil
 import pytest
 
 from etude import params as P
+from etude import variants as V
+from etude.variants import variant_config
 from tests.conftest import REPO, edit_params
 
 
@@ -16,7 +18,7 @@ def params_file(tmp_path):
 
 
 def test_default_params_load_and_variants_resolve(params):
-    baseline, stacked = params.variant("rnn_baseline"), params.variant("rnn_stacked")
+    baseline, stacked = variant_config(params, "rnn_baseline"), variant_config(params, "rnn_stacked")
     assert baseline.lr == 0.005 and baseline.seq_len == 25 and baseline.lstm_units == [128]
     assert baseline.loss_weights.pitch == 0.05 and baseline.transpose_semitones == 0
     # rnn_stacked sets no lr: it takes the shared default; it overrides one loss weight only.
@@ -28,8 +30,8 @@ def test_default_params_load_and_variants_resolve(params):
 
 def test_exp_run_scientific_notation_loads_as_number(params_file):
     params_file.write_text(params_file.read_text().replace("\nlr: 0.001", "\nlr: 1e-05"))
-    params = P.load(params_file)
-    assert params.lr == 1e-05 and isinstance(params.variant("rnn_stacked").lr, float)
+    params = V.load(params_file)
+    assert params.lr == 1e-05 and isinstance(variant_config(params, "rnn_stacked").lr, float)
 
 
 @pytest.mark.parametrize("override, message", [
@@ -46,25 +48,25 @@ def test_exp_run_scientific_notation_loads_as_number(params_file):
 def test_invalid_params_are_named(params_file, override, message):
     edit_params(params_file, override)
     with pytest.raises(P.ParamsError) as err:
-        P.load(params_file)
+        V.load(params_file)
     assert message in str(err.value)
 
 
 def test_missing_key_is_reported(params_file):
     params_file.write_text(params_file.read_text().replace("grad_clip: 1.0", ""))
     with pytest.raises(P.ParamsError, match="grad_clip: required key is missing"):
-        P.load(params_file)
+        V.load(params_file)
 
 
 def test_unknown_variant_name_suggests_nearest(params):
     with pytest.raises(P.ParamsError, match="did you mean 'rnn_stacked'"):
-        params.variant("rnn_stacke")
+        variant_config(params, "rnn_stacke")
 
 
 def test_config_hash_changes_only_with_effective_config(params_file):
-    before = P.load(params_file)
+    before = V.load(params_file)
     edit_params(params_file, {"lr": 0.0005})
-    after = P.load(params_file)
+    after = V.load(params_file)
     # rnn_baseline sets its own lr: its effective configuration, hence its hash, is unchanged.
-    assert P.config_hash(before.variant("rnn_baseline")) == P.config_hash(after.variant("rnn_baseline"))
-    assert P.config_hash(before.variant("rnn_stacked")) != P.config_hash(after.variant("rnn_stacked"))
+    assert V.config_hash(variant_config(before, "rnn_baseline")) == V.config_hash(variant_config(after, "rnn_baseline"))
+    assert V.config_hash(variant_config(before, "rnn_stacked")) != V.config_hash(variant_config(after, "rnn_stacked"))

@@ -4,7 +4,7 @@ import re
 
 from dvc.repo import Repo
 
-from etude.params import load
+from etude.variants import load
 from tests.conftest import REPO, make_project, run
 
 

@@ -4,10 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from etude.family import DataError
-from etude.models import family
+from etude.errors import DataError
+from etude.ingest import OK, QUARANTINED
+from etude.models import family_named
 from etude.params import Tokenize
 from etude.sequences import NoteSequences, build
+from etude.variants import variant_config
 
 
 def test_steps_durations_chords_and_train_only_stats():
@@ -16,7 +18,7 @@ def test_steps_durations_chords_and_train_only_stats():
         "velocity": 80, "start": [1.0, 1.0, 1.5, 0.2, 0.7], "end": [2.0, 1.5, 1.75, 0.4, 5.0],
     })
     pieces = pd.DataFrame({"id": [0, 1], "path": ["a.mid", "b.mid"], "split": ["train", "test"],
-                           "status": ["ok", "ok"]})
+                           "status": [OK, OK]})
     seqs = build(notes, pieces, Tokenize(sort_chords_by_pitch=True))
     assert seqs.pitch.tolist() == [60, 64, 67, 50, 52]  # chord sorted by pitch
     np.testing.assert_allclose(seqs.step, [0, 0, 0.5, 0, 0.5])  # chord: step 0; new piece: 0
@@ -37,7 +39,7 @@ def _drum_corpus() -> tuple[pd.DataFrame, pd.DataFrame]:
         "start": [0.0, 0.5, 0.0, 0.5, 0.0, 0.0], "end": [0.5, 0.5, 0.1, 0.6, 0.1, 1.0],
     })
     pieces = pd.DataFrame({"id": [0, 1, 2, 3], "path": ["p.mid", "drums.mid", "bad.mid", "mixed.mid"],
-                           "split": ["train", "train", "train", "test"], "status": ["ok", "ok", "quarantined", "ok"]})
+                           "split": ["train", "train", "train", "test"], "status": [OK, OK, QUARANTINED, OK]})
     return notes, pieces
 
 
@@ -73,7 +75,7 @@ def test_no_pitched_note_writes_an_empty_set_that_names_why_at_configure(tmp_pat
         "rnn_baseline from `variants:` in params.yaml (then run `python -m etude.pipeline`) or use a corpus with "
         "pitched notes")
     with pytest.raises(DataError, match=r"^variant rnn_baseline: .*notes\.npz holds no pitched note: no piece has"):
-        family("note_rnn").check_data("rnn_baseline", params.variant("rnn_baseline"), loaded)
+        family_named("note_rnn").check_data(loaded, variant_config(params, "rnn_baseline"), "rnn_baseline")
     assert build(notes, pieces, Tokenize(sort_chords_by_pitch=True)).empty_error("rnn_baseline") == ""
     with pytest.raises(ValueError, match=r"the training split has no pitched note; .*data\.midi_dir_split"):
         build(notes, pieces[pieces["id"] != 0], Tokenize(sort_chords_by_pitch=True))

@@ -11,17 +11,18 @@ import torch
 from safetensors.torch import load_file
 
 from etude.models import spectral_vae as S
+from etude.variants import variant_config
 from tests.conftest import edit_params, kill_when, make_project, run
 
 
 @pytest.fixture(scope="module")
 def config(params):
-    return params.variant("spectral_vae")
+    return variant_config(params, "spectral_vae")
 
 
 @pytest.mark.parametrize("shape", [(128, 259), (64, 100), (128, 37), (40, 17)])
 def test_any_segment_length_comes_back_at_its_own_size(params, shape):
-    config = params.variant("spectral_vae").model_copy(update={"channels": [4, 8, 8, 8], "latent_dim": 8})
+    config = variant_config(params, "spectral_vae").model_copy(update={"channels": [4, 8, 8, 8], "latent_dim": 8})
     model = S.SpectralVAE(config, shape).eval()
     out, mu, logvar = model(torch.randn(2, 1, *shape))
     assert out.shape == (2, 1, *shape) and mu.shape == logvar.shape == (2, 8)

@@ -1,19 +1,19 @@
 """The family registry: every module of this package that defines `FAMILY` (an etude.family.Family).
 
 A new family is one module here plus its entries in params.yaml; nothing else lists families.
-Modules without `FAMILY` (vae.py) hold code that families share.
+Modules and packages without `FAMILY` (vae.py, next_note/) hold code that families share.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from functools import lru_cache
+from functools import cache
 
 from etude.family import Family
 
 
-@lru_cache(maxsize=1)
+@cache
 def families() -> dict[str, Family]:
     found: dict[str, Family] = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
@@ -26,5 +26,5 @@ def families() -> dict[str, Family]:
     return found
 
 
-def family(name: str) -> Family:
+def family_named(name: str) -> Family:
     return families()[name]

@@ -20,15 +20,13 @@ import torch.nn.functional as F
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
-from etude.diagnosis import Verdict, collapse_verdict, raised, recent, scaled, variant_key
-from etude.family import Family, Results, Section
+from etude.batches import evenly_spaced
+from etude.diagnosis import Verdict, changes, collapse_verdict, raised, recent, scaled, variant_key
+from etude.family import Results, Section
 from etude.grids import FEATURES, GridSet, decode
 from etude.midi import write_notes
-from etude.models.vae import KlSchedule, encode_decode, kl_term, kl_weight, latent_stats
+from etude.models.vae import Batch, VaeConfig, VaeFamily, collapse_warning, encode_decode, kl_weight, latent_stats
 from etude.params import Evaluate, Generate, Strict
-from etude.training import evaluation_batches, evenly_spaced, shuffled_batches
-
-Batch = tuple[torch.Tensor]  # grids (B, F, R, T)
 
 
 class LossCoefficients(Strict):
@@ -38,22 +36,16 @@ class LossCoefficients(Strict):
     timeshift: NonNegativeFloat
 
 
-class GridVaeConfig(Strict):
+class GridVaeConfig(VaeConfig):
     representation: Literal["rhythm", "melody"]
-    latent_dim: PositiveInt
     encoder_units: PositiveInt
     decoder_units: PositiveInt
     head_units: PositiveInt
     leaky_slope: NonNegativeFloat
-    dropout: Annotated[float, Field(ge=0, lt=1)]
-    batchnorm_momentum: Annotated[float, Field(gt=0, le=1)]
     loss: LossCoefficients
     mask_to_onsets: bool             # velocity/duration/timeshift error on onset cells only
-    kl: KlSchedule
     timeshift_ramp_epochs: NonNegativeInt
-    val_batch_size: PositiveInt
     onset_threshold: Annotated[float, Field(gt=0, lt=1)]  # decoding threshold: metrics and samples (the M4L knob)
-    active_unit_threshold: PositiveFloat    # Var_x(mu_j) above this: dimension j is in use
     collapse_variance: PositiveFloat        # decoded timeshift variance below this: collapsed
 
 
@@ -135,10 +127,10 @@ def _feature_stats(grids: np.ndarray, features: tuple[str, ...], threshold: floa
             "timeshift_std": float(ts.std()) if ts.size else 0.0}
 
 
-class GridVae(Family):
+class GridVaeFamily(VaeFamily):
     name = "grid_vae"
     Config = GridVaeConfig
-    code = ("etude/models/grid_vae.py", "etude/models/vae.py", "etude/grids.py", "etude/midi.py")
+    code = ("etude/grids.py", "etude/midi.py")
     baselines = "an all-empty grid (F1 0) and the training mean of velocity and timeshift on onset cells"
 
     def representation(self, config: GridVaeConfig) -> str:
@@ -147,49 +139,37 @@ class GridVae(Family):
     def load_data(self, config: GridVaeConfig, path: Path) -> GridSet:
         return GridSet.load(path)
 
-    def split_size(self, config: GridVaeConfig, data: GridSet, split: str) -> int:
-        return len(data.split_index(split))
-
     def example(self, config: GridVaeConfig) -> tuple[str, str]:
         return f"{config.representation} window with grid.min_onsets onsets", "grid.min_onsets"
 
-    def model_meta(self, config: GridVaeConfig, data: GridSet) -> dict:
+    def model_meta(self, data: GridSet, config: GridVaeConfig) -> dict:
         return {"shape": list(data.grids.shape[1:]), "duration_range": [data.grid.duration_min, data.grid.duration_max]}
 
     def build(self, config: GridVaeConfig, meta: dict) -> GridVAE:
         return GridVAE(config, tuple(meta["shape"]), tuple(meta["duration_range"]))
 
-    def train_batches(self, data: GridSet, config: GridVaeConfig, epoch: int, device: torch.device) -> Iterator[Batch]:
-        for index in shuffled_batches(data.split_index("train"), config.seed, epoch, config.samples_per_epoch,
-                                      config.batch_size):
-            yield (torch.from_numpy(data.grids[index]).to(device),)
+    def batch(self, data: GridSet, index: np.ndarray, device: torch.device) -> Batch:
+        return (torch.from_numpy(data.grids[index]).to(device),)
 
-    def eval_batches(self, data: GridSet, config: GridVaeConfig, split: str, limit: int | None,
-                     device: torch.device) -> Iterator[Batch]:
-        for index in evaluation_batches(data.split_index(split), limit, config.val_batch_size, split, "grid window"):
-            yield (torch.from_numpy(data.grids[index]).to(device),)
-
-    def loss(self, model: GridVAE, batch: Batch, config: GridVaeConfig,
-             epoch: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        (x,) = batch
-        raw, mu, logvar = model(x)
-        out = model.activate(raw)
+    def reconstruction(self, model: GridVAE, x: torch.Tensor, output: torch.Tensor,
+                       config: GridVaeConfig) -> dict[str, torch.Tensor]:
+        """Onset BCE on the logits, and each other feature's squared error, summed over cells."""
+        out = model.activate(output)
         onset = x[:, 0]
         # The unmasked original pulls empty cells' velocity and timeshift to 0; masked, only onset
         # cells count, so timeshift keeps its spread.
         mask = onset if config.mask_to_onsets else torch.ones_like(onset)
         sum_cells = lambda t: t.flatten(1).sum(1)
-        terms = {"onset": sum_cells(F.binary_cross_entropy_with_logits(raw[:, 0], onset, reduction="none"))}
+        terms = {"onset": sum_cells(F.binary_cross_entropy_with_logits(output[:, 0], onset, reduction="none"))}
         for f, name in enumerate(model.features[1:], start=1):
             terms[name] = sum_cells(mask * (out[:, f] - x[:, f]) ** 2)
-        terms["kl"] = kl_term(mu, logvar, config.kl.free_bits).expand(len(x))
-        terms = {k: v.mean() for k, v in terms.items()}
-        weights = loss_weights(config, model.features, epoch)
-        total = sum(weights[k] * v for k, v in terms.items())
-        return total, terms
+        return terms
 
-    def diagnostics(self, model: GridVAE, data: GridSet, config: GridVaeConfig, epoch: int,
-                    device: torch.device) -> dict[str, float]:
+    def loss_weights(self, model: GridVAE, config: GridVaeConfig, epoch: int | None) -> dict[str, float]:
+        return loss_weights(config, model.features, epoch)
+
+    def epoch_measures(self, model: GridVAE, data: GridSet, config: GridVaeConfig, epoch: int,
+                       device: torch.device) -> dict[str, float]:
         """Per epoch, on the validation split: loss weights, KL per dimension, active units, onset F1
         and the variance of decoded timeshift on onset cells (feature collapse below the threshold)."""
         x, out, mu, logvar = encode_decode(
@@ -205,8 +185,8 @@ class GridVae(Family):
         row |= _prior_probe(model, onsets, config, epoch, device)
         annealed = epoch >= config.kl.start_epoch + config.kl.anneal_epochs
         if annealed and row["timeshift_variance"] < config.collapse_variance:
-            print(f"WARNING: epoch {epoch + 1}: decoded timeshift variance {row['timeshift_variance']:.4f} < "
-                  f"{config.collapse_variance}: timeshift feature collapse", flush=True)
+            collapse_warning(epoch, f"decoded timeshift variance {row['timeshift_variance']:.4f} < "
+                             f"{config.collapse_variance}: timeshift feature collapse")
         return row
 
     @torch.no_grad()
@@ -293,7 +273,7 @@ class GridVae(Family):
                  for k, v in _feature_stats(w, model.features, config.onset_threshold).items()}
         return table, stats
 
-    def diagnose(self, variant: str, history: pd.DataFrame, config: GridVaeConfig, settings) -> list[Verdict]:
+    def verdicts(self, history: pd.DataFrame, config: GridVaeConfig, settings, variant: str) -> list[Verdict]:
         """After KL annealing: posterior collapse, timeshift collapse (decoded spread or variance), prior
         samples alike (mode collapse) or of another density than the data."""
         h = history[history["epoch"] >= config.kl.start_epoch + config.kl.anneal_epochs].dropna(subset=["val_loss"])
@@ -307,29 +287,30 @@ class GridVae(Family):
             verdicts.append(Verdict(
                 "posterior_collapse", f"{last['val_active_units']:.0f}/{config.latent_dim} active units, KL per "
                 f"dimension at most {kl_dims.max():.3g} nats (floor {settings.kl_floor:g})",
-                "slower KL annealing (the documents: 10 -> 20 epochs), or free bits", slower_kl))
+                f"slower KL annealing ({changes(config, slower_kl)}), or free bits", slower_kl))
+        timeshift_fix = slower_kl | {
+            variant_key(variant, "loss.timeshift"): raised(config.loss.timeshift, remedies.timeshift_factor,
+                                                          remedies.timeshift_min),
+            variant_key(variant, "mask_to_onsets"): True}
         timeshift = collapse_verdict(
             "timeshift_collapse", variant, h, "timeshift_std_ratio", settings.collapse_std_ratio, settings,
             "decoded timeshift spread on onset cells (validation) is",
-            "slower KL annealing and a larger timeshift weight (the documents: 10 -> 20 epochs, 1.5 -> 2.0), "
-            "errors on onset cells only",
-            slower_kl | {
-                variant_key(variant, "loss.timeshift"): raised(config.loss.timeshift, remedies.timeshift_factor,
-                                                              remedies.timeshift_min),
-                variant_key(variant, "mask_to_onsets"): True})
+            f"slower KL annealing and a larger timeshift weight, errors on onset cells only "
+            f"({changes(config, timeshift_fix)})", timeshift_fix)
         if not timeshift and last["timeshift_variance"] < config.collapse_variance:
             timeshift = [Verdict("timeshift_collapse", f"decoded timeshift variance {last['timeshift_variance']:.4f} "
-                                 f"< {config.collapse_variance:g} after KL annealing", "slower KL annealing and a "
-                                 "larger timeshift weight", slower_kl)]
+                                 f"< {config.collapse_variance:g} after KL annealing",
+                                 f"slower KL annealing ({changes(config, slower_kl)})", slower_kl)]
         verdicts += timeshift
+        smaller_beta = {variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_down)}
         verdicts += collapse_verdict(
             "mode_collapse", variant, h, "prior_diversity_ratio", settings.diversity_ratio, settings,
-            "prior samples differ from each other (onset Hamming distance)", "a smaller beta: the decoder then reads z",
-            {variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_down)})
+            "prior samples differ from each other (onset Hamming distance)",
+            f"a smaller beta ({changes(config, smaller_beta)}): the decoder then reads z", smaller_beta)
         density = recent(h, "prior_density_ratio", settings)
         if not 1 / settings.density_ratio <= density <= settings.density_ratio:
-            # A first guess that moves the threshold with the excess; 0.95 keeps it a probability to cross.
-            threshold = min(0.95, config.onset_threshold * density)
+            # A first guess that moves the threshold with the excess, kept a probability that outputs cross.
+            threshold = min(remedies.onset_threshold_max, config.onset_threshold * density)
             verdicts.append(Verdict(
                 "prior_density", f"prior samples hold {density:.2f}x the onsets of validation windows at "
                 f"onset_threshold {config.onset_threshold:g} (median of the last epochs)",
@@ -337,7 +318,7 @@ class GridVae(Family):
                 {variant_key(variant, "onset_threshold"): round(threshold, 3)}))
         return verdicts
 
-    def music(self, data: GridSet, config: GridVaeConfig, settings: Generate, samples: pd.DataFrame) -> dict:
+    def judge_samples(self, data: GridSet, config: GridVaeConfig, settings: Generate, samples: pd.DataFrame) -> dict:
         """Each group's decoded windows against test (and, for the ceiling, training) windows decoded
         from their true grids, each on its own beat: the sample's at the median test step."""
         from etude import music
@@ -404,4 +385,4 @@ def _latent_map(model: GridVAE, test_batches: Iterator[Batch]) -> pd.DataFrame:
     return pd.DataFrame({"z0": mu[:, 0], "z1": second, "onset_density": (x[:, 0] > 0.5).sum(axis=(1, 2))})
 
 
-FAMILY = GridVae()
+FAMILY = GridVaeFamily()

@@ -1,7 +1,7 @@
 """Next-note LSTM over (pitch, step, duration): the TensorFlow tutorial model and its stacked version.
 
-This module holds the network and its sampler; the task (windows, loss, metrics, samples) is
-etude.next_note.
+This module holds the network; the task (windows, loss, sampler, metrics, samples) is
+etude.models.next_note.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from pydantic import Field, PositiveInt
 from torch import nn
 
 from etude.diagnosis import variant_key
-from etude.next_note import NextNoteConfig, NextNoteFamily, TimingHeads, draw_note
+from etude.models.next_note.heads import timing_heads
+from etude.models.next_note.task import NextNoteConfig, NextNoteFamily, NextNoteNetwork
 
 
 class NoteRnnConfig(NextNoteConfig):
     lstm_units: Annotated[list[PositiveInt], Field(min_length=1)]
-    dropout: Annotated[float, Field(ge=0, lt=1)]  # between stacked LSTM layers
 
 
-class NoteRNN(nn.Module):
+class NoteRNN(NextNoteNetwork):
     """LSTM stack with a pitch head and timing heads. Takes raw notes; normalises them itself.
 
     Normalisation lives in the model (buffers from the training split), so the sampler feeds back
@@ -38,7 +38,7 @@ class NoteRNN(nn.Module):
         self.lstms = nn.ModuleList(nn.LSTM(i, o, batch_first=True) for i, o in itertools.pairwise(sizes))
         self.dropout = nn.Dropout(config.dropout)
         self.pitch = nn.Linear(sizes[-1], config.vocab_size)
-        self.timing = TimingHeads(config, sizes[-1])
+        self.timing = timing_heads(config, sizes[-1])
 
     def forward(self, notes: torch.Tensor, state: list | None = None):
         """Heads at the last time step, and the LSTM state to continue from."""
@@ -53,36 +53,19 @@ class NoteRNN(nn.Module):
         return self.pitch(last), *self.timing(last), new_state
 
 
-@torch.inference_mode()
-def sample(model: NoteRNN, seeds: torch.Tensor, temperatures: torch.Tensor, num_notes: int,
-           generator: torch.Generator) -> torch.Tensor:
-    """(B, num_notes, 3) raw notes. One LSTM step per note: the state carries the context."""
-    model.eval()
-    *heads, state = model(seeds)
-    notes = []
-    for _ in range(num_notes):
-        notes.append(draw_note(model.timing, heads, temperatures, generator, seeds.dtype))
-        *heads, state = model(notes[-1][:, None, :], state)
-    return torch.stack(notes, dim=1)
-
-
-class NoteRnn(NextNoteFamily):
+class NoteRnnFamily(NextNoteFamily):
     name = "note_rnn"
     Config = NoteRnnConfig
-    code = ("etude/models/note_rnn.py", "etude/next_note.py", "etude/sequences.py", "etude/midi.py", "etude/music.py")
 
     def build(self, config: NoteRnnConfig, meta: dict) -> NoteRNN:
         return NoteRNN(config, meta["stats"])
 
-    def sample(self, model, seeds, temperatures, num_notes, generator):
-        return sample(model, seeds, temperatures, num_notes, generator)
-
-    def regularize(self, variant: str, config: NoteRnnConfig, remedies) -> dict[str, Any]:
+    def regularize(self, config: NoteRnnConfig, remedies, variant: str) -> dict[str, Any]:
         """Dropout acts only between stacked LSTM layers: a single layer gets augmentation alone."""
-        overrides = super().regularize(variant, config, remedies)
+        overrides = super().regularize(config, remedies, variant)
         if len(config.lstm_units) == 1:
             overrides.pop(variant_key(variant, "dropout"), None)
         return overrides
 
 
-FAMILY = NoteRnn()
+FAMILY = NoteRnnFamily()

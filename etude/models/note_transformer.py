@@ -5,19 +5,27 @@ duration enter as embeddings of their log-spaced bins or as a projection of thei
 causal self-attention with rotary positions, so attention depends on how far back a note is, not
 where the window began. Trained on every position of a window at once (one next-note prediction per
 input note); evaluated, like the LSTMs, on the note after a full window. The task (windows, loss
-terms, metrics, samples) is etude.next_note.
+terms, sampler, metrics, samples) is etude.models.next_note.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import PositiveFloat, PositiveInt, model_validator
 from torch import nn
 
-from etude.next_note import NextNoteConfig, NextNoteFamily, NoteBatch, TimingHeads, draw_note, note_loss, timing_bin
+from etude.models.next_note.heads import timing_bin, timing_edges, timing_heads
+from etude.models.next_note.task import (
+    NextNoteConfig,
+    NextNoteFamily,
+    NextNoteNetwork,
+    NoteBatch,
+    draw_note,
+    note_loss,
+)
 
 
 class NoteTransformerConfig(NextNoteConfig):
@@ -25,7 +33,6 @@ class NoteTransformerConfig(NextNoteConfig):
     layers: PositiveInt
     heads: PositiveInt
     ff_mult: PositiveInt            # feed-forward width: ff_mult x d_model
-    dropout: Annotated[float, Field(ge=0, lt=1)]
     rope_base: PositiveFloat        # rotary positions: wavelengths from 2 pi to 2 pi x rope_base
     timing_input: Literal["bins", "linear"]  # step/duration in: embeddings of timing_bins, or a projection
 
@@ -83,7 +90,7 @@ class Block(nn.Module):
         return x + self.ff(self.norm2(x)), cache
 
 
-class NoteTransformer(nn.Module):
+class NoteTransformer(NextNoteNetwork):
     """Takes raw notes (B, T, 3). `forward` returns the heads at the last note (or at every note
     with all_positions) and a cache to continue from: one key and value per layer and note."""
 
@@ -94,6 +101,7 @@ class NoteTransformer(nn.Module):
         self.timing_input = config.timing_input
         if self.timing_input == "bins":
             count = config.timing_bins.count
+            self.register_buffer("input_edges", timing_edges(config.timing_bins), persistent=False)
             self.step_embedding = nn.Embedding(count, config.d_model)
             self.duration_embedding = nn.Embedding(count, config.d_model)
         else:
@@ -104,15 +112,19 @@ class NoteTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
         self.norm = nn.LayerNorm(config.d_model)
         self.pitch = nn.Linear(config.d_model, config.vocab_size)
-        self.timing = TimingHeads(config, config.d_model)
+        self.timing = timing_heads(config, config.d_model)
 
     def embed(self, notes: torch.Tensor) -> torch.Tensor:
         pitch = self.pitch_embedding(notes[..., 0].long().clamp(0, self.vocab - 1))
         if self.timing_input == "bins":
-            edges = self.timing.edges
+            edges = self.input_edges
             return (pitch + self.step_embedding(timing_bin(notes[..., 1], edges))
                     + self.duration_embedding(timing_bin(notes[..., 2], edges)))
         return pitch + self.timing_projection((notes[..., 1:] - self.shift) / self.scale)
+
+    def start(self, seeds: torch.Tensor):
+        """The heads after the last seq_len notes of each seed window, and their cache."""
+        return self(seeds[:, -self.context:])
 
     def forward(self, notes: torch.Tensor, cache: dict | None = None, all_positions: bool = False):
         if cache is not None and notes.shape[1] != 1:
@@ -130,24 +142,10 @@ class NoteTransformer(nn.Module):
 
 
 @torch.inference_mode()
-def sample(model: NoteTransformer, seeds: torch.Tensor, temperatures: torch.Tensor, num_notes: int,
-           generator: torch.Generator) -> torch.Tensor:
-    """(B, num_notes, 3) raw notes, one cached forward step per note: each layer's keys and values
-    of the last seq_len notes are kept, not recomputed."""
-    model.eval()
-    *heads, cache = model(seeds[:, -model.context:])
-    notes = []
-    for _ in range(num_notes):
-        notes.append(draw_note(model.timing, heads, temperatures, generator, seeds.dtype))
-        *heads, cache = model(notes[-1][:, None], cache)
-    return torch.stack(notes, dim=1)
-
-
-@torch.inference_mode()
 def sample_uncached(model: NoteTransformer, seeds: torch.Tensor, temperatures: torch.Tensor, num_notes: int,
                     generator: torch.Generator) -> torch.Tensor:
-    """The same draws with the whole window of the last seq_len notes re-run for every note
-    (bench.generate's reference for the cache)."""
+    """The draws of etude.models.next_note.task.sample with the whole window of the last seq_len
+    notes re-run for every note, not cached (bench.generate's reference for the cache)."""
     model.eval()
     window, notes = seeds[:, -model.context:], []
     for _ in range(num_notes):
@@ -160,8 +158,6 @@ def sample_uncached(model: NoteTransformer, seeds: torch.Tensor, temperatures: t
 class NoteTransformerFamily(NextNoteFamily):
     name = "note_transformer"
     Config = NoteTransformerConfig
-    code = ("etude/models/note_transformer.py", "etude/next_note.py", "etude/sequences.py", "etude/midi.py",
-            "etude/music.py")
 
     def build(self, config: NoteTransformerConfig, meta: dict) -> NoteTransformer:
         return NoteTransformer(config, meta["stats"])
@@ -173,9 +169,6 @@ class NoteTransformerFamily(NextNoteFamily):
         logits, step, duration, _ = model(notes[:, :-1], all_positions=True)
         flat = lambda x: x.flatten(0, 1)
         return note_loss(model, flat(logits), flat(step), flat(duration), flat(notes[:, 1:]), config.loss_weights)
-
-    def sample(self, model, seeds, temperatures, num_notes, generator):
-        return sample(model, seeds, temperatures, num_notes, generator)
 
 
 FAMILY = NoteTransformerFamily()

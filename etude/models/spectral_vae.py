@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -35,14 +34,18 @@ from pydantic import (
 )
 from torch import nn
 
-from etude.diagnosis import Verdict, raised, recent, scaled, variant_key
-from etude.family import Family, Results, Section
+from etude.diagnosis import Verdict, changes, raised, recent, scaled, variant_key
+from etude.family import Results, Section
 from etude.mel import MelSet
-from etude.models.vae import KlSchedule, encode_decode, kl_term, kl_weight, latent_stats
+from etude.models.spectral_metrics import (
+    SpectrogramMetrics,
+    featureless_share,
+    spectrogram_metrics,
+    time_variation_db,
+    to_db,
+)
+from etude.models.vae import Batch, VaeConfig, VaeFamily, collapse_warning, encode_decode, kl_weight, latent_stats
 from etude.params import Evaluate, Generate, Strict
-from etude.training import evaluation_batches, shuffled_batches
-
-Batch = tuple[torch.Tensor]  # normalised log-mel segments (B, 1, n_mels, frames)
 
 
 class FrequencyBand(Strict):
@@ -51,20 +54,14 @@ class FrequencyBand(Strict):
     weight: NonNegativeFloat
 
 
-class SpectralVaeConfig(Strict):
+class SpectralVaeConfig(VaeConfig):
     channels: Annotated[list[PositiveInt], Field(min_length=1)]  # one stride-2 conv block each
-    latent_dim: PositiveInt
     kernel_size: Annotated[int, Field(ge=1)]
-    dropout: Annotated[float, Field(ge=0, lt=1)]
-    batchnorm_momentum: Annotated[float, Field(gt=0, le=1)]
     recon_bands: list[FrequencyBand]  # frequency weighting; bins outside every band weigh 1
-    kl: KlSchedule
     spectral_weight: NonNegativeFloat    # MSE of |FFT2| of input and reconstruction
     output_reg_weight: NonNegativeFloat  # outputs outside the input's range, widened by range_margin
     range_margin: NonNegativeFloat       # x R, R the input's range
     val_split: Annotated[float, Field(gt=0, lt=1)] | None  # held-out share of training segments; null: validation split
-    val_batch_size: PositiveInt
-    active_unit_threshold: PositiveFloat
     featureless_std_db: PositiveFloat    # spectrogram whose dB std over time is below this: featureless
     featureless_warning_share: Annotated[float, Field(ge=0, le=1)]  # more featureless reconstructions: warn
     flat_prior_ratio: Annotated[float, Field(gt=0, le=1)]  # prior samples' change over time below this x data's: flat
@@ -131,6 +128,10 @@ class SpectralData:
     def split_index(self, split: str) -> np.ndarray:
         return {"train": self.train, "validation": self.validation, "test": self.test}[split]
 
+    def empty_error(self, variant: str) -> str:
+        """Always "": the mel stage fails rather than write a set without a segment."""
+        return ""
+
 
 def split_segments(mel: MelSet, config: SpectralVaeConfig) -> SpectralData:
     train = mel.split_index("train")
@@ -140,15 +141,6 @@ def split_segments(mel: MelSet, config: SpectralVaeConfig) -> SpectralData:
         held = np.random.default_rng(config.seed).permutation(len(train))[: int(round(config.val_split * len(train)))]
         validation, train = np.sort(train[held]), np.delete(train, held)
     return SpectralData(mel, train, validation, mel.split_index("test"))
-
-
-def to_db(mel: MelSet, x: np.ndarray) -> np.ndarray:
-    """Normalised values back to dB below the segment maximum, at the spectrograms' own floor."""
-    return np.maximum(mel.denormalise(x), -mel.geometry["top_db"])
-
-
-def _batch(data: SpectralData, index: np.ndarray, device: torch.device) -> Batch:
-    return (torch.from_numpy(data.mel.normalised(index)[:, None]).to(device),)
 
 
 def frequency_weights(config: SpectralVaeConfig, n_bins: int) -> torch.Tensor:
@@ -195,60 +187,6 @@ def _latent(mu: np.ndarray, logvar: np.ndarray, config: SpectralVaeConfig) -> di
     return {"kl": stats["kl"], "active_units": stats["active_units"]}
 
 
-def time_variation_db(db: np.ndarray) -> np.ndarray:
-    """(n,) mean over bins of each bin's dB std over time: 0 for a blank output and for one that
-    repeats a fixed spectrum (the per-bin mean), ~8-10 dB for piano."""
-    return db.std(axis=2).mean(axis=1)
-
-
-def featureless_share(db: np.ndarray, config: SpectralVaeConfig) -> float:
-    """Share of spectrograms with (nearly) no change over time: blank or collapsed outputs."""
-    return float((time_variation_db(db) < config.featureless_std_db).mean())
-
-
-class SpectrogramMetrics:
-    """Spectral convergence, log-spectral distance and the rest, accumulated batch by batch (a
-    full-MAESTRO test split is ~24,000 segments, 3 GB per float32 copy): inputs and outputs in
-    normalised units (n, n_mels, frames)."""
-
-    def __init__(self, mel: MelSet, config: SpectralVaeConfig):
-        self.mel, self.config = mel, config
-        self.per_segment: dict[str, list[np.ndarray]] = {"sc": [], "lsd": [], "featureless": []}
-        self.sums = dict.fromkeys(("sq_err", "sq_err_db", "outside", "values", "hf_pred", "hf_true"), 0.0)
-
-    def add(self, x: np.ndarray, out: np.ndarray) -> None:
-        n = len(x)
-        # The same floor on both sides, or the distance would measure noise below it.
-        db_true, db_pred = to_db(self.mel, x), to_db(self.mel, out)
-        mag_true, mag_pred = 10 ** (db_true / 20), 10 ** (db_pred / 20)
-        self.per_segment["sc"].append(np.linalg.norm((mag_true - mag_pred).reshape(n, -1), axis=1)
-                                      / np.linalg.norm(mag_true.reshape(n, -1), axis=1))
-        self.per_segment["lsd"].append(np.sqrt(((db_true - db_pred) ** 2).mean(axis=1)).mean(axis=1))
-        self.per_segment["featureless"].append(time_variation_db(db_pred) < self.config.featureless_std_db)
-        lo, hi = x.reshape(n, -1).min(1)[:, None, None], x.reshape(n, -1).max(1)[:, None, None]
-        top = int(x.shape[1] * (1 - self.config.hf_fraction))
-        self.sums["sq_err"] += float(((out - x) ** 2).sum())
-        self.sums["sq_err_db"] += float(((db_pred - db_true) ** 2).sum())
-        self.sums["outside"] += float(((out < lo) | (out > hi)).sum())
-        self.sums["values"] += x.size
-        self.sums["hf_pred"] += float((mag_pred[:, top:] ** 2).sum())
-        self.sums["hf_true"] += float((mag_true[:, top:] ** 2).sum())
-
-    def result(self) -> dict[str, float]:
-        seg = {k: np.concatenate(v) for k, v in self.per_segment.items()}
-        s = self.sums
-        return {"mse": s["sq_err"] / s["values"], "rmse_db": float(np.sqrt(s["sq_err_db"] / s["values"])),
-                "spectral_convergence": float(seg["sc"].mean()), "log_spectral_distance_db": float(seg["lsd"].mean()),
-                "out_of_range_share": s["outside"] / s["values"], "hf_energy_ratio": s["hf_pred"] / s["hf_true"],
-                "featureless_share": float(seg["featureless"].mean())}
-
-
-def spectrogram_metrics(x: np.ndarray, out: np.ndarray, mel: MelSet, config: SpectralVaeConfig) -> dict[str, float]:
-    metrics = SpectrogramMetrics(mel, config)
-    metrics.add(x, out)
-    return metrics.result()
-
-
 @torch.no_grad()
 def _prior(model: SpectralVAE, config: SpectralVaeConfig, count: int, device: torch.device) -> np.ndarray:
     generator = torch.Generator().manual_seed(config.seed)
@@ -288,10 +226,10 @@ def to_audio(db: np.ndarray, mel: MelSet, config: SpectralVaeConfig) -> np.ndarr
     return librosa.util.normalize(audio)
 
 
-class SpectralVae(Family):
+class SpectralVaeFamily(VaeFamily):
     name = "spectral_vae"
     Config = SpectralVaeConfig
-    code = ("etude/models/spectral_vae.py", "etude/models/vae.py", "etude/mel.py", "etude/audio.py")
+    code = ("etude/models/spectral_metrics.py", "etude/mel.py", "etude/audio.py")
     baselines = "the per-bin mean spectrum of the training split"
 
     def representation(self, config: SpectralVaeConfig) -> str:
@@ -300,13 +238,10 @@ class SpectralVae(Family):
     def load_data(self, config: SpectralVaeConfig, path: Path) -> SpectralData:
         return split_segments(MelSet(path), config)
 
-    def split_size(self, config: SpectralVaeConfig, data: SpectralData, split: str) -> int:
-        return len(data.split_index(split))
-
     def example(self, config: SpectralVaeConfig) -> tuple[str, str]:
         return "non-silent mel segment", "mel.segment_s"
 
-    def model_meta(self, config: SpectralVaeConfig, data: SpectralData) -> dict:
+    def model_meta(self, data: SpectralData, config: SpectralVaeConfig) -> dict:
         mel = data.mel
         return {"shape": list(mel.shape), "geometry": mel.geometry,
                 "normalisation": {"mean": mel.mean.tolist(), "std": mel.std.tolist()}}
@@ -314,29 +249,21 @@ class SpectralVae(Family):
     def build(self, config: SpectralVaeConfig, meta: dict) -> SpectralVAE:
         return SpectralVAE(config, tuple(meta["shape"]))
 
-    def train_batches(self, data: SpectralData, config: SpectralVaeConfig, epoch: int,
-                      device: torch.device) -> Iterator[Batch]:
-        for index in shuffled_batches(data.train, config.seed, epoch, config.samples_per_epoch, config.batch_size):
-            yield _batch(data, index, device)
+    def batch(self, data: SpectralData, index: np.ndarray, device: torch.device) -> Batch:
+        """Normalised log-mel segments (B, 1, n_mels, frames)."""
+        return (torch.from_numpy(data.mel.normalised(index)[:, None]).to(device),)
 
-    def eval_batches(self, data: SpectralData, config: SpectralVaeConfig, split: str, limit: int | None,
-                     device: torch.device) -> Iterator[Batch]:
-        for index in evaluation_batches(data.split_index(split), limit, config.val_batch_size, split, "mel segment"):
-            yield _batch(data, index, device)
+    def reconstruction(self, model: SpectralVAE, x: torch.Tensor, output: torch.Tensor,
+                       config: SpectralVaeConfig) -> dict[str, torch.Tensor]:
+        terms = loss_terms(x, output, frequency_weights(config, x.shape[-2]))
+        terms["range"] = range_penalty(x, output, config.range_margin)
+        return terms
 
-    def loss(self, model: SpectralVAE, batch: Batch, config: SpectralVaeConfig,
-             epoch: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        (x,) = batch
-        out, mu, logvar = model(x)
-        terms = loss_terms(x, out, frequency_weights(config, x.shape[-2]))
-        terms["range"] = range_penalty(x, out, config.range_margin)
-        terms["kl"] = kl_term(mu, logvar, config.kl.free_bits).expand(len(x))
-        terms = {k: v.mean() for k, v in terms.items()}
-        weights = loss_weights(config, epoch)
-        return sum(weights[k] * v for k, v in terms.items()), terms
+    def loss_weights(self, model: SpectralVAE, config: SpectralVaeConfig, epoch: int | None) -> dict[str, float]:
+        return loss_weights(config, epoch)
 
-    def diagnostics(self, model: SpectralVAE, data: SpectralData, config: SpectralVaeConfig, epoch: int,
-                    device: torch.device) -> dict[str, float]:
+    def epoch_measures(self, model: SpectralVAE, data: SpectralData, config: SpectralVaeConfig, epoch: int,
+                       device: torch.device) -> dict[str, float]:
         """Per epoch, on the validation segments: loss weights, per-value MSE, output range against the
         input's, featureless reconstructions, KL and active units (posterior collapse)."""
         batches = self.eval_batches(data, config, "validation", config.val_max_windows, device)
@@ -350,11 +277,11 @@ class SpectralVae(Family):
         row |= {"val_hf_energy_ratio": quality["hf_energy_ratio"],
                 "val_out_of_range_share": quality["out_of_range_share"]}
         row |= {f"val_{k}": v for k, v in _latent(mu, logvar, config).items()}
+        if row["val_featureless_share"] > config.featureless_warning_share or row["val_active_units"] == 0:
+            collapse_warning(epoch, f"{row['val_featureless_share']:.0%} featureless reconstructions, "
+                             f"{row['val_active_units']:.0f} active units: collapse")
         prior = time_variation_db(to_db(data.mel, _prior(model, config, config.diagnostic_samples, device))).mean()
         row["prior_time_variation_ratio"] = float(prior / time_variation_db(data.mel.denormalise(x)).mean())
-        if row["val_featureless_share"] > config.featureless_warning_share or row["val_active_units"] == 0:
-            print(f"WARNING: epoch {epoch + 1}: {row['val_featureless_share']:.0%} featureless reconstructions, "
-                  f"{row['val_active_units']:.0f} active units: collapse", flush=True)
         return row
 
     @torch.no_grad()
@@ -390,7 +317,7 @@ class SpectralVae(Family):
         mel = data.mel
         test = data.test
         picked = test[np.linspace(0, len(test) - 1, settings.audio_examples).round().astype(np.int64)]
-        x, out, _, _ = encode_decode(model, [_batch(data, picked, device)], lambda out: out[:, 0])
+        x, out, _, _ = encode_decode(model, [self.batch(data, picked, device)], lambda out: out[:, 0])
         x = x[:, 0]
         groups = {"input": mel.denormalise(x), "reconstruction": to_db(mel, out),
                   "prior": to_db(mel, _prior(model, config, settings.audio_examples, device))}
@@ -412,8 +339,7 @@ class SpectralVae(Family):
         stats |= {f"{g}_time_variation_db": float(time_variation_db(v).mean()) for g, v in groups.items()}
         return pd.DataFrame(rows), stats
 
-    def diagnose(self, variant: str, history: pd.DataFrame, config: SpectralVaeConfig,
-                 settings) -> list[Verdict]:
+    def verdicts(self, history: pd.DataFrame, config: SpectralVaeConfig, settings, variant: str) -> list[Verdict]:
         """The documents' three failures (blank reconstructions, outputs beyond the input's range,
         missing high frequencies), posterior collapse, and flat prior samples; at the last epoch."""
         h = history.dropna(subset=["val_loss"])
@@ -422,43 +348,43 @@ class SpectralVae(Family):
         last, verdicts, remedies = h.iloc[-1], [], settings.remedies
         epoch = int(last["epoch"]) + 1
         if last["val_featureless_share"] > config.featureless_warning_share:
+            fix = {variant_key(variant, "lr"): scaled(config.lr, remedies.featureless_lr),
+                   variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_down)}
             verdicts.append(Verdict(
                 "featureless", f"{last['val_featureless_share']:.0%} of validation reconstructions are blank "
-                f"(dB std < {config.featureless_std_db:g})", "a lower learning rate and beta (the documents: "
-                "1e-4 -> 5e-5, 0.1 -> 0.05)", {
-                    variant_key(variant, "lr"): scaled(config.lr, remedies.featureless_lr),
-                    variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_down)}, epoch))
+                f"(dB std < {config.featureless_std_db:g})",
+                f"a lower learning rate and beta ({changes(config, fix)})", fix, epoch))
         span = last["val_input_max"] - last["val_input_min"]
         margin = config.range_margin * span
         allowed = (last["val_input_min"] - margin, last["val_input_max"] + margin)
         if last["val_output_min"] < allowed[0] or last["val_output_max"] > allowed[1]:
+            fix = {variant_key(variant, "output_reg_weight"):
+                   raised(config.output_reg_weight, remedies.output_reg_factor, remedies.output_reg_min)}
             verdicts.append(Verdict(
-                "range_mismatch", f"validation outputs in [{last['val_output_min']:.2f}, {last['val_output_max']:.2f}] "
-                f"for inputs in [{last['val_input_min']:.2f}, {last['val_input_max']:.2f}]",
-                "a larger output-range penalty (the documents: 0.01 -> 0.05)",
-                {variant_key(variant, "output_reg_weight"):
-                 raised(config.output_reg_weight, remedies.output_reg_factor, remedies.output_reg_min)}, epoch))
+                "range_mismatch", f"validation outputs in [{last['val_output_min']:.2f}, "
+                f"{last['val_output_max']:.2f}] for inputs in [{last['val_input_min']:.2f}, "
+                f"{last['val_input_max']:.2f}]", f"a larger output-range penalty ({changes(config, fix)})", fix, epoch))
         if last["val_hf_energy_ratio"] < settings.hf_energy_ratio:
+            fix = {variant_key(variant, "spectral_weight"):
+                   raised(config.spectral_weight, remedies.spectral_factor, remedies.spectral_min)}
             verdicts.append(Verdict(
                 "missing_high_frequencies", f"reconstructions carry {last['val_hf_energy_ratio']:.2f}x the input's "
-                f"energy in the top {config.hf_fraction:.0%} of bins", "a larger spectral loss weight (the "
-                "documents: 0.1 -> 0.2)",
-                {variant_key(variant, "spectral_weight"):
-                 raised(config.spectral_weight, remedies.spectral_factor, remedies.spectral_min)},
-                epoch))
+                f"energy in the top {config.hf_fraction:.0%} of bins",
+                f"a larger spectral loss weight ({changes(config, fix)})", fix, epoch))
         if last["val_active_units"] == 0:
+            fix = {variant_key(variant, "kl.anneal_epochs"):
+                   max(round(remedies.anneal_factor * config.kl.anneal_epochs), remedies.anneal_min_epochs)}
             verdicts.append(Verdict(
                 "posterior_collapse", f"0/{config.latent_dim} active units (KL {last['val_kl']:.3g} nats)",
-                "KL annealing or a smaller beta",
-                {variant_key(variant, "kl.anneal_epochs"): max(round(remedies.anneal_factor * config.kl.anneal_epochs),
-                                                  remedies.anneal_min_epochs)}, epoch))
+                f"KL annealing ({changes(config, fix)}) or a smaller beta", fix, epoch))
         flatness = recent(h, "prior_time_variation_ratio", settings)
         if flatness < config.flat_prior_ratio:
+            fix = {variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_up)}
             verdicts.append(Verdict(
                 "flat_prior", f"prior samples change over time {flatness:.2f}x as much as validation segments "
                 "(median of the last epochs): z ~ N(0, I) decodes off the data",
-                "a larger beta draws the posterior to the prior (and the documents' 100+ epochs)",
-                {variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_up)}, epoch))
+                f"a larger beta draws the posterior to the prior ({changes(config, fix)}; the documents train "
+                "100+ epochs)", fix, epoch))
         return verdicts
 
     def report_sections(self, result: Results, config: SpectralVaeConfig, settings) -> list[Section]:
@@ -479,4 +405,4 @@ class SpectralVae(Family):
                 Section(audio_players(clips, "Audio (Griffin-Lim)"))]
 
 
-FAMILY = SpectralVae()
+FAMILY = SpectralVaeFamily()

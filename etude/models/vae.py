@@ -1,14 +1,27 @@
-"""What every VAE family shares: the KL term, its schedule, and the latent-usage statistics."""
+"""What every VAE family shares: the settings, the KL term and its schedule, the latent-usage
+statistics, and the hooks over a representation whose examples a split indexes (`VaeFamily`).
+
+A VAE family subclasses `VaeFamily` and brings its network (called as `model(x) -> (output, mu,
+logvar)`, with `encode` and `decode`), the reconstruction terms of its loss and their weights, and
+its evaluation and samples.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from abc import abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from typing import Annotated, Protocol
 
 import numpy as np
 import torch
-from pydantic import NonNegativeFloat, NonNegativeInt
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
+from etude.batches import evaluation_batches, shuffled_batches
+from etude.diagnosis import more_dropout
+from etude.family import Family, Representation
 from etude.params import Strict
+
+Batch = tuple[torch.Tensor]  # one tensor of examples (B, ...)
 
 
 class KlSchedule(Strict):
@@ -17,6 +30,24 @@ class KlSchedule(Strict):
     anneal_epochs: NonNegativeInt    # linear 0 -> beta over this many epochs (0: beta at once)
     cyclical: bool                   # restart the ramp every anneal_epochs (Fu et al. 2019)
     free_bits: NonNegativeFloat      # nats per latent dimension below which KL is not penalised
+
+
+class VaeConfig(Strict):
+    """The settings every VAE family has."""
+
+    latent_dim: PositiveInt
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    batchnorm_momentum: Annotated[float, Field(gt=0, le=1)]
+    kl: KlSchedule
+    val_batch_size: PositiveInt
+    active_unit_threshold: PositiveFloat    # Var_x(mu_j) above this: dimension j is in use
+
+
+class Examples(Representation, Protocol):
+    """A representation whose examples (windows, segments) each split indexes."""
+
+    def split_index(self, split: str) -> np.ndarray:
+        """The indices of `split`'s examples."""
 
 
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -63,3 +94,51 @@ def encode_decode(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, 
         raw, mu, logvar = model(x)
         xs.append(x.cpu()), outs.append(output(raw).cpu()), mus.append(mu.cpu()), logvars.append(logvar.cpu())
     return tuple(torch.cat(t).numpy() for t in (xs, outs, mus, logvars))
+
+
+def collapse_warning(epoch: int, message: str) -> None:
+    """A pathology seen during training, printed as it shows; the verdicts judge the whole run."""
+    print(f"WARNING: epoch {epoch + 1}: {message}", flush=True)
+
+
+class VaeFamily(Family):
+    """The hooks every VAE family shares: batches of examples by split, the loss as reconstruction
+    terms plus the scheduled KL term, and dropout as the remedy for overfitting."""
+
+    @abstractmethod
+    def batch(self, data: Examples, index: np.ndarray, device: torch.device) -> Batch:
+        """The examples at `index` as the network's input."""
+
+    @abstractmethod
+    def reconstruction(self, model, x: torch.Tensor, output: torch.Tensor, config) -> dict[str, torch.Tensor]:
+        """The reconstruction terms of the loss, each (B,): one value per example."""
+
+    @abstractmethod
+    def loss_weights(self, model, config, epoch: int | None) -> dict[str, float]:
+        """Each loss term's weight at `epoch` (None: every schedule done), `kl` included."""
+
+    def split_size(self, data: Examples, config, split: str) -> int:
+        return len(data.split_index(split))
+
+    def train_batches(self, data: Examples, config, epoch: int, device: torch.device) -> Iterator[Batch]:
+        for index in shuffled_batches(data.split_index("train"), config.seed, epoch, config.samples_per_epoch,
+                                      config.batch_size):
+            yield self.batch(data, index, device)
+
+    def eval_batches(self, data: Examples, config, split: str, limit: int | None,
+                     device: torch.device) -> Iterator[Batch]:
+        what, _ = self.example(config)
+        for index in evaluation_batches(data.split_index(split), limit, config.val_batch_size, split, what):
+            yield self.batch(data, index, device)
+
+    def loss(self, model, batch: Batch, config, epoch: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        (x,) = batch
+        output, mu, logvar = model(x)
+        terms = self.reconstruction(model, x, output, config)
+        terms["kl"] = kl_term(mu, logvar, config.kl.free_bits).expand(len(x))
+        terms = {k: v.mean() for k, v in terms.items()}
+        weights = self.loss_weights(model, config, epoch)
+        return sum(weights[k] * v for k, v in terms.items()), terms
+
+    def regularize(self, config, remedies, variant: str) -> dict:
+        return more_dropout(config.dropout, remedies, variant)

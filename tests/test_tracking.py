@@ -1,0 +1,69 @@
+"""MLflow tracking against a real local store: runs linked from their stage outputs, verdicts as
+tags, the logged model rebuilt from its run, and the flat metric names."""
+
+import json
+
+import mlflow
+import pytest
+import torch
+
+from etude import model_card, tracking
+from etude.diagnosis import Verdict
+from etude.models import family_named
+from etude.variants import variant_config
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # the store lies under the project root
+    monkeypatch.setattr(tracking, "USER_TRACKING_URI", None)
+    yield tmp_path
+    mlflow.set_tracking_uri(None)
+
+
+def test_a_stage_run_is_linked_tagged_and_its_model_rebuilt(store, params):
+    config = variant_config(params, "rnn_baseline")
+    family = family_named(config.model)
+    torch.manual_seed(0)
+    model = family.build(config, {"stats": {"step_mean": 0.1, "step_std": 0.2, "duration_mean": 0.3,
+                                            "duration_std": 0.4}})
+    model_card.save_model(store / "models/v", family, config, {"stats": {"step_mean": 0.1, "step_std": 0.2,
+                                                                          "duration_mean": 0.3, "duration_std": 0.4}},
+                          model)
+    link = store / "runs/train/v.json"
+    verdicts = [Verdict("plateau", "flat", "a higher learning rate", {"variants.v.lr": 0.002}, 3)]
+    with tracking.start_run("tracking-test", "train", "v", link, params={"lr": config.lr, "kl": {"beta": 0.1}},
+                            config_hash="abc") as run:
+        tracking.tag_verdicts(verdicts)
+        tracking.log_model(store / "models/v")
+    written = json.loads(link.read_text())
+    assert written["run_id"] == run.info.run_id and written["variant"] == "v" and "tracking_uri" not in written
+
+    logged = mlflow.MlflowClient().get_run(run.info.run_id)
+    assert logged.data.params["kl.beta"] == "0.1" and logged.data.tags["variant"] == "v"
+    assert logged.data.tags["diagnosis"] == "plateau"
+    assert logged.data.tags["diagnosis.plateau"].startswith("plateau (epoch 3): flat. Remedy:")
+
+    tracking.log_to_run(link, {"test.pitch_top1": 0.25})
+    assert mlflow.MlflowClient().get_run(run.info.run_id).data.metrics["test.pitch_top1"] == 0.25
+
+    rebuilt_config, rebuilt_family, rebuilt = model_card.load_model_from_run(run.info.run_id)
+    assert rebuilt_config == config and rebuilt_family is family
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[name], tensor), name
+
+
+def test_a_judged_again_run_loses_the_tags_of_verdicts_it_no_longer_draws(store):
+    with tracking.start_run("tracking-test", "train", "v", store / "link.json") as run:
+        tracking.tag_verdicts([Verdict("overfitting", "e", "r")])
+        tracking.tag_verdicts([])
+    tags = mlflow.MlflowClient().get_run(run.info.run_id).data.tags
+    assert tags["diagnosis"] == "healthy" and "diagnosis.overfitting" not in tags
+
+
+def test_flat_names():
+    assert tracking.flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+    music = {"groups": {"t1": {"oa_mean": 0.7, "kld_mean": None, "features": {"pitch": {"oa": 0.5, "kld": 0.1}}}},
+             "ceiling": None}
+    assert tracking.music_metrics(music) == {"music.t1.oa_mean": 0.7, "music.t1.pitch.oa": 0.5,
+                                             "music.t1.pitch.kld": 0.1}
