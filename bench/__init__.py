@@ -1,12 +1,12 @@
 """Benchmark scripts. Run each from the repository root: `python -m bench.<name>`.
 
-    ingest     ingest throughput (symusic in a thread pool) vs a serial pretty_midi loop
-    train      training samples/s on CPU: the PyTorch models beside the tutorial's Keras model, same run
-    generate   sampler notes/s (LSTM state, Transformer key/value cache) vs re-running the window per note
-    dvc_noop   `dvc repro` and `dvc status` when nothing changed
-    music      music.json's OA/KLD vs mgeval's procedure (gaussian_kde + quad) on the same distances
-    mel        the mel stage and spectral-VAE training on maestro-bench rendered audio, with peak memory
-    scale      the whole DAG on a MAESTRO directory stage by stage, projected to full MAESTRO and N nodes
+ingest     ingest throughput (symusic in a thread pool) vs a serial pretty_midi loop
+train      training samples/s on CPU: the PyTorch models beside the tutorial's Keras model, same run
+generate   sampler notes/s (LSTM state, Transformer key/value cache) vs re-running the window per note
+dvc_noop   `dvc repro` and `dvc status` when nothing changed
+music      music.json's OA/KLD vs mgeval's procedure (gaussian_kde + quad) on the same distances
+mel        the mel stage and spectral-VAE training on maestro-bench rendered audio, with peak memory
+scale      the whole DAG on a MAESTRO directory stage by stage, projected to full MAESTRO and N nodes
 """
 
 import statistics
@@ -30,7 +30,11 @@ def print_table(header, rows):
     cells = [list(map(str, header))] + [list(map(str, row)) for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     for n, row in enumerate(cells):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+            )
+        )
         if n == 0:
             print("  ".join("-" * w for w in widths))
 

@@ -28,27 +28,43 @@ FOLDERS = ["models", "checkpoints", ".dvc/cache", "mlruns"]
 TOTAL = "workspace (no .git)"
 MB, GB = 1e6, 1e9
 # folder -> (the column the target applies to, limit in bytes, label)
-TARGETS = {"models": ("default", 300 * MB, "< 300 MB (default run)"),
-           "checkpoints": ("default", 1 * GB, "< 1 GB (default run)"),
-           ".dvc/cache": ("added", 100 * MB, "< 100 MB (added by exp)")}
+TARGETS = {
+    "models": ("default", 300 * MB, "< 300 MB (default run)"),
+    "checkpoints": ("default", 1 * GB, "< 1 GB (default run)"),
+    ".dvc/cache": ("added", 100 * MB, "< 100 MB (added by exp)"),
+}
 EXPERIMENT = ["dvc", "exp", "run", "-S", "lr=0.0005"]
 
 
 def env() -> dict[str, str]:
     """The parent's environment without DVC/MLflow settings (a DVC_ROOT would redirect mlruns/) nor
     PYTHONPATH (the copy's own code must be imported), the venv's tools first."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_")) and k != "PYTHONPATH"}
-    return clean | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DVC_", "MLFLOW_")) and k != "PYTHONPATH"
+    }
+    return clean | {
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
 
 
 def git(project: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", *args],
-                   cwd=project, env=env(), check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", *args],
+        cwd=project,
+        env=env(),
+        check=True,
+        capture_output=True,
+    )
 
 
 def copy_project(source: Path, dest: Path) -> None:
     """The tracked files of `source`, committed in a new repository at `dest`."""
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=source, capture_output=True, text=True, check=True)
+    files = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=source, capture_output=True, text=True, check=True
+    )
     for rel in filter(None, files.stdout.split("\0")):
         if (source / rel).is_file():  # skips files deleted in the work tree
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +78,9 @@ def timed(project: Path, cmd: list[str]) -> float:
     """Wall seconds of `cmd`; echoes only DVC's stage lines (progress), the whole output's tail on failure."""
     print(f"\n$ {' '.join(cmd)}", flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=project, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=project, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     lines = []
     for line in proc.stdout:
         lines.append(line.rstrip("\n"))
@@ -93,7 +111,9 @@ def files(project: Path) -> dict[str, tuple[tuple[int, int], int]]:
 
 def size(found: dict, folder: str | None = None) -> int:
     """Bytes under `folder` (None: everything), each hard-linked inode once."""
-    inodes = {key: n for rel, (key, n) in found.items() if folder is None or rel.startswith(folder + "/")}
+    inodes = {
+        key: n for rel, (key, n) in found.items() if folder is None or rel.startswith(folder + "/")
+    }
     return sum(inodes.values())
 
 
@@ -109,9 +129,15 @@ def print_sizes(title: str, measured: dict[str, int]) -> None:
 
 def print_largest(project: Path, title: str, count: int = 10) -> None:
     """The largest files under models/ and checkpoints/: what the two targets are made of."""
-    found = [(n, rel) for rel, (_, n) in files(project).items() if rel.startswith(("models/", "checkpoints/"))]
+    found = [
+        (n, rel)
+        for rel, (_, n) in files(project).items()
+        if rel.startswith(("models/", "checkpoints/"))
+    ]
     print(f"\n{title}")
-    print_table(["file", "MB"], [[rel, f"{n / MB:.2f}"] for n, rel in sorted(found, reverse=True)[:count]])
+    print_table(
+        ["file", "MB"], [[rel, f"{n / MB:.2f}"] for n, rel in sorted(found, reverse=True)[:count]]
+    )
 
 
 def verdict(folder: str, default: int, added: int) -> tuple[str, str]:
@@ -128,23 +154,44 @@ def measure(source: Path, project: Path) -> None:
     print_sizes("After the default run", default)
     print_largest(project, "Largest files under models/ and checkpoints/ after the default run")
     git(project, "add", "-A")
-    git(project, "commit", "-qm", "default run", "--allow-empty")  # dvc.lock may come out byte-identical
+    git(
+        project, "commit", "-qm", "default run", "--allow-empty"
+    )  # dvc.lock may come out byte-identical
     exp_s = timed(project, EXPERIMENT)
     after = sizes(project)
     added = {name: after[name] - default[name] for name in after}
     print_sizes(f"Added by `{' '.join(EXPERIMENT)}`", added)
     print_largest(project, "Largest files under models/ and checkpoints/ after the experiment")
-    rows = [[name + ("/" if name != TOTAL else ""), f"{default[name] / MB:.1f}", f"{added[name] / MB:+.1f}",
-             *verdict(name, default[name], added[name])] for name in default]
+    rows = [
+        [
+            name + ("/" if name != TOTAL else ""),
+            f"{default[name] / MB:.1f}",
+            f"{added[name] / MB:+.1f}",
+            *verdict(name, default[name], added[name]),
+        ]
+        for name in default
+    ]
     print()
-    print_table(["folder", "after default run MB", f"added by `{' '.join(EXPERIMENT)}` MB", "target", "result"],
-                rows)
-    print(f"\nwall time: dvc repro {repro_s / 60:.1f} min, {' '.join(EXPERIMENT)} {exp_s / 60:.1f} min")
+    print_table(
+        [
+            "folder",
+            "after default run MB",
+            f"added by `{' '.join(EXPERIMENT)}` MB",
+            "target",
+            "result",
+        ],
+        rows,
+    )
+    print(
+        f"\nwall time: dvc repro {repro_s / 60:.1f} min, {' '.join(EXPERIMENT)} {exp_s / 60:.1f} min"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--project", type=Path, default=ROOT, help="the project to copy (its tracked files)")
+    parser.add_argument(
+        "--project", type=Path, default=ROOT, help="the project to copy (its tracked files)"
+    )
     parser.add_argument("--keep", type=Path, help="copy into this new directory and keep it")
     args = parser.parse_args()
     source = args.project.resolve()

@@ -29,24 +29,40 @@ def dvc(*args: str) -> float:
     seconds = time.perf_counter() - t0
     if done.returncode or UP_TO_DATE not in done.stdout:
         lines = (done.stdout + done.stderr).splitlines()
-        print("\n".join(lines[:15] + ([f"... ({len(lines) - 15} more lines)"] if len(lines) > 15 else [])))
-        sys.exit(f"\nNOT BENCHMARKED: `dvc {' '.join(args)}` (exit {done.returncode}) does not report the pipeline "
-                 f"up to date.\nRun `dvc repro` to completion first, then this benchmark.")
+        print(
+            "\n".join(
+                lines[:15] + ([f"... ({len(lines) - 15} more lines)"] if len(lines) > 15 else [])
+            )
+        )
+        sys.exit(
+            f"\nNOT BENCHMARKED: `dvc {' '.join(args)}` (exit {done.returncode}) does not report the pipeline "
+            f"up to date.\nRun `dvc repro` to completion first, then this benchmark."
+        )
     return seconds
 
 
 def main() -> None:
     print(machine_note())
     dvc("status")  # exits here, before any repro, if anything changed
-    dvc("repro")   # warm-up
+    dvc("repro")  # warm-up
     rows = []
     for args, target in ((("repro",), f"< {TARGET_S:g}"), (("status",), "-")):
         times = [dvc(*args) for _ in range(3)]
         median = statistics.median(times)
-        rows.append([f"dvc {' '.join(args)}", f"{median:.2f}", f"{min(times):.2f}", f"{max(times):.2f}", target,
-                     f"{TARGET_S / median:.2f}x" if target != "-" else "-"])
+        rows.append(
+            [
+                f"dvc {' '.join(args)}",
+                f"{median:.2f}",
+                f"{min(times):.2f}",
+                f"{max(times):.2f}",
+                target,
+                f"{TARGET_S / median:.2f}x" if target != "-" else "-",
+            ]
+        )
     print()
-    print_table(["command (no-op)", "median s", "min s", "max s", "target s", "target / median"], rows)
+    print_table(
+        ["command (no-op)", "median s", "min s", "max s", "target s", "target / median"], rows
+    )
 
 
 if __name__ == "__main__":

@@ -56,14 +56,25 @@ def untrained_setup(params, variant: str):
     batch = len(settings.temperatures) * settings.num_samples
     starts = evenly_spaced(data.window_starts("test", config.seq_len), batch)
     seeds = torch.from_numpy(data.features()[starts[:, None] + np.arange(config.seq_len)])
-    temps = torch.tensor(settings.temperatures, dtype=torch.float32).repeat_interleave(settings.num_samples)
-    return config, model, seeds, temps, torch.Generator().manual_seed(config.seed), settings.num_notes
+    temps = torch.tensor(settings.temperatures, dtype=torch.float32).repeat_interleave(
+        settings.num_samples
+    )
+    return (
+        config,
+        model,
+        seeds,
+        temps,
+        torch.Generator().manual_seed(config.seed),
+        settings.num_notes,
+    )
 
 
 def measure(params, variant: str):
     config, model, seeds, temps, generator, n = untrained_setup(params, variant)
     ours_s = median_time(lambda: sample(model, seeds, temps, n, generator), repeats=5)
-    window_s = median_time(lambda: sample_by_window(model, seeds[0], float(temps[0]), n, generator), repeats=3)
+    window_s = median_time(
+        lambda: sample_by_window(model, seeds[0], float(temps[0]), n, generator), repeats=3
+    )
     return config, len(seeds), n, len(seeds) * n / ours_s, n / window_s
 
 
@@ -71,31 +82,77 @@ def measure_cache(params, variant: str):
     """Notes/s of the cached and the re-run Transformer sampler on the generate stage's batch."""
     config, model, seeds, temps, generator, n = untrained_setup(params, variant)
     cached_s = median_time(lambda: sample(model, seeds, temps, n, generator), repeats=3)
-    rerun_s = median_time(lambda: note_transformer.sample_uncached(model, seeds, temps, n, generator),
-                          repeats=1, warmup=0)
+    rerun_s = median_time(
+        lambda: note_transformer.sample_uncached(model, seeds, temps, n, generator),
+        repeats=1,
+        warmup=0,
+    )
     return config, len(seeds), n, len(seeds) * n / cached_s, len(seeds) * n / rerun_s
 
 
 def main() -> None:
     params = variants.load()
-    print(f"{machine_note()}; {torch.get_num_threads()} torch threads; target >= {TARGET_RATIO:g}x\n")
+    print(
+        f"{machine_note()}; {torch.get_num_threads()} torch threads; target >= {TARGET_RATIO:g}x\n"
+    )
     rows = []
     for variant in ("rnn_baseline", "rnn_stacked"):
         config, batch, n, ours, ref = measure(params, variant)
-        rows.append([variant, config.seq_len, "x".join(map(str, config.lstm_units)), f"{batch}x{n}",
-                     f"{ours:,.0f}", f"1x{n}", f"{ref:,.0f}", f"{ours / ref:,.0f}x",
-                     "met" if ours / ref >= TARGET_RATIO else "MISSED"])
-    print_table(["variant", "seq_len", "lstm", "ours: batch x notes", "ours notes/s",
-                 "window: batch x notes", "window notes/s", "ratio", "target"], rows)
+        rows.append(
+            [
+                variant,
+                config.seq_len,
+                "x".join(map(str, config.lstm_units)),
+                f"{batch}x{n}",
+                f"{ours:,.0f}",
+                f"1x{n}",
+                f"{ref:,.0f}",
+                f"{ours / ref:,.0f}x",
+                "met" if ours / ref >= TARGET_RATIO else "MISSED",
+            ]
+        )
+    print_table(
+        [
+            "variant",
+            "seq_len",
+            "lstm",
+            "ours: batch x notes",
+            "ours notes/s",
+            "window: batch x notes",
+            "window notes/s",
+            "ratio",
+            "target",
+        ],
+        rows,
+    )
     print()
     rows = []
     for variant, entry in params.variants.items():
         if entry.get("model") == note_transformer.FAMILY.name:
             config, batch, n, cached, rerun = measure_cache(params, variant)
-            rows.append([variant, config.seq_len, f"{config.layers}x{config.d_model}", f"{batch}x{n}",
-                         f"{cached:,.0f}", f"{rerun:,.0f}", f"{cached / rerun:.1f}x"])
-    print_table(["variant", "seq_len", "layers x width", "batch x notes", "cached notes/s", "re-run notes/s",
-                 "cache speed-up"], rows)
+            rows.append(
+                [
+                    variant,
+                    config.seq_len,
+                    f"{config.layers}x{config.d_model}",
+                    f"{batch}x{n}",
+                    f"{cached:,.0f}",
+                    f"{rerun:,.0f}",
+                    f"{cached / rerun:.1f}x",
+                ]
+            )
+    print_table(
+        [
+            "variant",
+            "seq_len",
+            "layers x width",
+            "batch x notes",
+            "cached notes/s",
+            "re-run notes/s",
+            "cache speed-up",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,16 @@ def excerpts(data: NoteSequences, split: str, count: int, length: int, shuffle: 
         if shuffle is not None:
             pitch = rng.permutation(pitch)
         onset = np.cumsum(step) - step[0]
-        out.append(pd.DataFrame({"pitch": pitch.astype(int), "start": onset, "end": onset + duration,
-                                 "velocity": 100}))
+        out.append(
+            pd.DataFrame(
+                {
+                    "pitch": pitch.astype(int),
+                    "start": onset,
+                    "end": onset + duration,
+                    "velocity": 100,
+                }
+            )
+        )
     return out
 
 
@@ -55,7 +63,9 @@ def main():
     test = excerpts(data, "test", settings.reference_excerpts, settings.num_notes)
     train = excerpts(data, "train", settings.reference_excerpts, settings.num_notes)
     # One stand-in group (test excerpts with shuffled pitches) and the ceiling: the reference takes minutes.
-    groups = {"shuffled": excerpts(data, "test", settings.num_samples, settings.num_notes, shuffle=0)}
+    groups = {
+        "shuffled": excerpts(data, "test", settings.num_samples, settings.num_notes, shuffle=0)
+    }
     beat = 60.0 / settings.clock_bpm
 
     t0 = time.perf_counter()
@@ -63,7 +73,9 @@ def main():
     ours_s = time.perf_counter() - t0
 
     # The reference on the very distance lists ours compared.
-    reference = music._Reference(music._describe_set(test, beat, settings.clock_steps_per_beat, None))
+    reference = music._Reference(
+        music._describe_set(test, beat, settings.clock_steps_per_beat, None)
+    )
     t0 = time.perf_counter()
     gaps = []
     for name, excerpt_set in (*groups.items(), ("ceiling", train)):
@@ -73,23 +85,36 @@ def main():
             ref = music._finite_rows(reference.described.features[feature])
             inter = music._distances(ref, music._finite_rows(described.features[feature]))
             intra = reference.intra(feature)
-            if result["features"][feature]["oa"] is None or music._constant(intra) or music._constant(inter):
+            if (
+                result["features"][feature]["oa"] is None
+                or music._constant(intra)
+                or music._constant(inter)
+            ):
                 continue
             gaps.append(abs(mgeval_overlap(intra, inter) - result["features"][feature]["oa"]))
     reference_s = time.perf_counter() - t0
 
-    print(f"\n{len(groups)} group of {settings.num_samples} and the ceiling, against {len(test)} test excerpts of "
-          f"{settings.num_notes} notes; {len(music.FEATURES)} descriptors\n")
-    print_table(["", "seconds", "OA max |diff|"], [
-        ["etude music.judge (binned KDE, one grid)", f"{ours_s:.2f}", "-"],
-        ["mgeval procedure (gaussian_kde + quad)", f"{reference_s:.2f}", f"{max(gaps):.2g}"],
-    ])
+    print(
+        f"\n{len(groups)} group of {settings.num_samples} and the ceiling, against {len(test)} test excerpts of "
+        f"{settings.num_notes} notes; {len(music.FEATURES)} descriptors\n"
+    )
+    print_table(
+        ["", "seconds", "OA max |diff|"],
+        [
+            ["etude music.judge (binned KDE, one grid)", f"{ours_s:.2f}", "-"],
+            ["mgeval procedure (gaussian_kde + quad)", f"{reference_s:.2f}", f"{max(gaps):.2g}"],
+        ],
+    )
     ratio, gap = reference_s / ours_s, max(gaps)
-    print(f"\nspeed-up {ratio:.0f}x (target >= {TARGET_RATIO:g}x): {'met' if ratio >= TARGET_RATIO else 'MISSED'}; "
-          f"OA agreement {gap:.2g} (target <= {OA_TOLERANCE}): {'met' if gap <= OA_TOLERANCE else 'MISSED'}")
+    print(
+        f"\nspeed-up {ratio:.0f}x (target >= {TARGET_RATIO:g}x): {'met' if ratio >= TARGET_RATIO else 'MISSED'}; "
+        f"OA agreement {gap:.2g} (target <= {OA_TOLERANCE}): {'met' if gap <= OA_TOLERANCE else 'MISSED'}"
+    )
     # The stand-ins are test excerpts themselves (timing and pitch sets kept): they score above the ceiling.
-    print(f"OA mean: ceiling (train vs test) {ours['ceiling']['oa_mean']:.3f}, "
-          f"shuffled test pitches {ours['groups']['shuffled']['oa_mean']:.3f}")
+    print(
+        f"OA mean: ceiling (train vs test) {ours['ceiling']['oa_mean']:.3f}, "
+        f"shuffled test pitches {ours['groups']['shuffled']['oa_mean']:.3f}"
+    )
 
 
 if __name__ == "__main__":

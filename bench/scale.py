@@ -40,23 +40,36 @@ ROOT = Path(__file__).resolve().parent.parent
 FULL_MAESTRO_HOURS = 198.7  # MAESTRO v3.0.0: 1,276 performances
 DATA_STAGES = ("fetch", "ingest", "tokenize", "grids", "mel")
 # A stage's largest process, measured from a wrapper that only waits for `dvc repro`.
-PEAK_RSS = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
-            "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
-            "sys.exit(code)")
+PEAK_RSS = (
+    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+    "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+    "sys.exit(code)"
+)
 
 
 def stages(project: Path) -> list[str]:
     """Every stage, in the file's order (dvc.yaml is written in dependency order)."""
-    listed = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=project, env=env(), check=True,
-                            capture_output=True, text=True)
+    listed = subprocess.run(
+        ["dvc", "stage", "list", "--name-only"],
+        cwd=project,
+        env=env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return listed.stdout.split()
 
 
 def run_stage(project: Path, stage: str) -> tuple[float, float]:
     """Wall seconds and peak resident MB of one stage."""
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", PEAK_RSS, "dvc", "repro", "--single-item", stage], cwd=project,
-                          env=env(), capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, "dvc", "repro", "--single-item", stage],
+        cwd=project,
+        env=env(),
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - t0
     if done.returncode:
         print(done.stdout[-3000:], done.stderr[-3000:])
@@ -131,19 +144,49 @@ def measure(root: Path, project: Path, nodes: list[int], max_epochs: int | None)
     for stage, (seconds, peak) in measured.items():
         factor = epoch_factors.get(stage)
         wall = f"{times[stage]:.0f}" + (f" (x{factor:.1f})" if factor else "")
-        rows.append([stage, f"{seconds:.0f}", f"{peak:.0f}", wall, f"{full_times[stage]:.0f}",
-                     "x hours" if scales_with_data(params, stage) else "fixed budget"])
+        rows.append(
+            [
+                stage,
+                f"{seconds:.0f}",
+                f"{peak:.0f}",
+                wall,
+                f"{full_times[stage]:.0f}",
+                "x hours" if scales_with_data(params, stage) else "fixed budget",
+            ]
+        )
     print()
-    print_table(["stage", "measured s", "peak MB", f"wall s ({hours:.0f} h)",
-                 f"wall s, full MAESTRO ({FULL_MAESTRO_HOURS:.0f} h)", "scales"], rows)
+    print_table(
+        [
+            "stage",
+            "measured s",
+            "peak MB",
+            f"wall s ({hours:.0f} h)",
+            f"wall s, full MAESTRO ({FULL_MAESTRO_HOURS:.0f} h)",
+            "scales",
+        ],
+        rows,
+    )
     print()
-    print_table(["nodes", f"wall min ({hours:.0f} h)", "full MAESTRO wall min", "speed-up vs 1 node"],
-                [[n, f"{critical_path(times, n) / 60:.1f}", f"{critical_path(full_times, n) / 60:.1f}",
-                  f"{critical_path(full_times, 1) / critical_path(full_times, n):.2f}x"] for n in nodes])
+    print_table(
+        ["nodes", f"wall min ({hours:.0f} h)", "full MAESTRO wall min", "speed-up vs 1 node"],
+        [
+            [
+                n,
+                f"{critical_path(times, n) / 60:.1f}",
+                f"{critical_path(full_times, n) / 60:.1f}",
+                f"{critical_path(full_times, 1) / critical_path(full_times, n):.2f}x",
+            ]
+            for n in nodes
+        ],
+    )
     data_s = sum(t for s, t in full_times.items() if s in DATA_STAGES)
-    print(f"\nfull MAESTRO: data stages {data_s / 60:.1f} min of {sum(full_times.values()) / 60:.1f} min on one "
-          f"node; they run one after another whatever N, so they bound the cluster's speed-up")
-    print(pd.Series({s: p for s, (_, p) in measured.items()}).idxmax(), "has the largest peak memory")
+    print(
+        f"\nfull MAESTRO: data stages {data_s / 60:.1f} min of {sum(full_times.values()) / 60:.1f} min on one "
+        f"node; they run one after another whatever N, so they bound the cluster's speed-up"
+    )
+    print(
+        pd.Series({s: p for s, (_, p) in measured.items()}).idxmax(), "has the largest peak memory"
+    )
 
 
 def main() -> None:
@@ -151,7 +194,9 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=ROOT.parent / "shared" / "maestro-bench")
     parser.add_argument("--keep", type=Path, help="run in this new directory and keep it")
     parser.add_argument("--nodes", type=int, nargs="+", default=[1, 2, 5])
-    parser.add_argument("--epochs", type=int, help="cap every variant's epochs; train times are scaled back up")
+    parser.add_argument(
+        "--epochs", type=int, help="cap every variant's epochs; train times are scaled back up"
+    )
     args = parser.parse_args()
     print(machine_note())
     if args.keep:

@@ -55,7 +55,9 @@ from etude.variants import variant_config
 
 TARGET_RATIO = 2.0
 CPU = torch.device("cpu")
-KERAS_VARIANT = "rnn_baseline"  # the variant whose settings the Keras model takes, and the one judged
+KERAS_VARIANT = (
+    "rnn_baseline"  # the variant whose settings the Keras model takes, and the one judged
+)
 # Batches per timed block for each PyTorch variant, fewer for the heavier ones; the Keras rows take KERAS_VARIANT's.
 TORCH_VARIANTS = {"rnn_baseline": 50, "rnn_stacked": 15, "note_transformer": 15}
 
@@ -84,7 +86,8 @@ class Row:
 def endless_batches(note_family, data, config):
     """Epoch after epoch, as the training loop draws them."""
     return itertools.chain.from_iterable(
-        note_family.train_batches(data, config, epoch, CPU) for epoch in itertools.count())
+        note_family.train_batches(data, config, epoch, CPU) for epoch in itertools.count()
+    )
 
 
 def load(config):
@@ -128,8 +131,14 @@ def lstm_layer_row(params, block_batches: int) -> Row:
         lstm.zero_grad()
         lstm((inputs - model.shift) / model.scale)[0].sum().backward()
 
-    return Row(KERAS_VARIANT, "PyTorch, LSTM layer alone", config, sum(p.numel() for p in lstm.parameters()),
-               block_batches, step)
+    return Row(
+        KERAS_VARIANT,
+        "PyTorch, LSTM layer alone",
+        config,
+        sum(p.numel() for p in lstm.parameters()),
+        block_batches,
+        step,
+    )
 
 
 def import_tensorflow():
@@ -149,25 +158,36 @@ def keras_model(tf, config):
     inputs = keras.Input((config.seq_len, 3))
     scaled = inputs * np.array([1 / config.vocab_size, 1, 1], dtype=np.float32)
     x = keras.layers.LSTM(units)(scaled)
-    outputs = {name: keras.layers.Dense(size, name=name)(x)
-               for name, size in (("pitch", config.vocab_size), ("step", 1), ("duration", 1))}
+    outputs = {
+        name: keras.layers.Dense(size, name=name)(x)
+        for name, size in (("pitch", config.vocab_size), ("step", 1), ("duration", 1))
+    }
     return keras.Model(inputs, outputs)
 
 
 def keras_losses(tf, config) -> dict:
     def mse_with_positive_pressure(y_true, y_pred):
-        return tf.reduce_mean((y_true - y_pred) ** 2 + config.positive_pressure * tf.maximum(-y_pred, 0.0))
+        return tf.reduce_mean(
+            (y_true - y_pred) ** 2 + config.positive_pressure * tf.maximum(-y_pred, 0.0)
+        )
 
-    return {"pitch": tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            "step": mse_with_positive_pressure, "duration": mse_with_positive_pressure}
+    return {
+        "pitch": tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        "step": mse_with_positive_pressure,
+        "duration": mse_with_positive_pressure,
+    }
 
 
 def train_on_batch(tf, model, config):
     """The tutorial's compile and Keras' own train step, fed one batch at a time."""
-    model.compile(loss=keras_losses(tf, config), loss_weights=config.loss_weights.model_dump(),
-                  optimizer=tf.keras.optimizers.Adam(learning_rate=config.lr))
+    model.compile(
+        loss=keras_losses(tf, config),
+        loss_weights=config.loss_weights.model_dump(),
+        optimizer=tf.keras.optimizers.Adam(learning_rate=config.lr),
+    )
     return lambda inputs, targets: model.train_on_batch(
-        inputs, {"pitch": targets[:, 0], "step": targets[:, 1], "duration": targets[:, 2]})
+        inputs, {"pitch": targets[:, 0], "step": targets[:, 1], "duration": targets[:, 2]}
+    )
 
 
 def xla_train_step(tf, model, config):
@@ -180,8 +200,12 @@ def xla_train_step(tf, model, config):
         labels = {"pitch": targets[:, 0], "step": targets[:, 1:2], "duration": targets[:, 2:3]}
         with tf.GradientTape() as tape:
             outputs = model(inputs, training=True)
-            loss = tf.add_n([weights[head] * losses[head](labels[head], outputs[head]) for head in losses])
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+            loss = tf.add_n(
+                [weights[head] * losses[head](labels[head], outputs[head]) for head in losses]
+            )
+        optimizer.apply_gradients(
+            zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+        )
 
     return train_step
 
@@ -206,23 +230,41 @@ def thread_note(tf) -> str:
     if tf is None:
         return note + "; TensorFlow not installed"
     cores = len(os.sched_getaffinity(0))
-    intra, inter = (tf.config.threading.get_intra_op_parallelism_threads(),
-                    tf.config.threading.get_inter_op_parallelism_threads())
-    return (note + f"; TensorFlow {tf.__version__} (Keras {tf.keras.__version__}): intra-op {intra}, inter-op "
-            f"{inter} (0: one thread per core, {cores} here), oneDNN "
-            + ("off" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0" else "on"))
+    intra, inter = (
+        tf.config.threading.get_intra_op_parallelism_threads(),
+        tf.config.threading.get_inter_op_parallelism_threads(),
+    )
+    return (
+        note
+        + f"; TensorFlow {tf.__version__} (Keras {tf.keras.__version__}): intra-op {intra}, inter-op "
+        f"{inter} (0: one thread per core, {cores} here), oneDNN "
+        + ("off" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0" else "on")
+    )
 
 
 def table_row(row: Row, keras: float | None) -> list:
-    return [f"{row.variant} ({row.framework})", row.config.seq_len, f"{row.size:,}", row.config.batch_size,
-            f"{len(row.rates)}x{row.block_batches}", f"{row.rate:,.0f}", f"{row.rate / keras:.2f}x" if keras else "-"]
+    return [
+        f"{row.variant} ({row.framework})",
+        row.config.seq_len,
+        f"{row.size:,}",
+        row.config.batch_size,
+        f"{len(row.rates)}x{row.block_batches}",
+        f"{row.rate:,.0f}",
+        f"{row.rate / keras:.2f}x" if keras else "-",
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--blocks", type=int, default=5, help="timed blocks per row; the median is reported")
-    parser.add_argument("--batches", type=int, help="batches per block for every row (default: each row's own)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed batches per row before the blocks")
+    parser.add_argument(
+        "--blocks", type=int, default=5, help="timed blocks per row; the median is reported"
+    )
+    parser.add_argument(
+        "--batches", type=int, help="batches per block for every row (default: each row's own)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=10, help="untimed batches per row before the blocks"
+    )
     args = parser.parse_args()
     if not Path(NOTE_SEQUENCES).exists():
         raise SystemExit(f"{NOTE_SEQUENCES} is missing: run `dvc repro tokenize` first")
@@ -230,12 +272,19 @@ def main() -> None:
     load_note = machine_note()
     tf = import_tensorflow()
     if tf is None:
-        print("TensorFlow is not installed: `pip install -e .[bench]` for the Keras rows; PyTorch rows only\n")
+        print(
+            "TensorFlow is not installed: `pip install -e .[bench]` for the Keras rows; PyTorch rows only\n"
+        )
 
     keras_rows = []
     if tf is not None:
-        keras_rows = [keras_row(tf, params, way, make_step, args.batches or TORCH_VARIANTS[KERAS_VARIANT])
-                      for way, make_step in (("train_on_batch", train_on_batch), ("tf.function XLA", xla_train_step))]
+        keras_rows = [
+            keras_row(tf, params, way, make_step, args.batches or TORCH_VARIANTS[KERAS_VARIANT])
+            for way, make_step in (
+                ("train_on_batch", train_on_batch),
+                ("tf.function XLA", xla_train_step),
+            )
+        ]
     torch_rows = []
     for variant, block_batches in TORCH_VARIANTS.items():
         if variant in params.variants:
@@ -254,14 +303,20 @@ def main() -> None:
 
     keras = max((row.rate for row in keras_rows), default=None)
     print(f"{load_note}\n{thread_note(tf)}\n")
-    print_table(["variant (framework)", "seq_len", "params", "batch", "batches", "samples/s", "vs Keras"],
-                [table_row(row, keras) for row in rows])
+    print_table(
+        ["variant (framework)", "seq_len", "params", "batch", "batches", "samples/s", "vs Keras"],
+        [table_row(row, keras) for row in rows],
+    )
     if keras:
         ratio = next(row.rate for row in torch_rows if row.variant == KERAS_VARIANT) / keras
-        print(f"\nTarget: {KERAS_VARIANT} in PyTorch >= {TARGET_RATIO}x the faster Keras way: {ratio:.2f}x, "
-              + ("met" if ratio >= TARGET_RATIO else "MISSED"))
-        print(f"Ceiling: its LSTM layer alone (forward and backward, nothing else) runs at "
-              f"{layer_row.rate / keras:.2f}x Keras; no training step on nn.LSTM can be faster here.")
+        print(
+            f"\nTarget: {KERAS_VARIANT} in PyTorch >= {TARGET_RATIO}x the faster Keras way: {ratio:.2f}x, "
+            + ("met" if ratio >= TARGET_RATIO else "MISSED")
+        )
+        print(
+            f"Ceiling: its LSTM layer alone (forward and backward, nothing else) runs at "
+            f"{layer_row.rate / keras:.2f}x Keras; no training step on nn.LSTM can be faster here."
+        )
 
 
 if __name__ == "__main__":

@@ -37,17 +37,23 @@ def soundfont_path(settings: Audio) -> Path:
         with zipfile.ZipFile(wheel) as archive:
             target.write_bytes(archive.read(sf.member))
     except KeyError:
-        raise SourceError(f"{wheel.name}: has no member {sf.member} (audio.soundfont.member)") from None
+        raise SourceError(
+            f"{wheel.name}: has no member {sf.member} (audio.soundfont.member)"
+        ) from None
     actual = file_sha256(target)
     if actual != sf.member_sha256:
         target.unlink()
-        raise SourceError(f"{sf.member} in {wheel.name}: sha256 is {actual}, params.yaml pins {sf.member_sha256}")
+        raise SourceError(
+            f"{sf.member} in {wheel.name}: sha256 is {actual}, params.yaml pins {sf.member_sha256}"
+        )
     return target
 
 
 def rendered_label(settings: Audio) -> str:
     """How rendered audio is named in tables and the report."""
-    return f"rendered: {Path(settings.soundfont.member).name} preset {settings.preset} (TinySoundFont)"
+    return (
+        f"rendered: {Path(settings.soundfont.member).name} preset {settings.preset} (TinySoundFont)"
+    )
 
 
 def note_events(midi: bytes, settings: Audio) -> np.ndarray:
@@ -69,7 +75,9 @@ def _events(score: symusic.Score, settings: Audio, drums: bool) -> np.ndarray:
         end = np.maximum(start + notes["duration"].astype(np.float64), np.nextafter(start, np.inf))
         if settings.sustain_pedal:
             pedals = track.pedals.numpy()
-            end = sustained_ends(start, end, notes["pitch"], pedals["time"], pedals["time"] + pedals["duration"])
+            end = sustained_ends(
+                start, end, notes["pitch"], pedals["time"], pedals["time"] + pedals["duration"]
+            )
         pitch, velocity = notes["pitch"].astype(np.float64), notes["velocity"].astype(np.float64)
         rows.append(np.stack([start, np.ones_like(start), pitch, velocity], 1))
         rows.append(np.stack([end, np.zeros_like(end), pitch, np.zeros_like(end)], 1))
@@ -77,8 +85,13 @@ def _events(score: symusic.Score, settings: Audio, drums: bool) -> np.ndarray:
     return events[np.lexsort((events[:, 1], events[:, 0]))]
 
 
-def sustained_ends(start: np.ndarray, end: np.ndarray, pitch: np.ndarray,
-                   pedal_down: np.ndarray, pedal_up: np.ndarray) -> np.ndarray:
+def sustained_ends(
+    start: np.ndarray,
+    end: np.ndarray,
+    pitch: np.ndarray,
+    pedal_down: np.ndarray,
+    pedal_up: np.ndarray,
+) -> np.ndarray:
     """Note ends held to the release of the pedal they fall under, cut at the next onset of the same
     pitch (a re-struck key damps the previous sound), as Magenta's sustain handling does."""
     held = end.copy()
@@ -96,8 +109,9 @@ def sustained_ends(start: np.ndarray, end: np.ndarray, pitch: np.ndarray,
     return capped
 
 
-def render(midi: bytes, settings: Audio, soundfont: Path, sample_rate: int,
-           until_s: float | None = None) -> np.ndarray:
+def render(
+    midi: bytes, settings: Audio, soundfont: Path, sample_rate: int, until_s: float | None = None
+) -> np.ndarray:
     """Mono float32 audio of a MIDI file (its first `until_s` seconds if given): note events fed to
     the synthesiser at exact sample offsets, drum tracks on the SoundFont's percussion kit. ValueError
     for a file without notes, or with drums and a SoundFont without a kit: silence would hide why."""
@@ -111,12 +125,18 @@ def render(midi: bytes, settings: Audio, soundfont: Path, sample_rate: int,
     if len(drums):
         # TinySoundFont falls back to a melodic preset when the kit is missing: drums played as piano.
         if synth.sfpreset_name(sfid, DRUM_BANK, DRUM_KIT) is None:
-            raise ValueError(f"{soundfont.name} has no percussion kit (bank {DRUM_BANK}, preset {DRUM_KIT}): "
-                             "cannot render drum tracks")
+            raise ValueError(
+                f"{soundfont.name} has no percussion kit (bank {DRUM_BANK}, preset {DRUM_KIT}): "
+                "cannot render drum tracks"
+            )
         synth.program_select(DRUM_CHANNEL, sfid, DRUM_BANK, DRUM_KIT, is_drums=True)
     # A channel column; the sort is stable, so pitched notes alone keep note_events' order exactly.
-    events = np.concatenate([np.column_stack([pitched, np.zeros(len(pitched))]),
-                             np.column_stack([drums, np.full(len(drums), DRUM_CHANNEL)])])
+    events = np.concatenate(
+        [
+            np.column_stack([pitched, np.zeros(len(pitched))]),
+            np.column_stack([drums, np.full(len(drums), DRUM_CHANNEL)]),
+        ]
+    )
     events = events[np.lexsort((events[:, 1], events[:, 0]))]
     if until_s is not None:
         events = events[events[:, 0] < until_s]
@@ -132,7 +152,9 @@ def render(midi: bytes, settings: Audio, soundfont: Path, sample_rate: int,
     for time, is_on, pitch, velocity, channel in events:
         target = min(int(round(time * sample_rate)), len(stereo))
         if target > cursor:
-            synth.generate(target - cursor, buffer=flat[frame_bytes * cursor : frame_bytes * target])
+            synth.generate(
+                target - cursor, buffer=flat[frame_bytes * cursor : frame_bytes * target]
+            )
             cursor = target
         if is_on:
             synth.noteon(int(channel), int(pitch), int(velocity))

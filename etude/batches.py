@@ -16,8 +16,9 @@ def evenly_spaced(index: np.ndarray, limit: int | None) -> np.ndarray:
     return index[np.linspace(0, len(index) - 1, limit).round().astype(np.int64)]
 
 
-def shuffled_batches(index: np.ndarray, seed: int, epoch: int, samples_per_epoch: int | None,
-                     batch_size: int) -> Iterator[np.ndarray]:
+def shuffled_batches(
+    index: np.ndarray, seed: int, epoch: int, samples_per_epoch: int | None, batch_size: int
+) -> Iterator[np.ndarray]:
     """An epoch's training batches as sorted index arrays. The order depends on (seed, epoch) alone,
     so a resumed run draws the same batches; full batches only, as BatchNorm cannot train on one."""
     order = np.random.default_rng([seed, epoch]).permutation(index)[:samples_per_epoch]
@@ -25,8 +26,9 @@ def shuffled_batches(index: np.ndarray, seed: int, epoch: int, samples_per_epoch
         yield np.sort(order[i : i + batch_size])
 
 
-def evaluation_batches(index: np.ndarray, limit: int | None, batch_size: int, split: str,
-                       what: str) -> Iterator[np.ndarray]:
+def evaluation_batches(
+    index: np.ndarray, limit: int | None, batch_size: int, split: str, what: str
+) -> Iterator[np.ndarray]:
     """At most `limit` items of a split, evenly spaced, in order, in batches; an empty split is an
     error naming what it lacks."""
     index = evenly_spaced(index, limit)

@@ -52,14 +52,29 @@ class RunCheckpoints:
     def best(self) -> Path:
         return self.folder / "best.pt"
 
-    def save(self, model, optimizer, scheduler, progress: dict[str, Any], epoch: int, improved: bool,
-             periodic: bool) -> None:
+    def save(
+        self,
+        model,
+        optimizer,
+        scheduler,
+        progress: dict[str, Any],
+        epoch: int,
+        improved: bool,
+        periodic: bool,
+    ) -> None:
         """Everything a resumed run needs after `epoch` epochs (`progress`: the loop's own state)."""
         tmp = self.folder / "last.tmp"
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler else None,
-                    "progress": progress, "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler else None,
+                "progress": progress,
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+            tmp,
+        )
         # last.pt is replaced last: a kill before that leaves the previous epoch's state, and the
         # resumed run redoes this epoch and its best and periodic links.
         if improved:
@@ -92,14 +107,22 @@ class Folder:
 
 def _experiment_params(root: Path) -> dict[str, Params]:
     """params.yaml of every DVC experiment in the repository, by ref."""
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=root,
-                          capture_output=True, text=True).stdout.split()
+    refs = subprocess.run(
+        ["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     found = {}
     for ref in refs:
-        text = subprocess.run(["git", "show", f"{ref}:params.yaml"], cwd=root, capture_output=True, text=True)
+        text = subprocess.run(
+            ["git", "show", f"{ref}:params.yaml"], cwd=root, capture_output=True, text=True
+        )
         try:
             found[ref] = load_text(text.stdout, f"{ref}:params.yaml")
-        except ParamsError:  # an experiment of older code whose params no longer load: its folders are stale
+        except (
+            ParamsError
+        ):  # an experiment of older code whose params no longer load: its folders are stale
             continue
     return found
 
@@ -107,7 +130,10 @@ def _experiment_params(root: Path) -> dict[str, Params]:
 def used_folders(root: Path) -> dict[Path, str]:
     """Checkpoint folders that a current configuration would resume from, with where it comes from."""
     used: dict[Path, str] = {}
-    for source, params in {"params.yaml": load(root / "params.yaml"), **_experiment_params(root)}.items():
+    for source, params in {
+        "params.yaml": load(root / "params.yaml"),
+        **_experiment_params(root),
+    }.items():
         for name in params.variants:
             config = variant_config(params, name)
             folder = run_folder(root, name, config, family_named(config.model))
@@ -134,14 +160,22 @@ def main() -> None:
     root = tracking.project_root()
     folders = survey(root)
     for f in folders:
-        print(f"{f.megabytes:9.1f} MB  {f.path.relative_to(root)}  "
-              + (f"in use: {f.in_use}" if f.in_use else "stale" + (": removed" if args.remove else "")))
+        print(
+            f"{f.megabytes:9.1f} MB  {f.path.relative_to(root)}  "
+            + (
+                f"in use: {f.in_use}"
+                if f.in_use
+                else "stale" + (": removed" if args.remove else "")
+            )
+        )
         if args.remove and not f.in_use:
             shutil.rmtree(f.path)
     stale = [f for f in folders if not f.in_use]
     verb = "removed" if args.remove else "stale (python -m etude.checkpoints --remove deletes them)"
-    print(f"{len(folders)} run folders, {sum(f.megabytes for f in folders):.1f} MB; "
-          f"{len(stale)} {verb}, {sum(f.megabytes for f in stale):.1f} MB")
+    print(
+        f"{len(folders)} run folders, {sum(f.megabytes for f in folders):.1f} MB; "
+        f"{len(stale)} {verb}, {sum(f.megabytes for f in stale):.1f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ from etude.variants import load, variant_config
 USER_ERRORS = (ParamsError, EtudeError, FileNotFoundError)
 
 
-def stage_main(name: str, body: Callable[[Params, str | None], None], per_variant: bool = False) -> None:
+def stage_main(
+    name: str, body: Callable[[Params, str | None], None], per_variant: bool = False
+) -> None:
     parser = argparse.ArgumentParser(prog=f"python -m stages.{name}")
     if per_variant:
         parser.add_argument("--variant", required=True, help="a key of `variants:` in params.yaml")

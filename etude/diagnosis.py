@@ -23,24 +23,28 @@ from etude.params import Diagnosis, Remedies
 
 @dataclass(frozen=True)
 class Verdict:
-    name: str                       # the pathology, snake_case
-    evidence: str                   # the numbers, in words
-    remedy: str                     # what the documents prescribe, in words
+    name: str  # the pathology, snake_case
+    evidence: str  # the numbers, in words
+    remedy: str  # what the documents prescribe, in words
     overrides: dict[str, Any] = field(default_factory=dict)  # params path -> value
-    epoch: int | None = None        # 1-based epoch it first showed; None: judged on the whole run
+    epoch: int | None = None  # 1-based epoch it first showed; None: judged on the whole run
 
     @property
     def command(self) -> str:
         if not self.overrides:
             return ""
-        return "dvc exp run " + " ".join(f"-S ++{key}={_literal(value)}" for key, value in self.overrides.items())
+        return "dvc exp run " + " ".join(
+            f"-S ++{key}={_literal(value)}" for key, value in self.overrides.items()
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"command": self.command}
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> Verdict:
-        return cls(row["name"], row["evidence"], row["remedy"], row.get("overrides", {}), row.get("epoch"))
+        return cls(
+            row["name"], row["evidence"], row["remedy"], row.get("overrides", {}), row.get("epoch")
+        )
 
     def line(self) -> str:
         when = f" (epoch {self.epoch})" if self.epoch is not None else ""
@@ -110,11 +114,21 @@ def more_dropout(dropout: float, remedies: Remedies, variant: str) -> dict[str, 
     """The usual remedy for overfitting, for a model with `dropout`: `variants.<variant>.dropout`."""
     if dropout >= remedies.dropout_max:
         return {}
-    return {variant_key(variant, "dropout"): round(min(dropout + remedies.dropout_step, remedies.dropout_max), 2)}
+    return {
+        variant_key(variant, "dropout"): round(
+            min(dropout + remedies.dropout_step, remedies.dropout_max), 2
+        )
+    }
 
 
-def training_verdicts(history: pd.DataFrame, summary: dict[str, Any], config, settings: Diagnosis,
-                      regularize: dict[str, Any], variant: str) -> list[Verdict]:
+def training_verdicts(
+    history: pd.DataFrame,
+    summary: dict[str, Any],
+    config,
+    settings: Diagnosis,
+    regularize: dict[str, Any],
+    variant: str,
+) -> list[Verdict]:
     """The pathologies any training can show: non-finite loss, loss spikes, exploding gradients, loss
     rising mid-training (unstable) or only on validation (overfitting: `regularize` is the family's
     remedy), a plateau, and early stopping before the loss had settled."""
@@ -123,9 +137,16 @@ def training_verdicts(history: pd.DataFrame, summary: dict[str, Any], config, se
     non_finite = ~np.isfinite(history[["train_loss", "val_loss"]]).all(axis=1)
     if non_finite.any():
         epoch = first_epoch(non_finite, epochs)
-        verdicts.append(Verdict("non_finite_loss", f"the loss became non-finite at epoch {epoch}; training "
-                                f"stopped and kept the best epoch ({summary['best_epoch'] + 1})",
-                                "a lower learning rate", lower_lr(config, settings.remedies, variant), epoch))
+        verdicts.append(
+            Verdict(
+                "non_finite_loss",
+                f"the loss became non-finite at epoch {epoch}; training "
+                f"stopped and kept the best epoch ({summary['best_epoch'] + 1})",
+                "a lower learning rate",
+                lower_lr(config, settings.remedies, variant),
+                epoch,
+            )
+        )
     finite = history[~non_finite]
     verdicts += _spikes(variant, finite, config, settings)
     verdicts += _gradient_explosion(variant, history, config, settings)
@@ -152,11 +173,20 @@ def _spikes(variant: str, h: pd.DataFrame, config, settings: Diagnosis) -> list[
     i = int(np.flatnonzero(spike)[0])
     epoch = int(h["epoch"].iloc[i]) + 1
     evidence = f"training loss {loss[i]:.4g} at epoch {epoch} against {best_before[i]:.4g} before"
-    return [Verdict("loss_spike", f"{evidence} (> {settings.spike_factor:g}x)", "a lower learning rate",
-                    lower_lr(config, settings.remedies, variant), epoch)]
+    return [
+        Verdict(
+            "loss_spike",
+            f"{evidence} (> {settings.spike_factor:g}x)",
+            "a lower learning rate",
+            lower_lr(config, settings.remedies, variant),
+            epoch,
+        )
+    ]
 
 
-def _gradient_explosion(variant: str, h: pd.DataFrame, config, settings: Diagnosis) -> list[Verdict]:
+def _gradient_explosion(
+    variant: str, h: pd.DataFrame, config, settings: Diagnosis
+) -> list[Verdict]:
     """An epoch's largest gradient norm (before clipping) above `grad_norm_factor` x the median of
     the earlier epochs' largest norms, or non-finite. Largest against largest: within an epoch the
     heaviest batch is routinely 10-50x the median one."""
@@ -166,18 +196,27 @@ def _gradient_explosion(variant: str, h: pd.DataFrame, config, settings: Diagnos
     for i in range(len(h)):
         before = peak[:i][np.isfinite(peak[:i])]
         exploded = not math.isfinite(peak[i]) or (
-            len(before) >= 2 and peak[i] > settings.grad_norm_factor * np.median(before))
+            len(before) >= 2 and peak[i] > settings.grad_norm_factor * np.median(before)
+        )
         if exploded:
             epoch = int(h["epoch"].iloc[i]) + 1
             median = f"{np.median(before):.3g}" if len(before) else "n/a"
-            return [Verdict("gradient_explosion", f"largest gradient norm {peak[i]:.3g} at epoch {epoch} against a "
-                            f"median largest norm of {median} before (> {settings.grad_norm_factor:g}x)",
-                            "a lower learning rate (and gradient clipping)",
-                            lower_lr(config, settings.remedies, variant), epoch)]
+            return [
+                Verdict(
+                    "gradient_explosion",
+                    f"largest gradient norm {peak[i]:.3g} at epoch {epoch} against a "
+                    f"median largest norm of {median} before (> {settings.grad_norm_factor:g}x)",
+                    "a lower learning rate (and gradient clipping)",
+                    lower_lr(config, settings.remedies, variant),
+                    epoch,
+                )
+            ]
     return []
 
 
-def _rising(variant: str, h: pd.DataFrame, config, settings: Diagnosis, regularize: dict[str, Any]) -> list[Verdict]:
+def _rising(
+    variant: str, h: pd.DataFrame, config, settings: Diagnosis, regularize: dict[str, Any]
+) -> list[Verdict]:
     """Validation loss above its best for `rising_epochs` epochs in a row after it, and by more than
     `rise_share` at the end: with the training loss rising too the steps are too large (the
     documents' "loss increased after epoch 5": lower lr); with the training loss still falling the
@@ -193,14 +232,33 @@ def _rising(variant: str, h: pd.DataFrame, config, settings: Diagnosis, regulari
         return []
     epoch = int(h["epoch"].iloc[best + n]) + 1
     train_change = train[best + n] - train[best]
-    evidence = (f"validation loss {val[best]:.4g} at epoch {best + 1}, then above it for {len(after)} epochs "
-                f"({val[-1]:.4g} at the end); training loss {train[best]:.4g} -> {train[best + n]:.4g}")
+    evidence = (
+        f"validation loss {val[best]:.4g} at epoch {best + 1}, then above it for {len(after)} epochs "
+        f"({val[-1]:.4g} at the end); training loss {train[best]:.4g} -> {train[best + n]:.4g}"
+    )
     if train_change > 0:
-        return [Verdict("rising_loss", evidence, "a lower learning rate", lower_lr(config, settings.remedies, variant),
-                        epoch)]
-    remedy = ", ".join(f"{key.rsplit('.', 1)[-1]} {value}" for key, value in regularize.items()) or "more data"
-    return [Verdict("overfitting", evidence, f"regularisation: {remedy} (or fewer epochs: early stopping keeps "
-                    "the best)", regularize, epoch)]
+        return [
+            Verdict(
+                "rising_loss",
+                evidence,
+                "a lower learning rate",
+                lower_lr(config, settings.remedies, variant),
+                epoch,
+            )
+        ]
+    remedy = (
+        ", ".join(f"{key.rsplit('.', 1)[-1]} {value}" for key, value in regularize.items())
+        or "more data"
+    )
+    return [
+        Verdict(
+            "overfitting",
+            evidence,
+            f"regularisation: {remedy} (or fewer epochs: early stopping keeps the best)",
+            regularize,
+            epoch,
+        )
+    ]
 
 
 def _plateau(variant: str, h: pd.DataFrame, config, settings: Diagnosis) -> list[Verdict]:
@@ -215,35 +273,72 @@ def _plateau(variant: str, h: pd.DataFrame, config, settings: Diagnosis) -> list
     before, recent = h["val_loss"].iloc[: 2 * third].min(), h["val_loss"].iloc[2 * third :].min()
     if before - recent >= abs(before) * settings.plateau_improvement:
         return []
-    evidence = (f"best validation loss {before:.4g} -> {recent:.4g} over the last {len(h) - 2 * third} epochs "
-                f"(< {settings.plateau_improvement:.0%})")
+    evidence = (
+        f"best validation loss {before:.4g} -> {recent:.4g} over the last {len(h) - 2 * third} epochs "
+        f"(< {settings.plateau_improvement:.0%})"
+    )
     epoch = int(h["epoch"].iloc[2 * third]) + 1
     if "lr" in h and h["lr"].iloc[-1] < settings.decayed_lr_share * config.lr:
-        return [Verdict("plateau", evidence + f"; lr decayed {config.lr:g} -> {h['lr'].iloc[-1]:.3g}",
-                        "a slower learning-rate decay",
-                        {variant_key(variant, "lr_schedule.factor"): remedies.decay_factor,
-                         variant_key(variant, "lr_schedule.every"):
-                         max(remedies.decay_every, config.lr_schedule.every)}, epoch)]
-    return [Verdict("plateau", evidence, "a higher learning rate",
-                    {variant_key(variant, "lr"): scaled(config.lr, remedies.lr_up)}, epoch)]
+        return [
+            Verdict(
+                "plateau",
+                evidence + f"; lr decayed {config.lr:g} -> {h['lr'].iloc[-1]:.3g}",
+                "a slower learning-rate decay",
+                {
+                    variant_key(variant, "lr_schedule.factor"): remedies.decay_factor,
+                    variant_key(variant, "lr_schedule.every"): max(
+                        remedies.decay_every, config.lr_schedule.every
+                    ),
+                },
+                epoch,
+            )
+        ]
+    return [
+        Verdict(
+            "plateau",
+            evidence,
+            "a higher learning rate",
+            {variant_key(variant, "lr"): scaled(config.lr, remedies.lr_up)},
+            epoch,
+        )
+    ]
 
 
-def _premature_stop(variant: str, h: pd.DataFrame, summary: dict[str, Any], config,
-                    settings: Diagnosis) -> list[Verdict]:
+def _premature_stop(
+    variant: str, h: pd.DataFrame, summary: dict[str, Any], config, settings: Diagnosis
+) -> list[Verdict]:
     """Early stopping before `premature_stop_share` of the epoch budget (the documents: patience 15
     stopped MelodyVAE at ~35 epochs, before timeshift had learned; 25 fixed it)."""
-    if not summary["stopped_early"] or summary["epochs_run"] >= settings.premature_stop_share * config.epochs:
+    if (
+        not summary["stopped_early"]
+        or summary["epochs_run"] >= settings.premature_stop_share * config.epochs
+    ):
         return []
     patience, remedies = config.patience or 1, settings.remedies
     more = max(round(remedies.patience_factor * patience), patience + remedies.patience_add)
-    return [Verdict("premature_stop", f"early stopping after {summary['epochs_run']} of {config.epochs} epochs "
-                    f"(patience {config.patience}, best epoch {summary['best_epoch'] + 1})",
-                    "more patience", {variant_key(variant, "patience"): more},
-                    summary["epochs_run"])]
+    return [
+        Verdict(
+            "premature_stop",
+            f"early stopping after {summary['epochs_run']} of {config.epochs} epochs "
+            f"(patience {config.patience}, best epoch {summary['best_epoch'] + 1})",
+            "more patience",
+            {variant_key(variant, "patience"): more},
+            summary["epochs_run"],
+        )
+    ]
 
 
-def collapse_verdict(name: str, variant: str, h: pd.DataFrame, column: str, threshold: float, settings: Diagnosis,
-                     what: str, remedy: str, overrides: dict[str, Any]) -> list[Verdict]:
+def collapse_verdict(
+    name: str,
+    variant: str,
+    h: pd.DataFrame,
+    column: str,
+    threshold: float,
+    settings: Diagnosis,
+    what: str,
+    remedy: str,
+    overrides: dict[str, Any],
+) -> list[Verdict]:
     """A ratio to the data (a spread, a diversity) that ends training below `threshold`, judged on its
     median over the last `judge_epochs`; the epoch is the first of the final run below it."""
     if column not in h or not len(h):
@@ -254,6 +349,13 @@ def collapse_verdict(name: str, variant: str, h: pd.DataFrame, column: str, thre
     below = (smoothed < threshold).to_numpy()
     start = len(below) - int(np.argmin(below[::-1])) if not below.all() else 0
     epoch = int(h["epoch"].iloc[start]) + 1
-    return [Verdict(name, f"{what} {smoothed.iloc[-1]:.2f}x the data's at the end (median of the last "
-                    f"{min(settings.judge_epochs, len(h))} epochs; < {threshold:g}x since epoch {epoch})", remedy,
-                    overrides, epoch)]
+    return [
+        Verdict(
+            name,
+            f"{what} {smoothed.iloc[-1]:.2f}x the data's at the end (median of the last "
+            f"{min(settings.judge_epochs, len(h))} epochs; < {threshold:g}x since epoch {epoch})",
+            remedy,
+            overrides,
+            epoch,
+        )
+    ]

@@ -31,8 +31,14 @@ from etude.errors import DataError
 
 # Code every family's results depend on, besides the family's own: the interface, the training loop
 # with its batches, seeds and checkpoints, and the writer of the published model.
-SHARED_CODE = ("etude/family.py", "etude/training.py", "etude/batches.py", "etude/device.py",
-               "etude/checkpoints.py", "etude/model_card.py")
+SHARED_CODE = (
+    "etude/family.py",
+    "etude/training.py",
+    "etude/batches.py",
+    "etude/device.py",
+    "etude/checkpoints.py",
+    "etude/model_card.py",
+)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -74,10 +80,12 @@ Batch = tuple[torch.Tensor, ...]
 class Family(ABC):
     """One model family. Subclasses set the class attributes and implement the abstract hooks."""
 
-    name: ClassVar[str]                 # the value of `model:` in a variant
-    Config: ClassVar[type[BaseModel]]   # its section under `models:` in params.yaml
-    code: ClassVar[tuple[str, ...]] = ()  # source files beyond its classes' modules (task, representation)
-    baselines: ClassVar[str]            # one sentence for the report: what its metrics are compared with
+    name: ClassVar[str]  # the value of `model:` in a variant
+    Config: ClassVar[type[BaseModel]]  # its section under `models:` in params.yaml
+    code: ClassVar[
+        tuple[str, ...]
+    ] = ()  # source files beyond its classes' modules (task, representation)
+    baselines: ClassVar[str]  # one sentence for the report: what its metrics are compared with
     # Report labels of `evaluate`'s reference groups, where the group key alone does not say it.
     group_labels: ClassVar[dict[str, str]] = {}
 
@@ -106,13 +114,17 @@ class Family(ABC):
         what, setting = self.example(config)
         for split in ("train", "validation", "test"):
             if self.split_size(data, config, split) == 0:
-                raise DataError(f"variant {variant}: the {split} split has no {what}; change "
-                                f"{setting.format(variant=variant)} or give the {split} split more or "
-                                "longer pieces")
+                raise DataError(
+                    f"variant {variant}: the {split} split has no {what}; change "
+                    f"{setting.format(variant=variant)} or give the {split} split more or "
+                    "longer pieces"
+                )
         train = self.split_size(data, config, "train")
         if train < config.batch_size:
-            raise DataError(f"variant {variant}: the train split has {train} examples ({what}), fewer "
-                            f"than variants.{variant}.batch_size={config.batch_size}")
+            raise DataError(
+                f"variant {variant}: the train split has {train} examples ({what}), fewer "
+                f"than variants.{variant}.batch_size={config.batch_size}"
+            )
 
     # ---- model -----------------------------------------------------------------------------------
     @abstractmethod
@@ -129,16 +141,20 @@ class Family(ABC):
         """An epoch's batches; the order depends on (seed, epoch) alone, so a resumed run draws the same."""
 
     @abstractmethod
-    def eval_batches(self, data, config, split: str, limit: int | None,
-                     device: torch.device) -> Iterator[Batch]:
+    def eval_batches(
+        self, data, config, split: str, limit: int | None, device: torch.device
+    ) -> Iterator[Batch]:
         """At most `limit` examples of `split`, in a fixed order."""
 
     @abstractmethod
-    def loss(self, model, batch: Batch, config,
-             epoch: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, model, batch: Batch, config, epoch: int | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(total, named terms). epoch None: every schedule at its final weight (validation)."""
 
-    def epoch_measures(self, model, data, config, epoch: int, device: torch.device) -> dict[str, float]:
+    def epoch_measures(
+        self, model, data, config, epoch: int, device: torch.device
+    ) -> dict[str, float]:
         """Extra per-epoch history columns: the validation statistics a pathology shows in."""
         return {}
 
@@ -154,12 +170,15 @@ class Family(ABC):
 
     # ---- evaluation, samples, report ----------------------------------------------------------------
     @abstractmethod
-    def evaluate(self, model, data, config, settings, device: torch.device) -> dict[str, dict[str, float]]:
+    def evaluate(
+        self, model, data, config, settings, device: torch.device
+    ) -> dict[str, dict[str, float]]:
         """Test-split metrics: {"model": …, "baseline": …, other reference groups …}."""
 
     @abstractmethod
-    def generate(self, model, data, config, settings, out_dir: Path,
-                 device: torch.device) -> tuple[pd.DataFrame, dict[str, float]]:
+    def generate(
+        self, model, data, config, settings, out_dir: Path, device: torch.device
+    ) -> tuple[pd.DataFrame, dict[str, float]]:
         """Write samples into `out_dir`; return their table and statistics."""
 
     def judge_samples(self, data, config, settings, samples: pd.DataFrame) -> dict | None:
@@ -180,8 +199,11 @@ class Family(ABC):
     def own_code(self) -> tuple[str, ...]:
         """The family's own source files: its class's module, its base classes' (below Family), then
         the files it declares in `code`; relative to the root."""
-        modules = [Path(inspect.getfile(cls)).resolve().relative_to(ROOT).as_posix()
-                   for cls in type(self).__mro__ if issubclass(cls, Family) and cls is not Family]
+        modules = [
+            Path(inspect.getfile(cls)).resolve().relative_to(ROOT).as_posix()
+            for cls in type(self).__mro__
+            if issubclass(cls, Family) and cls is not Family
+        ]
         return tuple(dict.fromkeys((*modules, *self.code)))
 
     def code_files(self) -> tuple[str, ...]:

@@ -32,7 +32,9 @@ def embedded_png(path: Path) -> str:
 def curves_figure(result: Results) -> str:
     """Train and validation curves of every loss term, and the learning rate."""
     history = result.history
-    loss_columns = [c for c in history.columns if c.startswith(("train_", "val_")) and c.endswith("loss")]
+    loss_columns = [
+        c for c in history.columns if c.startswith(("train_", "val_")) and c.endswith("loss")
+    ]
     heads = sorted({c.split("_", 1)[1] for c in loss_columns}, key=lambda h: (h != "loss", h))
     fig, axes = plt.subplots(1, len(heads) + 1, figsize=(3.2 * (len(heads) + 1), 2.6))
     for ax, head in zip(axes, heads):
@@ -53,14 +55,18 @@ def piano_roll_figure(result: Results, seconds: float, first_sample_only: bool) 
     the whole group played back to back."""
     samples = result.samples
     groups = list(dict.fromkeys(samples["group"]))
-    fig, axes = plt.subplots(1, len(groups), figsize=(3.4 * len(groups), 2.6), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(groups), figsize=(3.4 * len(groups), 2.6), sharey=True, squeeze=False
+    )
     for ax, group in zip(axes[0], groups):
         notes = samples[samples["group"] == group]
         if first_sample_only:
             notes = notes[notes["sample"] == 0]
         notes = notes[notes["start"] - notes["start"].min() < seconds]
         start = notes["start"] - notes["start"].min()
-        ax.barh(notes["pitch"], (notes["end"] - notes["start"]).clip(lower=0.02), left=start, height=0.8)
+        ax.barh(
+            notes["pitch"], (notes["end"] - notes["start"]).clip(lower=0.02), left=start, height=0.8
+        )
         ax.set_title(group, fontsize=9)
         ax.set_xlabel("seconds", fontsize=8)
     fig.suptitle(f"{result.name}: samples", fontsize=10, y=1.04)
@@ -81,12 +87,16 @@ def audio_player(label: str, mp3: Path | bytes) -> str:
     """One MP3 clip (a file, or its bytes) as an inline player with its caption. preload="none": a
     page of many players decodes only the one played."""
     data = base64.b64encode(mp3.read_bytes() if isinstance(mp3, Path) else mp3).decode()
-    return (f'<figure style="display:inline-block;margin:4px"><figcaption>{html.escape(label)}</figcaption>'
-            f'<audio controls preload="none" src="data:audio/mpeg;base64,{data}"></audio></figure>')
+    return (
+        f'<figure style="display:inline-block;margin:4px"><figcaption>{html.escape(label)}</figcaption>'
+        f'<audio controls preload="none" src="data:audio/mpeg;base64,{data}"></audio></figure>'
+    )
 
 
 def audio_players(groups: Mapping[str, Sequence[tuple[str, Path | bytes]]], title: str) -> str:
     """MP3 clips as inline players, a row per group: {group: [(label, mp3 file or bytes), ...]}."""
-    rows = "".join(f"<h4>{html.escape(group)}</h4>" + "".join(audio_player(label, mp3) for label, mp3 in clips)
-                   for group, clips in groups.items())
+    rows = "".join(
+        f"<h4>{html.escape(group)}</h4>" + "".join(audio_player(label, mp3) for label, mp3 in clips)
+        for group, clips in groups.items()
+    )
     return f"<h3>{html.escape(title)}</h3>{rows}"

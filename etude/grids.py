@@ -30,10 +30,20 @@ import pandas as pd
 from etude.errors import DataError
 from etude.ingest import usable
 from etude.params import Grid, Tempo
-from etude.skips import TRAINING_SPLIT_HINT, SkipRecords, Unusable, skipped_arrays, skipped_from, skipped_table
+from etude.skips import (
+    TRAINING_SPLIT_HINT,
+    SkipRecords,
+    Unusable,
+    skipped_arrays,
+    skipped_from,
+    skipped_table,
+)
 from etude.sources import SPLIT_CODES
 
-FEATURES = {"rhythm": ("onset", "velocity", "timeshift"), "melody": ("onset", "velocity", "duration", "timeshift")}
+FEATURES = {
+    "rhythm": ("onset", "velocity", "timeshift"),
+    "melody": ("onset", "velocity", "duration", "timeshift"),
+}
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,7 @@ class BeatGrid:
 
     bpm: float
     phase: float  # seconds of the first grid line
-    source: str   # file | estimate | fixed
+    source: str  # file | estimate | fixed
 
 
 def estimate_tempo(onsets: np.ndarray, weights: np.ndarray, settings: Tempo) -> tuple[float, float]:
@@ -59,8 +69,10 @@ def estimate_tempo(onsets: np.ndarray, weights: np.ndarray, settings: Tempo) -> 
     if span == 0:
         raise Unusable("a single onset time (one note or chord): no tempo to estimate")
     if span < 60.0 / settings.min_bpm:
-        raise Unusable(f"onsets span less than one beat at grid.tempo.min_bpm={settings.min_bpm:g}: "
-                       "no tempo to estimate")
+        raise Unusable(
+            f"onsets span less than one beat at grid.tempo.min_bpm={settings.min_bpm:g}: "
+            "no tempo to estimate"
+        )
     fps = settings.frame_rate
     max_lag = int(np.ceil(fps * 60.0 / settings.min_bpm))
     # At least max_lag + 1 frames, so every lag searched has an autocorrelation value.
@@ -74,7 +86,9 @@ def estimate_tempo(onsets: np.ndarray, weights: np.ndarray, settings: Tempo) -> 
     # The envelope quantises onsets to frames, and a period off by a fraction of a frame drifts
     # the phase by tenths of a second over a piece: refine within one frame on the exact onset
     # times, maximising the circular resultant |sum w exp(2 pi i t / period)| (a comb fit).
-    beat, offset = comb_fit(onsets, weights, np.linspace(best - 1, best + 1, settings.refine_candidates) / fps)
+    beat, offset = comb_fit(
+        onsets, weights, np.linspace(best - 1, best + 1, settings.refine_candidates) / fps
+    )
     return 60.0 / beat, offset % beat
 
 
@@ -94,7 +108,9 @@ def beat_grid(notes: pd.DataFrame, file_tempo_bpm: float, settings: Tempo) -> Be
         return BeatGrid(settings.fixed_bpm, 0.0, "fixed")
     if settings.source == "file" and settings.min_bpm <= file_tempo_bpm <= settings.max_bpm:
         return BeatGrid(float(file_tempo_bpm), 0.0, "file")
-    bpm, phase = estimate_tempo(notes["start"].to_numpy(), notes["velocity"].to_numpy() / 127.0, settings)
+    bpm, phase = estimate_tempo(
+        notes["start"].to_numpy(), notes["velocity"].to_numpy() / 127.0, settings
+    )
     return BeatGrid(bpm, phase, "estimate")
 
 
@@ -126,10 +142,15 @@ def window_grids(notes: pd.DataFrame, beats: BeatGrid, grid: Grid) -> tuple[np.n
     window_beats = grid.bars * grid.beats_per_bar
     tolerance = grid.tempo.local_tolerance if beats.source == "estimate" else 0.0
     onsets = np.sort(notes["start"].to_numpy())
-    weights = notes["velocity"].to_numpy()[np.argsort(notes["start"].to_numpy(), kind="stable")] / 127.0
+    weights = (
+        notes["velocity"].to_numpy()[np.argsort(notes["start"].to_numpy(), kind="stable")] / 127.0
+    )
     periods = beat0 * np.linspace(1 - tolerance, 1 + tolerance, grid.tempo.refine_candidates)
     starts, units = [], []
-    start = beats.phase - np.ceil((beats.phase - onsets[0]) / (window_beats * beat0)) * window_beats * beat0
+    start = (
+        beats.phase
+        - np.ceil((beats.phase - onsets[0]) / (window_beats * beat0)) * window_beats * beat0
+    )
     while start - beat0 / 2 <= onsets[-1]:
         beat = beat0
         if tolerance > 0:
@@ -143,8 +164,9 @@ def window_grids(notes: pd.DataFrame, beats: BeatGrid, grid: Grid) -> tuple[np.n
     return np.array(starts), np.array(units)
 
 
-def encode(notes: pd.DataFrame, beats: BeatGrid, grid: Grid,
-           representation: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def encode(
+    notes: pd.DataFrame, beats: BeatGrid, grid: Grid, representation: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(windows, start, unit): grids (W, F, R, T) float32, each window's first grid line (s) and step (s)."""
     features = FEATURES[representation]
     steps = grid.bars * grid.beats_per_bar * grid.steps_per_beat
@@ -160,23 +182,38 @@ def encode(notes: pd.DataFrame, beats: BeatGrid, grid: Grid,
     keep = (rows >= 0) & (index >= 0) & (index < steps)
     if representation == "melody" and grid.melody.voice == "skyline":
         keep &= _is_skyline(window * steps + index, notes["pitch"].to_numpy())
-    notes, rows, window, index, unit, t = notes[keep], rows[keep], window[keep], index[keep], unit[keep], t[keep]
+    notes, rows, window, index, unit, t = (
+        notes[keep],
+        rows[keep],
+        window[keep],
+        index[keep],
+        unit[keep],
+        t[keep],
+    )
 
-    timeshift = np.clip((t - starts[window] - unit * index) / (unit / 2), -1.0, np.nextafter(np.float32(1), 0))
+    timeshift = np.clip(
+        (t - starts[window] - unit * index) / (unit / 2), -1.0, np.nextafter(np.float32(1), 0)
+    )
     velocity = notes["velocity"].to_numpy() / 127.0
     half_note = 2 * grid.steps_per_beat * unit
-    duration = np.clip((notes["end"] - notes["start"]).to_numpy() / half_note, grid.duration_min, grid.duration_max)
+    duration = np.clip(
+        (notes["end"] - notes["start"]).to_numpy() / half_note, grid.duration_min, grid.duration_max
+    )
     cell = index
     # Two notes in one cell: the louder wins (first occurrence after a stable descending sort).
     order = np.argsort(-velocity, kind="stable")
     key = (window * num_rows(grid, representation) + rows) * steps + cell
     _, first = np.unique(key[order], return_index=True)
     chosen = order[first]
-    out = np.zeros((len(starts), len(features), num_rows(grid, representation), steps), dtype=np.float32)
+    out = np.zeros(
+        (len(starts), len(features), num_rows(grid, representation), steps), dtype=np.float32
+    )
     values = {"onset": 1.0, "velocity": velocity, "duration": duration, "timeshift": timeshift}
     for f, name in enumerate(features):
         value = values[name]
-        out[window[chosen], f, rows[chosen], cell[chosen]] = value if np.isscalar(value) else value[chosen]
+        out[window[chosen], f, rows[chosen], cell[chosen]] = (
+            value if np.isscalar(value) else value[chosen]
+        )
     onsets = out[:, 0].sum(axis=(1, 2))
     kept = np.flatnonzero(onsets >= max(grid.min_onsets, 1))
     return out[kept], starts[kept], units[kept]
@@ -201,8 +238,16 @@ def lane_pitches(grid: Grid, representation: str, drum_lanes: bool = False) -> n
     return ((edges[:-1] + edges[1:] - 1) // 2).clip(0, 127)
 
 
-def decode(window: np.ndarray, start_s: float, unit: float, grid: Grid, representation: str,
-           onset_threshold: float = 0.5, grid_offset: float = 1.0, drum_lanes: bool = False) -> pd.DataFrame:
+def decode(
+    window: np.ndarray,
+    start_s: float,
+    unit: float,
+    grid: Grid,
+    representation: str,
+    onset_threshold: float = 0.5,
+    grid_offset: float = 1.0,
+    drum_lanes: bool = False,
+) -> pd.DataFrame:
     """Notes (pitch, velocity, start, end in seconds, is_drum) of one (F, R, T) grid whose first grid
     line is at `start_s` with steps of `unit` seconds, with micro-timing scaled by `grid_offset`."""
     features = FEATURES[representation]
@@ -210,44 +255,84 @@ def decode(window: np.ndarray, start_s: float, unit: float, grid: Grid, represen
     get = lambda name: window[features.index(name), rows, cells]
     start = start_s + cells * unit + get("timeshift") * grid_offset * unit / 2
     # Rhythm grids carry no duration: each note lasts one step.
-    length = get("duration") * 2 * grid.steps_per_beat * unit if "duration" in features else np.full(len(rows), unit)
+    length = (
+        get("duration") * 2 * grid.steps_per_beat * unit
+        if "duration" in features
+        else np.full(len(rows), unit)
+    )
     velocity = np.clip(np.round(get("velocity") * 127), 1, 127).astype(int)
-    frame = pd.DataFrame({"pitch": lane_pitches(grid, representation, drum_lanes)[rows], "velocity": velocity,
-                          "start": start, "end": start + length, "is_drum": drum_lanes})
+    frame = pd.DataFrame(
+        {
+            "pitch": lane_pitches(grid, representation, drum_lanes)[rows],
+            "velocity": velocity,
+            "start": start,
+            "end": start + length,
+            "is_drum": drum_lanes,
+        }
+    )
     return frame.sort_values(["start", "pitch"], ignore_index=True)
 
 
 @dataclass(frozen=True)
 class GridSet(SkipRecords):
-    grids: np.ndarray       # (W, F, R, T) float32
-    piece: np.ndarray       # (W,) piece id
-    start: np.ndarray       # (W,) seconds of each window's first grid line
-    unit: np.ndarray        # (W,) seconds per grid step of each window
-    split: np.ndarray       # (W,) SPLIT_CODES
-    tempo: pd.DataFrame     # per piece: id, bpm, phase, source
-    grid: Grid              # the geometry the grids were built with: decoding needs it
+    grids: np.ndarray  # (W, F, R, T) float32
+    piece: np.ndarray  # (W,) piece id
+    start: np.ndarray  # (W,) seconds of each window's first grid line
+    unit: np.ndarray  # (W,) seconds per grid step of each window
+    split: np.ndarray  # (W,) SPLIT_CODES
+    tempo: pd.DataFrame  # per piece: id, bpm, phase, source
+    grid: Grid  # the geometry the grids were built with: decoding needs it
     representation: str
-    skipped: pd.DataFrame   # piece, path, reason of each usable piece without a window
-    drum_lanes: bool = False  # rows are GM drum classes: decode to grid.rhythm.drum_pitches on a drum track
+    skipped: pd.DataFrame  # piece, path, reason of each usable piece without a window
+    drum_lanes: bool = (
+        False  # rows are GM drum classes: decode to grid.rhythm.drum_pitches on a drum track
+    )
     source: Path | None = field(default=None, compare=False)  # the file it was loaded from
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as f:
-            np.savez(f, grids=self.grids, piece=self.piece, start=self.start, unit=self.unit, split=self.split,
-                     grid=np.array(self.grid.model_dump_json()), representation=np.array(self.representation),
-                     tempo_id=self.tempo["id"].to_numpy(), tempo_bpm=self.tempo["bpm"].to_numpy(),
-                     tempo_phase=self.tempo["phase"].to_numpy(), tempo_source=self.tempo["source"].to_numpy(str),
-                     drum_lanes=np.array(self.drum_lanes), **skipped_arrays(self.skipped))
+            np.savez(
+                f,
+                grids=self.grids,
+                piece=self.piece,
+                start=self.start,
+                unit=self.unit,
+                split=self.split,
+                grid=np.array(self.grid.model_dump_json()),
+                representation=np.array(self.representation),
+                tempo_id=self.tempo["id"].to_numpy(),
+                tempo_bpm=self.tempo["bpm"].to_numpy(),
+                tempo_phase=self.tempo["phase"].to_numpy(),
+                tempo_source=self.tempo["source"].to_numpy(str),
+                drum_lanes=np.array(self.drum_lanes),
+                **skipped_arrays(self.skipped),
+            )
 
     @classmethod
     def load(cls, path: Path) -> GridSet:
         with np.load(path) as z:
-            tempo = pd.DataFrame({"id": z["tempo_id"], "bpm": z["tempo_bpm"], "phase": z["tempo_phase"],
-                                  "source": z["tempo_source"]})
-            return cls(z["grids"], z["piece"], z["start"], z["unit"], z["split"], tempo,
-                       Grid.model_validate_json(str(z["grid"])), str(z["representation"]), skipped_from(z),
-                       bool(z["drum_lanes"]), Path(path))
+            tempo = pd.DataFrame(
+                {
+                    "id": z["tempo_id"],
+                    "bpm": z["tempo_bpm"],
+                    "phase": z["tempo_phase"],
+                    "source": z["tempo_source"],
+                }
+            )
+            return cls(
+                z["grids"],
+                z["piece"],
+                z["start"],
+                z["unit"],
+                z["split"],
+                tempo,
+                Grid.model_validate_json(str(z["grid"])),
+                str(z["representation"]),
+                skipped_from(z),
+                bool(z["drum_lanes"]),
+                Path(path),
+            )
 
     @property
     def what(self) -> str:
@@ -259,13 +344,13 @@ class GridSet(SkipRecords):
         """No piece gave a window: every usable piece is in `skipped`."""
         return len(self.grids) == 0
 
-
     def split_index(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == SPLIT_CODES[split])
 
 
-def piece_grids(notes: pd.DataFrame, file_tempo_bpm: float, grid: Grid,
-                representation: str) -> tuple[BeatGrid, np.ndarray, np.ndarray, np.ndarray]:
+def piece_grids(
+    notes: pd.DataFrame, file_tempo_bpm: float, grid: Grid, representation: str
+) -> tuple[BeatGrid, np.ndarray, np.ndarray, np.ndarray]:
     """(beat grid, windows, start, unit) of one piece; Unusable when it yields no window."""
     encoded = notes
     if representation == "melody":
@@ -273,11 +358,15 @@ def piece_grids(notes: pd.DataFrame, file_tempo_bpm: float, grid: Grid,
         encoded = notes[~notes["is_drum"].to_numpy()]
         if encoded.empty:
             raise Unusable("only drum notes (melody grids use pitched notes only)")
-    beats = beat_grid(notes, file_tempo_bpm, grid.tempo)  # every note: drums often carry the clearest pulse
+    beats = beat_grid(
+        notes, file_tempo_bpm, grid.tempo
+    )  # every note: drums often carry the clearest pulse
     windows, start, unit = encode(encoded, beats, grid, representation)
     if not len(windows):
-        raise Unusable(f"no {grid.bars}-bar window with {max(grid.min_onsets, 1)} onsets "
-                       f"(grid.min_onsets={grid.min_onsets})")
+        raise Unusable(
+            f"no {grid.bars}-bar window with {max(grid.min_onsets, 1)} onsets "
+            f"(grid.min_onsets={grid.min_onsets})"
+        )
     return beats, windows, start, unit
 
 
@@ -289,8 +378,10 @@ def check_meter(time_signature: str | None, grid: Grid) -> None:
     numerator, denominator = (int(n) for n in time_signature.split("-"))
     bar = numerator * 4 / denominator
     if bar != grid.beats_per_bar:
-        raise Unusable(f"time signature {time_signature}: {bar:g} quarter notes a bar, "
-                       f"not grid.beats_per_bar={grid.beats_per_bar}")
+        raise Unusable(
+            f"time signature {time_signature}: {bar:g} quarter notes a bar, "
+            f"not grid.beats_per_bar={grid.beats_per_bar}"
+        )
 
 
 def build(notes: pd.DataFrame, pieces: pd.DataFrame, grid: Grid, representation: str) -> GridSet:
@@ -304,7 +395,9 @@ def build(notes: pd.DataFrame, pieces: pd.DataFrame, grid: Grid, representation:
         except Unusable as err:
             reasons[pid] = str(err)
             continue
-        tempo_rows.append({"id": pid, "bpm": beats.bpm, "phase": beats.phase, "source": beats.source})
+        tempo_rows.append(
+            {"id": pid, "bpm": beats.bpm, "phase": beats.phase, "source": beats.source}
+        )
         grids.append(windows)
         piece_ids.append(np.full(len(windows), pid, dtype=np.int32))
         starts.append(start)
@@ -317,16 +410,43 @@ def build(notes: pd.DataFrame, pieces: pd.DataFrame, grid: Grid, representation:
     if not (split == SPLIT_CODES["train"]).any():
         raise DataError(f"the training split has no {representation} window; {TRAINING_SPLIT_HINT}")
     # Drum lanes when drum notes are most of what was encoded: a drum corpus, not a band with a drummer.
-    drum_lanes = representation == "rhythm" and bool(notes.loc[notes["piece"].isin(piece), "is_drum"].mean() > 0.5)
-    return GridSet(np.concatenate(grids), piece, np.concatenate(starts), np.concatenate(units), split,
-                   pd.DataFrame(tempo_rows), grid, representation, skipped, drum_lanes)
+    drum_lanes = representation == "rhythm" and bool(
+        notes.loc[notes["piece"].isin(piece), "is_drum"].mean() > 0.5
+    )
+    return GridSet(
+        np.concatenate(grids),
+        piece,
+        np.concatenate(starts),
+        np.concatenate(units),
+        split,
+        pd.DataFrame(tempo_rows),
+        grid,
+        representation,
+        skipped,
+        drum_lanes,
+    )
 
 
 def empty_set(grid: Grid, representation: str, skipped: pd.DataFrame) -> GridSet:
     """The set of a corpus where no piece gave a window: shaped (0, F, R, T), with its skip records."""
     steps = grid.bars * grid.beats_per_bar * grid.steps_per_beat
     shape = (0, len(FEATURES[representation]), num_rows(grid, representation), steps)
-    tempo = pd.DataFrame({"id": np.zeros(0, np.int32), "bpm": np.zeros(0), "phase": np.zeros(0),
-                          "source": np.zeros(0, str)})
-    return GridSet(np.zeros(shape, np.float32), np.zeros(0, np.int32), np.zeros(0), np.zeros(0), np.zeros(0, np.int8),
-                   tempo, grid, representation, skipped)
+    tempo = pd.DataFrame(
+        {
+            "id": np.zeros(0, np.int32),
+            "bpm": np.zeros(0),
+            "phase": np.zeros(0),
+            "source": np.zeros(0, str),
+        }
+    )
+    return GridSet(
+        np.zeros(shape, np.float32),
+        np.zeros(0, np.int32),
+        np.zeros(0),
+        np.zeros(0),
+        np.zeros(0, np.int8),
+        tempo,
+        grid,
+        representation,
+        skipped,
+    )

@@ -19,8 +19,16 @@ from tqdm import tqdm
 
 from etude.params import Ingest
 
-NOTE_COLUMNS = {"piece": "int32", "track": "int16", "program": "int16", "is_drum": "bool",
-                "pitch": "int16", "velocity": "int16", "start": "float64", "end": "float64"}
+NOTE_COLUMNS = {
+    "piece": "int32",
+    "track": "int16",
+    "program": "int16",
+    "is_drum": "bool",
+    "pitch": "int16",
+    "velocity": "int16",
+    "start": "float64",
+    "end": "float64",
+}
 OK, QUARANTINED = "ok", "quarantined"
 MIDI_DEFAULT_BPM = 120.0  # the tempo of a MIDI file without a tempo event
 
@@ -39,7 +47,9 @@ class Parsed:
     notes: dict[str, np.ndarray] | None
     duration: float
     error: str | None
-    tempo_bpm: float = float("nan")  # the file's first tempo, else the listed one; meaningless for performance MIDI
+    tempo_bpm: float = float(
+        "nan"
+    )  # the file's first tempo, else the listed one; meaningless for performance MIDI
     tempo_changes: int = 0
 
 
@@ -80,19 +90,36 @@ def parse_midi(payload: bytes, settings: Ingest, listed_bpm: float = float("nan"
     if count == 0 and dropped_drums:
         return Parsed(None, duration, "only drum notes (ingest.include_drums is false)")
     if count < settings.min_notes:
-        return Parsed(None, duration, f"{count} notes, fewer than ingest.min_notes={settings.min_notes}")
+        return Parsed(
+            None, duration, f"{count} notes, fewer than ingest.min_notes={settings.min_notes}"
+        )
     if duration > settings.max_duration_s:
-        return Parsed(None, duration,
-                      f"lasts {duration:.0f} s, more than ingest.max_duration_s={settings.max_duration_s:g}")
-    return Parsed({k: np.concatenate(v) for k, v in columns.items()}, duration, None,
-                  float(tempos[0]) if tempos else float(listed_bpm), max(len(tempos) - 1, 0))
+        return Parsed(
+            None,
+            duration,
+            f"lasts {duration:.0f} s, more than ingest.max_duration_s={settings.max_duration_s:g}",
+        )
+    return Parsed(
+        {k: np.concatenate(v) for k, v in columns.items()},
+        duration,
+        None,
+        float(tempos[0]) if tempos else float(listed_bpm),
+        max(len(tempos) - 1, 0),
+    )
 
 
-def ingest(raw: pd.DataFrame, settings: Ingest, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def ingest(
+    raw: pd.DataFrame, settings: Ingest, progress: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(notes, pieces) tables from the raw table written by the fetch stage."""
     files = list(zip(raw["data"], raw["bpm"]))  # (bytes, listed tempo)
     # disable=None: a bar on a terminal, none in DVC and CI logs.
-    bar = {"total": len(files), "desc": "ingest", "unit": "file", "disable": None if progress else True}
+    bar = {
+        "total": len(files),
+        "desc": "ingest",
+        "unit": "file",
+        "disable": None if progress else True,
+    }
     parse = lambda file: parse_midi(file[0], settings, file[1])
     if settings.workers == 1 or len(files) < 2:
         results = [parse(f) for f in tqdm(files, **bar)]
@@ -111,10 +138,14 @@ def ingest(raw: pd.DataFrame, settings: Ingest, progress: bool = True) -> tuple[
         raise NoUsableFiles(f"no usable MIDI file among {len(raw)}: {reasons[:2000]}")
     notes = pd.concat(note_frames, ignore_index=True).astype(NOTE_COLUMNS)
 
-    pieces = raw.drop(columns=["data"]).rename(columns={"duration": "metadata_duration", "bpm": "metadata_bpm"})
+    pieces = raw.drop(columns=["data"]).rename(
+        columns={"duration": "metadata_duration", "bpm": "metadata_bpm"}
+    )
     pieces.insert(0, "id", np.arange(len(raw), dtype=np.int32))
     pieces["duration"] = [r.duration for r in results]
-    pieces["note_count"] = notes.groupby("piece").size().reindex(pieces["id"], fill_value=0).to_numpy()
+    pieces["note_count"] = (
+        notes.groupby("piece").size().reindex(pieces["id"], fill_value=0).to_numpy()
+    )
     pieces["file_tempo_bpm"] = [r.tempo_bpm for r in results]
     pieces["tempo_changes"] = [r.tempo_changes for r in results]
     pieces["status"] = [OK if r.error is None else QUARANTINED for r in results]

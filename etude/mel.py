@@ -32,7 +32,9 @@ import librosa
 import numpy as np
 import pandas as pd
 import torch
-from audioread.exceptions import DecodeError  # librosa's fallback decoder when soundfile cannot read a file
+from audioread.exceptions import (
+    DecodeError,
+)  # librosa's fallback decoder when soundfile cannot read a file
 from librosa.util.exceptions import ParameterError
 from tqdm import tqdm
 
@@ -50,16 +52,35 @@ def frames_per_segment(settings: Mel) -> int:
 
 def mel_filterbank(settings: Mel) -> torch.Tensor:
     # The reference recipe: HTK mel scale, Slaney area normalisation.
-    return torch.from_numpy(librosa.filters.mel(
-        sr=settings.sample_rate, n_fft=settings.n_fft, n_mels=settings.n_mels, fmin=settings.fmin,
-        fmax=settings.fmax, htk=True, norm="slaney"))
+    return torch.from_numpy(
+        librosa.filters.mel(
+            sr=settings.sample_rate,
+            n_fft=settings.n_fft,
+            n_mels=settings.n_mels,
+            fmin=settings.fmin,
+            fmax=settings.fmax,
+            htk=True,
+            norm="slaney",
+        )
+    )
 
 
 def log_mel(segments: np.ndarray, settings: Mel, filterbank: torch.Tensor) -> np.ndarray:
     """(n, samples) audio -> (n, n_mels, frames) dB below each segment's maximum, floored at -top_db."""
     x = torch.from_numpy(np.ascontiguousarray(segments, dtype=np.float32))
-    spec = torch.stft(x, settings.n_fft, settings.hop_length, window=torch.hann_window(settings.n_fft),
-                      center=True, pad_mode="reflect", return_complex=True).abs().pow(2)
+    spec = (
+        torch.stft(
+            x,
+            settings.n_fft,
+            settings.hop_length,
+            window=torch.hann_window(settings.n_fft),
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )
+        .abs()
+        .pow(2)
+    )
     power = filterbank @ spec
     peak = power.amax(dim=(1, 2), keepdim=True)
     floor = peak * 10 ** (-settings.top_db / 10)
@@ -84,7 +105,7 @@ class PieceMel:
     piece: int
     source: str
     seconds: float
-    mel: np.ndarray        # (kept, n_mels, frames) float16
+    mel: np.ndarray  # (kept, n_mels, frames) float16
     start_s: np.ndarray
     level_db: np.ndarray
     skipped_silent: int
@@ -120,8 +141,16 @@ def _piece_mel(job: _Job, audio_settings: Audio, settings: Mel, soundfont: Path)
     for i in range(0, len(kept), settings.batch_segments):
         batch = kept[i : i + settings.batch_segments]
         mel[i : i + len(batch)] = log_mel(windows[batch], settings, filterbank)
-    return PieceMel(job.piece, _source(job, audio_settings), seconds, mel, starts[keep], level[keep],
-                    int((~keep).sum()), _no_segment_reason(len(windows), len(kept), settings))
+    return PieceMel(
+        job.piece,
+        _source(job, audio_settings),
+        seconds,
+        mel,
+        starts[keep],
+        level[keep],
+        int((~keep).sum()),
+        _no_segment_reason(len(windows), len(kept), settings),
+    )
 
 
 def _no_segment_reason(segments: int, kept: int, settings: Mel) -> str | None:
@@ -129,8 +158,12 @@ def _no_segment_reason(segments: int, kept: int, settings: Mel) -> str | None:
         return f"audio shorter than one mel segment (mel.segment_s={settings.segment_s:g} s)"
     if kept == 0:
         limit = settings.max_seconds_per_piece
-        where = f" of its first {limit:g} s (mel.max_seconds_per_piece)" if limit is not None else ""
-        return f"silent: every segment{where} is below mel.min_level_db={settings.min_level_db:g} dB"
+        where = (
+            f" of its first {limit:g} s (mel.max_seconds_per_piece)" if limit is not None else ""
+        )
+        return (
+            f"silent: every segment{where} is below mel.min_level_db={settings.min_level_db:g} dB"
+        )
     return None
 
 
@@ -141,8 +174,16 @@ def _no_segment_reason(segments: int, kept: int, settings: Mel) -> str | None:
 # on a corrupt header (bad chunk, channel count, rate or length) and DecodeError (NoBackendError) when none
 # can read it; librosa's ParameterError for samples that are not finite. A rendering: RuntimeError from
 # symusic and TinySoundFont, ValueError from audio.render's own checks (no notes, no percussion kit).
-BAD_PIECE_ERRORS = (OSError, EOFError, RuntimeError, ValueError, ArithmeticError, MemoryError, DecodeError,
-                    ParameterError)
+BAD_PIECE_ERRORS = (
+    OSError,
+    EOFError,
+    RuntimeError,
+    ValueError,
+    ArithmeticError,
+    MemoryError,
+    DecodeError,
+    ParameterError,
+)
 
 
 def _worker(args: tuple[_Job, Audio, Mel, Path]) -> PieceMel:
@@ -151,8 +192,16 @@ def _worker(args: tuple[_Job, Audio, Mel, Path]) -> PieceMel:
         return _piece_mel(*args)
     except BAD_PIECE_ERRORS as err:
         empty = np.zeros((0, settings.n_mels, frames_per_segment(settings)), np.float16)
-        return PieceMel(job.piece, _source(job, audio_settings), float("nan"), empty, np.zeros(0),
-                        np.zeros(0, np.float32), 0, one_line(str(err)) or type(err).__name__)
+        return PieceMel(
+            job.piece,
+            _source(job, audio_settings),
+            float("nan"),
+            empty,
+            np.zeros(0),
+            np.zeros(0, np.float32),
+            0,
+            one_line(str(err)) or type(err).__name__,
+        )
 
 
 class _ShardWriter:
@@ -189,7 +238,7 @@ def _accumulate(sums: dict, mel: np.ndarray, batch: int) -> None:
     for i in range(0, len(mel), batch):
         db = mel[i : i + batch].astype(np.float64)
         sums["sum"] += db.sum(axis=(0, 2))
-        sums["sumsq"] += (db ** 2).sum(axis=(0, 2))
+        sums["sumsq"] += (db**2).sum(axis=(0, 2))
         sums["frames"] += db.shape[0] * db.shape[2]
 
 
@@ -207,8 +256,14 @@ def _in_order(pool, jobs: list, ahead: int) -> Iterator[PieceMel]:
         yield result
 
 
-def build(raw: pd.DataFrame, pieces: pd.DataFrame, audio_settings: Audio, settings: Mel, out_dir: Path,
-          progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def build(
+    raw: pd.DataFrame,
+    pieces: pd.DataFrame,
+    audio_settings: Audio,
+    settings: Mel,
+    out_dir: Path,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write the shards, segment and piece tables and statistics; return (segments, pieces), the pieces
     table with a row for every usable piece, skipped ones included."""
     candidates = usable(pieces)
@@ -219,8 +274,19 @@ def build(raw: pd.DataFrame, pieces: pd.DataFrame, audio_settings: Audio, settin
     by_path = dict(zip(raw["path"], raw["data"]))
     use_recording = audio_settings.use_recordings
     # A recording absent from disk reads back from parquet as NaN, not None: that piece is rendered.
-    jobs = [(_Job(int(p.id), by_path[p.path], p.audio_path if use_recording and pd.notna(p.audio_path) else None),
-             audio_settings, settings, soundfont) for p in candidates.itertuples()]
+    jobs = [
+        (
+            _Job(
+                int(p.id),
+                by_path[p.path],
+                p.audio_path if use_recording and pd.notna(p.audio_path) else None,
+            ),
+            audio_settings,
+            settings,
+            soundfont,
+        )
+        for p in candidates.itertuples()
+    ]
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("shard_*.npy"):
         stale.unlink()
@@ -231,7 +297,12 @@ def build(raw: pd.DataFrame, pieces: pd.DataFrame, audio_settings: Audio, settin
     n_bins = settings.n_mels
     sums = {"sum": np.zeros(n_bins), "sumsq": np.zeros(n_bins), "frames": 0}
     segment_frames, piece_rows = [], []
-    bar = {"total": len(jobs), "desc": "mel", "unit": "piece", "disable": None if progress else True}
+    bar = {
+        "total": len(jobs),
+        "desc": "mel",
+        "unit": "piece",
+        "disable": None if progress else True,
+    }
     if settings.workers == 1:
         results, pool = map(_worker, jobs), None
     else:
@@ -241,13 +312,30 @@ def build(raw: pd.DataFrame, pieces: pd.DataFrame, audio_settings: Audio, settin
         for result in tqdm(results, **bar):
             split = split_of[result.piece]
             shard, row = writer.add(result.mel)
-            segment_frames.append(pd.DataFrame({
-                "piece": result.piece, "split": split, "start_s": result.start_s,
-                "level_db": result.level_db.astype(np.float32), "shard": shard, "row": row}))
-            piece_rows.append({"piece": result.piece, "split": split, "audio": result.source,
-                               "seconds": result.seconds, "segments": len(result.mel),
-                               "skipped_silent": result.skipped_silent, "path": path_of[result.piece],
-                               "reason": result.reason})
+            segment_frames.append(
+                pd.DataFrame(
+                    {
+                        "piece": result.piece,
+                        "split": split,
+                        "start_s": result.start_s,
+                        "level_db": result.level_db.astype(np.float32),
+                        "shard": shard,
+                        "row": row,
+                    }
+                )
+            )
+            piece_rows.append(
+                {
+                    "piece": result.piece,
+                    "split": split,
+                    "audio": result.source,
+                    "seconds": result.seconds,
+                    "segments": len(result.mel),
+                    "skipped_silent": result.skipped_silent,
+                    "path": path_of[result.piece],
+                    "reason": result.reason,
+                }
+            )
             if split == "train":
                 _accumulate(sums, result.mel, settings.batch_segments)
     finally:
@@ -265,10 +353,17 @@ def build(raw: pd.DataFrame, pieces: pd.DataFrame, audio_settings: Audio, settin
         if not (segments["split"] == split).any():
             print(f"mel: WARNING: the {split} split has no segment")
     mean = sums["sum"] / sums["frames"]
-    std = np.sqrt(np.maximum(sums["sumsq"] / sums["frames"] - mean ** 2, 0))
-    np.savez(out_dir / "stats.npz", mean=mean.astype(np.float32), std=std.astype(np.float32),
-             **{k: np.asarray(v if v is not None else settings.sample_rate / 2)
-                for k, v in settings.model_dump().items() if k in GEOMETRY})
+    std = np.sqrt(np.maximum(sums["sumsq"] / sums["frames"] - mean**2, 0))
+    np.savez(
+        out_dir / "stats.npz",
+        mean=mean.astype(np.float32),
+        std=std.astype(np.float32),
+        **{
+            k: np.asarray(v if v is not None else settings.sample_rate / 2)
+            for k, v in settings.model_dump().items()
+            if k in GEOMETRY
+        },
+    )
     segments.to_parquet(out_dir / "segments.parquet", index=False)
     piece_table.to_parquet(out_dir / "pieces.parquet", index=False)
     return segments, piece_table
@@ -276,7 +371,9 @@ def build(raw: pd.DataFrame, pieces: pd.DataFrame, audio_settings: Audio, settin
 
 def _skipped(piece_table: pd.DataFrame) -> pd.DataFrame:
     """The skip records (piece, path, reason) among the rows of a mel pieces table."""
-    return piece_table.loc[piece_table["reason"].notna(), list(SKIPPED_COLUMNS)].reset_index(drop=True)
+    return piece_table.loc[piece_table["reason"].notna(), list(SKIPPED_COLUMNS)].reset_index(
+        drop=True
+    )
 
 
 GEOMETRY = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "segment_s")
@@ -292,7 +389,9 @@ class MelSet:
             raise FileNotFoundError(f"{self.folder}: no mel segments; run the mel stage first")
         self.segments = pd.read_parquet(self.folder / "segments.parquet")
         table = pd.read_parquet(self.folder / "pieces.parquet")
-        self.pieces = table[table["reason"].isna()].reset_index(drop=True)  # the pieces that have segments
+        self.pieces = table[table["reason"].isna()].reset_index(
+            drop=True
+        )  # the pieces that have segments
         self.skipped = _skipped(table)
         stats = np.load(self.folder / "stats.npz")
         self.mean, self.std = stats["mean"], stats["std"]

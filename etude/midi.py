@@ -16,7 +16,10 @@ def write_notes(notes: pd.DataFrame, path: Path, program: int, is_drum: bool = F
     # A zero-length note has no sound; it lasts one MIDI tick at the default resolution instead.
     tick = midi.tick_to_time(1)
     for n in notes.itertuples(index=False):
-        instrument.notes.append(pretty_midi.Note(int(n.velocity), int(n.pitch), float(n.start),
-                                                 float(max(n.end, n.start + tick))))
+        instrument.notes.append(
+            pretty_midi.Note(
+                int(n.velocity), int(n.pitch), float(n.start), float(max(n.end, n.start + tick))
+            )
+        )
     midi.instruments.append(instrument)
     midi.write(str(path))

@@ -50,8 +50,9 @@ def load_model_from_run(run_id: str, uri: str | None = None) -> tuple[Any, Famil
 
     mlflow.set_tracking_uri(uri or tracking.tracking_uri())
     with tempfile.TemporaryDirectory() as tmp:
-        folder = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=tracking.MODEL_ARTIFACTS,
-                                                     dst_path=tmp)
+        folder = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=tracking.MODEL_ARTIFACTS, dst_path=tmp
+        )
         return load_model(Path(folder))
 
 

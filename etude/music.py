@@ -93,11 +93,25 @@ _MINOR = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0], bool)
 SCALES = np.stack([np.roll(mask, root) for mask in (_MAJOR, _MINOR) for root in range(12)])
 
 SCALARS = (
-    "pitch_range", "used_pitches", "used_pitch_classes", "pitch_class_entropy", "scale_consistency", "polyphony",
-    "note_density", "mean_ioi", "mean_duration", "repeated_pitch_rate", "ngram_repetition", "empty_beat_rate",
+    "pitch_range",
+    "used_pitches",
+    "used_pitch_classes",
+    "pitch_class_entropy",
+    "scale_consistency",
+    "polyphony",
+    "note_density",
+    "mean_ioi",
+    "mean_duration",
+    "repeated_pitch_rate",
+    "ngram_repetition",
+    "empty_beat_rate",
     "groove_consistency",
 )
-VECTORS = {"pitch_class_histogram": (12,), "pitch_class_transition": (12, 12), "ioi_histogram": (len(IOI_EDGES) - 1,)}
+VECTORS = {
+    "pitch_class_histogram": (12,),
+    "pitch_class_transition": (12, 12),
+    "ioi_histogram": (len(IOI_EDGES) - 1,),
+}
 FEATURES = SCALARS + tuple(VECTORS)
 # Descriptors whose comparison also carries the pooled distribution of their raw values.
 POOLED = {"mean_ioi": "ioi", "mean_duration": "duration"}
@@ -121,9 +135,13 @@ class _Notes:
         starts = notes["start"].to_numpy(float)
         ends = np.maximum(notes["end"].to_numpy(float), starts)
         pitch = notes["pitch"].to_numpy(int)
-        pitched = ~notes["is_drum"].to_numpy(bool) if "is_drum" in notes else np.ones(len(notes), bool)
+        pitched = (
+            ~notes["is_drum"].to_numpy(bool) if "is_drum" in notes else np.ones(len(notes), bool)
+        )
         order = np.lexsort((pitch[pitched], starts[pitched]))
-        return cls(starts, ends, pitch[pitched][order], starts[pitched][order], ends[pitched][order])
+        return cls(
+            starts, ends, pitch[pitched][order], starts[pitched][order], ends[pitched][order]
+        )
 
     def iois(self) -> np.ndarray:
         return np.diff(np.unique(self.starts))
@@ -132,13 +150,16 @@ class _Notes:
         return self.pitch_end - self.pitch_start
 
 
-def describe(notes: pd.DataFrame, beat_s: float, steps_per_beat: int,
-             origin: float | None = None) -> dict[str, float | np.ndarray]:
+def describe(
+    notes: pd.DataFrame, beat_s: float, steps_per_beat: int, origin: float | None = None
+) -> dict[str, float | np.ndarray]:
     """The descriptors of one excerpt (module docstring); beat 0 at `origin`, default the first onset."""
     return _describe(_Notes.of(notes), beat_s, steps_per_beat, origin)
 
 
-def _describe(n: _Notes, beat_s: float, steps_per_beat: int, origin: float | None) -> dict[str, float | np.ndarray]:
+def _describe(
+    n: _Notes, beat_s: float, steps_per_beat: int, origin: float | None
+) -> dict[str, float | np.ndarray]:
     _check_grid(beat_s, steps_per_beat)
     if origin is None:
         origin = float(n.starts.min()) if len(n.starts) else 0.0
@@ -160,12 +181,19 @@ def _describe(n: _Notes, beat_s: float, steps_per_beat: int, origin: float | Non
         "groove_consistency": _groove_consistency(n, origin, beat_s, steps_per_beat),
         "pitch_class_histogram": _normalised(np.bincount(pc, weights=n.durations(), minlength=12)),
         "pitch_class_transition": _pitch_class_transition(n),
-        "ioi_histogram": _normalised(np.histogram(np.clip(iois, IOI_EDGES[0], IOI_EDGES[-1]), IOI_EDGES)[0]),
+        "ioi_histogram": _normalised(
+            np.histogram(np.clip(iois, IOI_EDGES[0], IOI_EDGES[-1]), IOI_EDGES)[0]
+        ),
     }
 
 
-def compare(generated: Sequence[pd.DataFrame], reference: Sequence[pd.DataFrame], beat_s: float,
-            steps_per_beat: int, origin: float | None = None) -> dict:
+def compare(
+    generated: Sequence[pd.DataFrame],
+    reference: Sequence[pd.DataFrame],
+    beat_s: float,
+    steps_per_beat: int,
+    origin: float | None = None,
+) -> dict:
     """Generated excerpts against reference excerpts, JSON-safe (NaN → None):
 
     {"oa_mean", "kld_mean": means over the descriptors with a finite value, "count": len(generated),
@@ -178,15 +206,25 @@ def compare(generated: Sequence[pd.DataFrame], reference: Sequence[pd.DataFrame]
     return _compare_sets(_describe_set(generated, beat_s, steps_per_beat, origin), reference_set)
 
 
-def judge(groups: dict[str, Sequence[pd.DataFrame]], test: Sequence[pd.DataFrame], train: Sequence[pd.DataFrame],
-          beat_s: float, steps_per_beat: int, origin: float | None = None) -> dict:
+def judge(
+    groups: dict[str, Sequence[pd.DataFrame]],
+    test: Sequence[pd.DataFrame],
+    train: Sequence[pd.DataFrame],
+    beat_s: float,
+    steps_per_beat: int,
+    origin: float | None = None,
+) -> dict:
     """`compare` of each group against the test excerpts, and the ceiling a perfect model would score:
     train excerpts against test excerpts. The test set is described, and its intra-set distances
     computed, once for all groups."""
     test_set = _Reference(_describe_set(test, beat_s, steps_per_beat, origin))
-    compare_to_test = lambda excerpts: _compare_sets(_describe_set(excerpts, beat_s, steps_per_beat, origin), test_set)
-    return {"groups": {name: compare_to_test(excerpts) for name, excerpts in groups.items()},
-            "ceiling": compare_to_test(train)}
+    compare_to_test = lambda excerpts: _compare_sets(
+        _describe_set(excerpts, beat_s, steps_per_beat, origin), test_set
+    )
+    return {
+        "groups": {name: compare_to_test(excerpts) for name, excerpts in groups.items()},
+        "ceiling": compare_to_test(train),
+    }
 
 
 # --- descriptors of one excerpt ---
@@ -194,7 +232,9 @@ def judge(groups: dict[str, Sequence[pd.DataFrame]], test: Sequence[pd.DataFrame
 
 def _check_grid(beat_s: float, steps_per_beat: int) -> None:
     if not beat_s > 0 or steps_per_beat < 1:
-        raise ValueError(f"beat_s must be > 0 and steps_per_beat >= 1, got {beat_s} and {steps_per_beat}")
+        raise ValueError(
+            f"beat_s must be > 0 and steps_per_beat >= 1, got {beat_s} and {steps_per_beat}"
+        )
 
 
 def _ticks(times: np.ndarray, origin: float, beat_s: float, per_beat: int) -> np.ndarray:
@@ -257,7 +297,9 @@ def _empty_beat_rate(n: _Notes, origin: float, beat_s: float) -> float:
     length = end.max() if len(end) else 0
     if length < 1:
         return math.nan
-    occupied = np.zeros(length // TICKS_PER_BEAT + 2, int)  # one spare slot for the −1 after the last beat
+    occupied = np.zeros(
+        length // TICKS_PER_BEAT + 2, int
+    )  # one spare slot for the −1 after the last beat
     np.add.at(occupied, _ticks(n.starts, origin, beat_s, TICKS_PER_BEAT) // TICKS_PER_BEAT, 1)
     np.add.at(occupied, end // TICKS_PER_BEAT + 1, -1)
     n_beats = len(occupied) - 1
@@ -312,14 +354,24 @@ class _Reference:
         return self._intra[name]
 
 
-def _describe_set(excerpts: Sequence[pd.DataFrame], beat_s: float, steps_per_beat: int,
-                  origin: float | None) -> _Set:
+def _describe_set(
+    excerpts: Sequence[pd.DataFrame], beat_s: float, steps_per_beat: int, origin: float | None
+) -> _Set:
     arrays = [_Notes.of(notes) for notes in excerpts]
-    rows = [_describe(n, notes.attrs.get("beat_s", beat_s), steps_per_beat, notes.attrs.get("origin", origin))
-            for n, notes in zip(arrays, excerpts)]
-    features = {name: np.array([np.ravel(row[name]) for row in rows]).reshape(len(rows), _width(name))
-                for name in FEATURES}
-    pooled = {"ioi": _concat([n.iois() for n in arrays]), "duration": _concat([n.durations() for n in arrays])}
+    rows = [
+        _describe(
+            n, notes.attrs.get("beat_s", beat_s), steps_per_beat, notes.attrs.get("origin", origin)
+        )
+        for n, notes in zip(arrays, excerpts)
+    ]
+    features = {
+        name: np.array([np.ravel(row[name]) for row in rows]).reshape(len(rows), _width(name))
+        for name in FEATURES
+    }
+    pooled = {
+        "ioi": _concat([n.iois() for n in arrays]),
+        "duration": _concat([n.durations() for n in arrays]),
+    }
     return _Set(features, pooled, len(excerpts))
 
 
@@ -376,9 +428,13 @@ def _kde(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
     position = (values - grid[0]) / step
     left = np.clip(np.floor(position).astype(int), 0, len(grid) - 2)
     right_share = position - left
-    weights = np.bincount(left, 1 - right_share, len(grid)) + np.bincount(left + 1, right_share, len(grid))
+    weights = np.bincount(left, 1 - right_share, len(grid)) + np.bincount(
+        left + 1, right_share, len(grid)
+    )
     offsets = np.arange(1 - len(grid), len(grid)) * step
-    kernel = np.exp(-0.5 * (offsets / bandwidth) ** 2) / (bandwidth * math.sqrt(2 * math.pi) * len(values))
+    kernel = np.exp(-0.5 * (offsets / bandwidth) ** 2) / (
+        bandwidth * math.sqrt(2 * math.pi) * len(values)
+    )
     return np.convolve(weights, kernel, mode="valid")
 
 
@@ -397,25 +453,41 @@ def _kld(p: np.ndarray, q: np.ndarray) -> float:
 def _pooled(generated: np.ndarray, reference: np.ndarray) -> dict[str, float | None]:
     if len(generated) == 0 or len(reference) == 0:
         return {"w1": None, "std_ratio": None}
-    from scipy.stats import wasserstein_distance  # imported here: scipy.stats adds ~1 s to every stage's start
+    from scipy.stats import (
+        wasserstein_distance,
+    )  # imported here: scipy.stats adds ~1 s to every stage's start
 
     data_std = np.std(reference)
-    return {"w1": _json(wasserstein_distance(generated, reference)),
-            "std_ratio": _json(np.std(generated) / data_std) if data_std > 0 else None}
+    return {
+        "w1": _json(wasserstein_distance(generated, reference)),
+        "std_ratio": _json(np.std(generated) / data_std) if data_std > 0 else None,
+    }
 
 
 def _compare_sets(generated: _Set, reference: _Reference) -> dict:
     features = {}
     for name in FEATURES:
-        gen, ref = _finite_rows(generated.features[name]), _finite_rows(reference.described.features[name])
+        gen, ref = (
+            _finite_rows(generated.features[name]),
+            _finite_rows(reference.described.features[name]),
+        )
         oa, kld = _overlap(reference.intra(name), _distances(ref, gen))
-        entry = {"oa": _json(oa), "kld": _json(kld)} | _summary(gen, "value", name) | _summary(ref, "data", name)
+        entry = (
+            {"oa": _json(oa), "kld": _json(kld)}
+            | _summary(gen, "value", name)
+            | _summary(ref, "data", name)
+        )
         if name in POOLED:
             kind = POOLED[name]
             entry |= _pooled(generated.pooled[kind], reference.described.pooled[kind])
         features[name] = entry
-    return {"oa_mean": _mean_of(features, "oa"), "kld_mean": _mean_of(features, "kld"), "count": generated.count,
-            "reference_count": reference.described.count, "features": features}
+    return {
+        "oa_mean": _mean_of(features, "oa"),
+        "kld_mean": _mean_of(features, "kld"),
+        "count": generated.count,
+        "reference_count": reference.described.count,
+        "features": features,
+    }
 
 
 def _summary(rows: np.ndarray, key: str, name: str) -> dict[str, float | None]:

@@ -91,9 +91,11 @@ class Tempo(Strict):
     max_bpm: PositiveFloat
     prior_bpm: PositiveFloat
     prior_octaves: PositiveFloat  # width of the log-normal prior on tempo, in octaves
-    frame_rate: PositiveInt       # onset-envelope frames per second
+    frame_rate: PositiveInt  # onset-envelope frames per second
     refine_candidates: Annotated[int, Field(ge=3)]  # beat periods tried in each comb fit
-    local_tolerance: Annotated[float, Field(ge=0, lt=0.5)]  # estimate: per-window beat within +-this of the piece's
+    local_tolerance: Annotated[
+        float, Field(ge=0, lt=0.5)
+    ]  # estimate: per-window beat within +-this of the piece's
 
     @model_validator(mode="after")
     def _ordered(self) -> Tempo:
@@ -105,22 +107,36 @@ class Tempo(Strict):
 class RhythmGrid(Strict):
     band_edges: Annotated[list[Annotated[int, Field(ge=0, le=128)]], Field(min_length=2)]
     drum_map: dict[Annotated[int, Field(ge=0, le=127)], NonNegativeInt]  # GM drum note -> lane
-    drum_pitches: list[Annotated[int, Field(ge=0, le=127)]]  # lane -> GM drum note written when decoding drums
+    drum_pitches: list[
+        Annotated[int, Field(ge=0, le=127)]
+    ]  # lane -> GM drum note written when decoding drums
 
     @model_validator(mode="after")
     def _lanes(self) -> RhythmGrid:
-        if sorted(self.band_edges) != self.band_edges or len(set(self.band_edges)) != len(self.band_edges):
+        if sorted(self.band_edges) != self.band_edges or len(set(self.band_edges)) != len(
+            self.band_edges
+        ):
             raise ValueError("band_edges must be strictly increasing")
         lanes = len(self.band_edges) - 1
         if max(self.drum_map.values(), default=0) >= lanes:
-            raise ValueError(f"drum_map lanes must be below the {lanes} lanes that band_edges define")
+            raise ValueError(
+                f"drum_map lanes must be below the {lanes} lanes that band_edges define"
+            )
         if len(self.drum_pitches) != lanes:
-            raise ValueError(f"drum_pitches has {len(self.drum_pitches)} entries; band_edges define {lanes} lanes")
+            raise ValueError(
+                f"drum_pitches has {len(self.drum_pitches)} entries; band_edges define {lanes} lanes"
+            )
         # A decoded drum sample encodes back to the lanes it came from.
-        strays = {lane: pitch for lane, pitch in enumerate(self.drum_pitches) if self.drum_map.get(pitch) != lane}
+        strays = {
+            lane: pitch
+            for lane, pitch in enumerate(self.drum_pitches)
+            if self.drum_map.get(pitch) != lane
+        }
         if strays:
-            raise ValueError("drum_pitches must name a note that drum_map maps to the same lane; not so for "
-                             + ", ".join(f"lane {lane}: {pitch}" for lane, pitch in strays.items()))
+            raise ValueError(
+                "drum_pitches must name a note that drum_map maps to the same lane; not so for "
+                + ", ".join(f"lane {lane}: {pitch}" for lane, pitch in strays.items())
+            )
         return self
 
 
@@ -148,19 +164,19 @@ class SoundFont(Strict):
 
     package: str
     version: str
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]         # of the wheel
-    member: str                                                      # path of the .sf2 inside it
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]  # of the wheel
+    member: str  # path of the .sf2 inside it
     member_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]  # of the .sf2
 
 
 class Audio(Strict):
-    use_recordings: bool              # MAESTRO's own recording when it exists on disk
+    use_recordings: bool  # MAESTRO's own recording when it exists on disk
     soundfont: SoundFont
     bank: NonNegativeInt
     preset: Annotated[int, Field(ge=0, le=127)]
     gain_db: float
-    sustain_pedal: bool               # note ends held until the sustain pedal lifts
-    tail_s: NonNegativeFloat          # rendered after the last note ends (release)
+    sustain_pedal: bool  # note ends held until the sustain pedal lifts
+    tail_s: NonNegativeFloat  # rendered after the last note ends (release)
 
 
 class Mel(Strict):
@@ -169,14 +185,18 @@ class Mel(Strict):
     hop_length: PositiveInt
     n_mels: PositiveInt
     fmin: NonNegativeFloat
-    fmax: PositiveFloat | None        # null: sample_rate / 2
-    top_db: PositiveFloat             # dB below each segment's maximum where the floor lies
+    fmax: PositiveFloat | None  # null: sample_rate / 2
+    top_db: PositiveFloat  # dB below each segment's maximum where the floor lies
     segment_s: PositiveFloat
     segment_hop_s: PositiveFloat
-    min_level_db: float               # segments whose RMS level (dBFS) is below this are silence: skipped
-    max_seconds_per_piece: PositiveFloat | None  # quick runs: only the start of each piece; null = all
-    shard_segments: PositiveInt       # segments per shard file: bounds memory and file count
-    batch_segments: PositiveInt       # segments per STFT batch: bounds a worker's memory, results identical
+    min_level_db: float  # segments whose RMS level (dBFS) is below this are silence: skipped
+    max_seconds_per_piece: (
+        PositiveFloat | None
+    )  # quick runs: only the start of each piece; null = all
+    shard_segments: PositiveInt  # segments per shard file: bounds memory and file count
+    batch_segments: (
+        PositiveInt  # segments per STFT batch: bounds a worker's memory, results identical
+    )
     workers: PositiveInt
 
     @model_validator(mode="after")
@@ -218,7 +238,9 @@ class Training(Strict):
     min_delta: NonNegativeFloat
     lr_schedule: LrSchedule
     grad_clip: PositiveFloat | None
-    diagnostic_samples: Annotated[int, Field(ge=2)]  # drawn each epoch: generation's repetition, diversity, spread
+    diagnostic_samples: Annotated[
+        int, Field(ge=2)
+    ]  # drawn each epoch: generation's repetition, diversity, spread
     checkpoint_every: PositiveInt
     keep_checkpoints: NonNegativeInt  # periodic checkpoints kept per run (last and best always)
     device: Literal["auto", "cpu", "cuda"]
@@ -238,7 +260,9 @@ class Evaluate(Strict):
 
 class SpreadBand(Strict):
     draws: Annotated[int, Field(ge=10)]  # random sets of test excerpts
-    percentile: Annotated[float, Field(gt=0, lt=50)]  # the band runs from this percentile to 100 minus it
+    percentile: Annotated[
+        float, Field(gt=0, lt=50)
+    ]  # the band runs from this percentile to 100 minus it
 
 
 class Generate(Strict):
@@ -247,32 +271,40 @@ class Generate(Strict):
     midi_files: PositiveInt
     num_notes: PositiveInt
     spread_band: SpreadBand  # next-note models: the σ ratio band of real test excerpts
-    statistics_windows: PositiveInt  # next-note models: test windows the samples' pitch statistics are set beside
+    statistics_windows: (
+        PositiveInt  # next-note models: test windows the samples' pitch statistics are set beside
+    )
     velocity: Annotated[int, Field(ge=1, le=127)]
     program: Annotated[int, Field(ge=0, le=127)]
     # grid VAEs
-    sweep_steps: Annotated[int, Field(ge=2)]         # XY pad sweep: steps per axis (latent_dim 2)
-    sweep_range: PositiveFloat                       # sweep over [-range, range] on each axis
-    interpolations: NonNegativeInt                   # pairs of test windows
+    sweep_steps: Annotated[int, Field(ge=2)]  # XY pad sweep: steps per axis (latent_dim 2)
+    sweep_range: PositiveFloat  # sweep over [-range, range] on each axis
+    interpolations: NonNegativeInt  # pairs of test windows
     interpolation_steps: Annotated[int, Field(ge=2)]
     grid_offset: Annotated[float, Field(ge=0, le=2)]  # scale of decoded timeshift (M4L knob)
-    audio_examples: PositiveInt                      # spectral VAEs: reconstructions and prior samples rendered
-    reference_excerpts: Annotated[int, Field(ge=2)]  # test and training excerpts the samples are judged against
-    clock_bpm: PositiveFloat                         # beats of performance MIDI for beat metrics (clock units)
-    clock_steps_per_beat: PositiveInt                # onset positions per clock beat (groove consistency)
+    audio_examples: PositiveInt  # spectral VAEs: reconstructions and prior samples rendered
+    reference_excerpts: Annotated[
+        int, Field(ge=2)
+    ]  # test and training excerpts the samples are judged against
+    clock_bpm: PositiveFloat  # beats of performance MIDI for beat metrics (clock units)
+    clock_steps_per_beat: PositiveInt  # onset positions per clock beat (groove consistency)
 
 
 class ReportAudio(Strict):
     """MP3 previews of samples in the report; each key is described in params.yaml."""
 
-    sample_rate: Literal[8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000]  # MP3's rates
+    sample_rate: Literal[
+        8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000
+    ]  # MP3's rates
     compression_level: Annotated[float, Field(ge=0, le=1)]
     max_seconds: PositiveFloat
 
 
 class Report(Strict):
     piano_roll_seconds: PositiveFloat
-    reference_temperature: PositiveFloat  # tables across variants show the sampled temperature nearest this
+    reference_temperature: (
+        PositiveFloat  # tables across variants show the sampled temperature nearest this
+    )
     audio: ReportAudio
 
 
@@ -338,7 +370,9 @@ class Params(Training):
     grid: Grid
     audio: Audio
     mel: Mel
-    models: dict[str, dict[str, Any]]  # one section per family, validated against the family's Config
+    models: dict[
+        str, dict[str, Any]
+    ]  # one section per family, validated against the family's Config
     variants: dict[Annotated[str, Field(pattern=VARIANT_NAME)], dict[str, Any]]
     evaluate: Evaluate
     generate: Generate
@@ -371,8 +405,10 @@ def parse_text(text: str, source: Path | str) -> Params:
     except ValidationError as err:
         raise ParamsError(describe(err, Params, prefix="", source=source)) from None
     if params.data.source == "groove" and not params.ingest.include_drums:
-        raise ParamsError(f"{source}: data.source 'groove' is a drum corpus, but ingest.include_drums is false "
-                          "(every note would be dropped): set ingest.include_drums: true")
+        raise ParamsError(
+            f"{source}: data.source 'groove' is a drum corpus, but ingest.include_drums is false "
+            "(every note would be dropped): set ingest.include_drums: true"
+        )
     return params
 
 

@@ -35,7 +35,11 @@ GRIDS = "data/tokens/{representation}.npz"
 GRID_KINDS = ("rhythm", "melody")
 MEL = "data/mel"
 # What a family may read (Family.representation), by name.
-REPRESENTATIONS = {"notes": NOTE_SEQUENCES, **{k: GRIDS.format(representation=k) for k in GRID_KINDS}, "mel": MEL}
+REPRESENTATIONS = {
+    "notes": NOTE_SEQUENCES,
+    **{k: GRIDS.format(representation=k) for k in GRID_KINDS},
+    "mel": MEL,
+}
 
 CONFIG = "configs/{variant}.json"
 MODEL_DIR = "models/{variant}"
@@ -48,8 +52,8 @@ SAMPLES_DIR = "samples/{variant}"
 RUN_LINK = "runs/{stage}/{variant}.json"
 REPORT_HTML = "reports/index.html"
 REPORT_MD = "reports/summary.md"
-INPUT = "{input}"                # the representation the variant reads: variant_input()
-FAMILY_CODE = "{family_code}"    # the family's declared source files: family_code()
+INPUT = "{input}"  # the representation the variant reads: variant_input()
+FAMILY_CODE = "{family_code}"  # the family's declared source files: family_code()
 ALL_FAMILIES = "{all_families}"  # every family's own code: the report draws each family's sections
 
 
@@ -72,7 +76,9 @@ class Stage:
 
     @property
     def cmd(self) -> str:
-        return f"python -m stages.{self.name}" + (" --variant {variant}" if self.per_variant else "")
+        return f"python -m stages.{self.name}" + (
+            " --variant {variant}" if self.per_variant else ""
+        )
 
     def all_outs(self) -> tuple[str, ...]:
         return self.outs + self.metrics + self.plots
@@ -82,33 +88,99 @@ def _run_link(stage: str) -> str:
     return RUN_LINK.replace("{stage}", stage)
 
 
-VARIANT_RESULTS = (HISTORY, TRAIN_METRICS, EVAL_METRICS, GENERATE_METRICS, MUSIC_METRICS, SAMPLES_DIR,
-                   _run_link("train"), _run_link("evaluate"), _run_link("generate"))
+VARIANT_RESULTS = (
+    HISTORY,
+    TRAIN_METRICS,
+    EVAL_METRICS,
+    GENERATE_METRICS,
+    MUSIC_METRICS,
+    SAMPLES_DIR,
+    _run_link("train"),
+    _run_link("evaluate"),
+    _run_link("generate"),
+)
 STAGES: tuple[Stage, ...] = (
     Stage("fetch", code=("etude/sources.py",), outs=(RAW,), params=("data",)),
-    Stage("ingest", code=("etude/ingest.py",), deps=(RAW,), outs=(NOTES, PIECES), params=("ingest",)),
-    Stage("tokenize", code=("etude/sequences.py", "etude/skips.py"), deps=(NOTES, PIECES), outs=(NOTE_SEQUENCES,),
-          params=("tokenize",)),
-    Stage("grids", code=("etude/grids.py", "etude/skips.py"), deps=(NOTES, PIECES),
-          outs=tuple(REPRESENTATIONS[k] for k in GRID_KINDS), params=("grid",)),
-    Stage("mel", code=("etude/mel.py", "etude/audio.py", "etude/skips.py"), deps=(RAW, PIECES), outs=(MEL,), params=("audio", "mel")),
+    Stage(
+        "ingest", code=("etude/ingest.py",), deps=(RAW,), outs=(NOTES, PIECES), params=("ingest",)
+    ),
+    Stage(
+        "tokenize",
+        code=("etude/sequences.py", "etude/skips.py"),
+        deps=(NOTES, PIECES),
+        outs=(NOTE_SEQUENCES,),
+        params=("tokenize",),
+    ),
+    Stage(
+        "grids",
+        code=("etude/grids.py", "etude/skips.py"),
+        deps=(NOTES, PIECES),
+        outs=tuple(REPRESENTATIONS[k] for k in GRID_KINDS),
+        params=("grid",),
+    ),
+    Stage(
+        "mel",
+        code=("etude/mel.py", "etude/audio.py", "etude/skips.py"),
+        deps=(RAW, PIECES),
+        outs=(MEL,),
+        params=("audio", "mel"),
+    ),
     # configure also checks that every split can serve the variant, before any training.
-    Stage("configure", code=("etude/params.py", "etude/variants.py", FAMILY_CODE), deps=(INPUT,), outs=(CONFIG,),
-          params=(*TRAINING_KEYS, "models.{model}", "variants.{variant}"), per_variant=True),
+    Stage(
+        "configure",
+        code=("etude/params.py", "etude/variants.py", FAMILY_CODE),
+        deps=(INPUT,),
+        outs=(CONFIG,),
+        params=(*TRAINING_KEYS, "models.{model}", "variants.{variant}"),
+        per_variant=True,
+    ),
     # diagnosis.py judges a finished history: a change re-runs train, which resumes its finished
     # checkpoint (named by the family's code alone) and only judges again.
-    Stage("train", code=(FAMILY_CODE, "etude/diagnosis.py"), deps=(CONFIG, INPUT),
-          outs=(MODEL_DIR, _run_link("train")), metrics=(TRAIN_METRICS,), plots=(HISTORY,), params=("diagnosis",),
-          per_variant=True),
-    Stage("evaluate", code=(FAMILY_CODE,), deps=(CONFIG, INPUT, MODEL_DIR),
-          outs=(_run_link("evaluate"),), metrics=(EVAL_METRICS,), params=("evaluate",), per_variant=True),
+    Stage(
+        "train",
+        code=(FAMILY_CODE, "etude/diagnosis.py"),
+        deps=(CONFIG, INPUT),
+        outs=(MODEL_DIR, _run_link("train")),
+        metrics=(TRAIN_METRICS,),
+        plots=(HISTORY,),
+        params=("diagnosis",),
+        per_variant=True,
+    ),
+    Stage(
+        "evaluate",
+        code=(FAMILY_CODE,),
+        deps=(CONFIG, INPUT, MODEL_DIR),
+        outs=(_run_link("evaluate"),),
+        metrics=(EVAL_METRICS,),
+        params=("evaluate",),
+        per_variant=True,
+    ),
     # Written MIDI samples are also rendered to MP3 previews for the report.
-    Stage("generate", code=(FAMILY_CODE, "etude/music.py", "etude/listen.py", "etude/audio.py"),
-          deps=(CONFIG, INPUT, MODEL_DIR), outs=(SAMPLES_DIR, _run_link("generate")),
-          metrics=(GENERATE_METRICS, MUSIC_METRICS), params=("generate", "audio", "report.audio"), per_variant=True),
-    Stage("report", code=("etude/report.py", "etude/figures.py", "etude/listen.py", ALL_FAMILIES),
-          deps=("metrics", "samples", "runs", PIECES, NOTE_SEQUENCES, *(REPRESENTATIONS[k] for k in GRID_KINDS), MEL),
-          outs=(REPORT_HTML, REPORT_MD), params=("report",), variant_inputs=VARIANT_RESULTS),
+    Stage(
+        "generate",
+        code=(FAMILY_CODE, "etude/music.py", "etude/listen.py", "etude/audio.py"),
+        deps=(CONFIG, INPUT, MODEL_DIR),
+        outs=(SAMPLES_DIR, _run_link("generate")),
+        metrics=(GENERATE_METRICS, MUSIC_METRICS),
+        params=("generate", "audio", "report.audio"),
+        per_variant=True,
+    ),
+    Stage(
+        "report",
+        code=("etude/report.py", "etude/figures.py", "etude/listen.py", ALL_FAMILIES),
+        deps=(
+            "metrics",
+            "samples",
+            "runs",
+            PIECES,
+            NOTE_SEQUENCES,
+            *(REPRESENTATIONS[k] for k in GRID_KINDS),
+            MEL,
+        ),
+        outs=(REPORT_HTML, REPORT_MD),
+        params=("report",),
+        variant_inputs=VARIANT_RESULTS,
+    ),
 )
 
 
@@ -145,7 +217,9 @@ def expand(templates: tuple[str, ...], params: Params, variant: str | None) -> l
             out += family_code(variant_config(params, variant))
         elif variant is not None:
             config = variant_config(params, variant)
-            out.append(template.format(variant=variant, model=config.model, input=variant_input(config)))
+            out.append(
+                template.format(variant=variant, model=config.model, input=variant_input(config))
+            )
         else:
             out.append(template)
     return list(dict.fromkeys(out))
@@ -158,20 +232,28 @@ def stage_inputs(stage: Stage, params: Params, variant: str | None) -> list[str]
 
 # ---- dvc.yaml ---------------------------------------------------------------------------------------
 def _dvc(text: str) -> str:
-    return (text.replace("{variant}", "${key}").replace("{model}", "${item.model}")
-            .replace("{input}", "${item.input}"))
+    return (
+        text.replace("{variant}", "${key}")
+        .replace("{model}", "${item.model}")
+        .replace("{input}", "${item.input}")
+    )
 
 
 def _dvc_items(params: Params) -> tuple[dict, int]:
     """foreach items: model, input and the family's own code files as code_0 … code_{n-1}. DVC
     cannot splice a list into `deps`, so every item gets n slots; shorter lists repeat their module."""
-    codes = {name: family_named(params.variants[name]["model"]).own_code() for name in params.variants}
+    codes = {
+        name: family_named(params.variants[name]["model"]).own_code() for name in params.variants
+    }
     slots = max(len(c) for c in codes.values())
     items = {}
     for name, cfg in params.variants.items():
         code = list(codes[name]) + [codes[name][-1]] * (slots - len(codes[name]))
-        items[name] = {"model": cfg["model"], "input": variant_input(variant_config(params, name)),
-                       **{f"code_{i}": path for i, path in enumerate(code)}}
+        items[name] = {
+            "model": cfg["model"],
+            "input": variant_input(variant_config(params, name)),
+            **{f"code_{i}": path for i, path in enumerate(code)},
+        }
     return items, slots
 
 
@@ -199,14 +281,21 @@ def render_dvc(params: Params) -> str:
         if stage.metrics:
             body["metrics"] = [{_dvc(m): {"cache": False}} for m in stage.metrics]
         if stage.plots:
-            body["plots"] = [{_dvc(p): {"cache": False, "x": "epoch", "y": "val_loss"}} for p in stage.plots]
-        stages[stage.name] = {"foreach": copy.deepcopy(items), "do": body} if stage.per_variant else body
+            body["plots"] = [
+                {_dvc(p): {"cache": False, "x": "epoch", "y": "val_loss"}} for p in stage.plots
+            ]
+        stages[stage.name] = (
+            {"foreach": copy.deepcopy(items), "do": body} if stage.per_variant else body
+        )
     # One chart comparing every variant's validation loss (stage-level plots take a single y).
     curves = {HISTORY.format(variant=name): "val_loss" for name in items}
     plots = [{"val_loss_by_variant": {"x": "epoch", "y": curves, "template": "linear"}}]
-    header = "# Rendered from etude/pipeline.py by `python -m etude.pipeline`; do not edit by hand.\n"
-    return header + yaml.safe_dump({"stages": stages, "plots": plots}, sort_keys=False,
-                                   default_flow_style=False, width=120)
+    header = (
+        "# Rendered from etude/pipeline.py by `python -m etude.pipeline`; do not edit by hand.\n"
+    )
+    return header + yaml.safe_dump(
+        {"stages": stages, "plots": plots}, sort_keys=False, default_flow_style=False, width=120
+    )
 
 
 # ---- Snakemake ----------------------------------------------------------------------------------------
@@ -215,20 +304,26 @@ def param_values(stage: Stage, params: Params, variant: str | None) -> str:
     if stage.name == "configure":
         values = variant_config(params, variant).model_dump(mode="json")
     else:
-        values = {key: functools.reduce(getattr, key.split("."), params).model_dump(mode="json")
-                  for key in stage.params}
+        values = {
+            key: functools.reduce(getattr, key.split("."), params).model_dump(mode="json")
+            for key in stage.params
+        }
     return json.dumps(values, sort_keys=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Render dvc.yaml from the stage table and params.yaml.")
+    parser = argparse.ArgumentParser(
+        description="Render dvc.yaml from the stage table and params.yaml."
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml is not up to date")
     args = parser.parse_args()
     text = render_dvc(load())
     target = Path("dvc.yaml")
     if args.check:
         if not target.exists() or target.read_text() != text:
-            sys.exit("dvc.yaml is out of date with etude/pipeline.py and params.yaml: run `python -m etude.pipeline`")
+            sys.exit(
+                "dvc.yaml is out of date with etude/pipeline.py and params.yaml: run `python -m etude.pipeline`"
+            )
         return
     target.write_text(text)
     print(f"wrote {target}")

@@ -25,9 +25,11 @@ from etude.models import family_named
 from etude.params import Params
 from etude.variants import read_config
 
-STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-         "table{border-collapse:collapse;font-size:13px}td,th{padding:2px 8px;text-align:right}"
-         "tr:nth-child(even){background:#f4f4f4}img{max-width:100%}")
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+    "table{border-collapse:collapse;font-size:13px}td,th{padding:2px 8px;text-align:right}"
+    "tr:nth-child(even){background:#f4f4f4}img{max-width:100%}"
+)
 
 
 @dataclass
@@ -43,8 +45,10 @@ class Page:
             self.markdown.append(markdown)
 
     def table(self, title: str, frame: pd.DataFrame, index: bool = True, level: int = 2) -> None:
-        self.add(f"<h{level}>{html.escape(title)}</h{level}>{frame.to_html(border=0, index=index)}",
-                 f"{'#' * level} {title}\n\n{frame.to_markdown(index=index)}\n")
+        self.add(
+            f"<h{level}>{html.escape(title)}</h{level}>{frame.to_html(border=0, index=index)}",
+            f"{'#' * level} {title}\n\n{frame.to_markdown(index=index)}\n",
+        )
 
 
 def collect(params: Params) -> list[Results]:
@@ -64,8 +68,10 @@ def _results(name: str) -> Results:
         music=json.loads(path(pipeline.MUSIC_METRICS).read_text()),
         samples=pd.read_parquet(path(pipeline.SAMPLES_DIR) / "samples.parquet"),
         samples_dir=path(pipeline.SAMPLES_DIR),
-        runs={stage: json.loads(path(pipeline.RUN_LINK, stage=stage).read_text())
-              for stage in ("train", "evaluate", "generate")},
+        runs={
+            stage: json.loads(path(pipeline.RUN_LINK, stage=stage).read_text())
+            for stage in ("train", "evaluate", "generate")
+        },
     )
 
 
@@ -87,7 +93,10 @@ def verdicts_html(verdicts: list[Verdict]) -> str:
     items = "".join(
         f"<li><b>{html.escape(v.name)}</b>{f' (epoch {v.epoch})' if v.epoch is not None else ''}: "
         f"{html.escape(v.evidence)}. <i>Remedy:</i> {html.escape(v.remedy)}"
-        + (f"<br><code>{html.escape(v.command)}</code>" if v.command else "") + "</li>" for v in verdicts)
+        + (f"<br><code>{html.escape(v.command)}</code>" if v.command else "")
+        + "</li>"
+        for v in verdicts
+    )
     return f"<p><b>Diagnosis:</b></p><ul>{items}</ul>"
 
 
@@ -100,18 +109,31 @@ def music_ranking(results: list[Results]) -> pd.DataFrame:
     for result in results:
         ceiling = result.music.get("ceiling") or {}
         for group, scores in result.music["groups"].items():
-            rows.append({"variant": result.name, "group": group, "samples": scores["count"],
-                         "OA mean": scores["oa_mean"], "KLD mean": scores["kld_mean"],
-                         "ceiling OA": ceiling.get("oa_mean"), "ceiling KLD": ceiling.get("kld_mean")})
+            rows.append(
+                {
+                    "variant": result.name,
+                    "group": group,
+                    "samples": scores["count"],
+                    "OA mean": scores["oa_mean"],
+                    "KLD mean": scores["kld_mean"],
+                    "ceiling OA": ceiling.get("oa_mean"),
+                    "ceiling KLD": ceiling.get("kld_mean"),
+                }
+            )
     if not rows:
         return pd.DataFrame()
     table = pd.DataFrame(rows)
-    table.insert(3, "OA gap to ceiling", table["ceiling OA"].astype(float) - table["OA mean"].astype(float))
-    return table.sort_values(["OA gap to ceiling", "OA mean"], ascending=[True, False], ignore_index=True)
+    table.insert(
+        3, "OA gap to ceiling", table["ceiling OA"].astype(float) - table["OA mean"].astype(float)
+    )
+    return table.sort_values(
+        ["OA gap to ceiling", "OA mean"], ascending=[True, False], ignore_index=True
+    )
 
 
-def comparisons(results: list[Results], families: dict[str, Family], configs: dict,
-                params: Params) -> dict[str, pd.DataFrame]:
+def comparisons(
+    results: list[Results], families: dict[str, Family], configs: dict, params: Params
+) -> dict[str, pd.DataFrame]:
     """The tables that compare variants of one kind (their families' `comparison`), by title."""
     rows: dict[str, dict[str, dict]] = {}
     for result in results:
@@ -125,7 +147,9 @@ def comparisons(results: list[Results], families: dict[str, Family], configs: di
 def variant_metrics_table(result: Results, family: Family) -> pd.DataFrame:
     """One variant's test metrics beside its baselines and reference statistics, row by row."""
     groups = {k: v for k, v in result.evaluation.items() if k != "windows"}
-    return pd.DataFrame({family.group_labels.get(k, k.replace("_", " ")): pd.Series(v) for k, v in groups.items()})
+    return pd.DataFrame(
+        {family.group_labels.get(k, k.replace("_", " ")): pd.Series(v) for k, v in groups.items()}
+    )
 
 
 def runs_table(experiment: str, variant: str) -> pd.DataFrame:
@@ -133,15 +157,30 @@ def runs_table(experiment: str, variant: str) -> pd.DataFrame:
     import mlflow
 
     mlflow.set_tracking_uri(tracking.tracking_uri())
-    runs = mlflow.search_runs(experiment_names=[experiment],
-                              filter_string=f"tags.variant = '{variant}' and tags.stage = 'train'",
-                              order_by=["attributes.start_time ASC"])
+    runs = mlflow.search_runs(
+        experiment_names=[experiment],
+        filter_string=f"tags.variant = '{variant}' and tags.stage = 'train'",
+        order_by=["attributes.start_time ASC"],
+    )
     if runs.empty:
         return runs
-    param_cols = [c for c in runs.columns if c.startswith("params.") and runs[c].nunique(dropna=False) > 1]
+    param_cols = [
+        c for c in runs.columns if c.startswith("params.") and runs[c].nunique(dropna=False) > 1
+    ]
     test_cols = [c for c in runs.columns if c.startswith("metrics.test.")]
-    table = runs[["run_id", "tags.config_hash", "tags.dvc_exp_name", "tags.runner", "status",
-                  "metrics.best_val_loss", "metrics.epochs_run", *param_cols, *test_cols]].copy()
+    table = runs[
+        [
+            "run_id",
+            "tags.config_hash",
+            "tags.dvc_exp_name",
+            "tags.runner",
+            "status",
+            "metrics.best_val_loss",
+            "metrics.epochs_run",
+            *param_cols,
+            *test_cols,
+        ]
+    ].copy()
     table["run_id"] = table["run_id"].str[:8]
     return table.rename(columns=lambda c: c.split(".", 1)[1] if "." in c else c)
 
@@ -161,19 +200,27 @@ def listening(samples_dir: Path) -> str:
 
 
 def _sample_links(samples_dir: Path, html_path: Path) -> str:
-    links = " ".join(f'<a href="{html.escape(_relative(path, html_path))}">{html.escape(path.stem)}</a>'
-                     for path in sorted(samples_dir.glob("*.mid")))
+    links = " ".join(
+        f'<a href="{html.escape(_relative(path, html_path))}">{html.escape(path.stem)}</a>'
+        for path in sorted(samples_dir.glob("*.mid"))
+    )
     return f"<p>MIDI samples: {links}</p>" if links else ""
 
 
-def add_variant(page: Page, result: Results, family: Family, config, params: Params, html_path: Path) -> None:
+def add_variant(
+    page: Page, result: Results, family: Family, config, params: Params, html_path: Path
+) -> None:
     verdicts = [Verdict.from_dict(v) for v in result.train.get("diagnosis", [])]
     train_run = result.runs["train"]["run_id"]
-    summary = (f"Training {ending(result)}; best validation loss {result.train['best_val_loss']:.4f}; MLflow train "
-               f"run `{train_run}`.")
+    summary = (
+        f"Training {ending(result)}; best validation loss {result.train['best_val_loss']:.4f}; MLflow train "
+        f"run `{train_run}`."
+    )
     lines = "".join(f"- {v.line()}\n" for v in verdicts) or "- no pathology found\n"
-    page.add(f"<h2>{result.name}</h2><p>{html.escape(summary)}</p>{verdicts_html(verdicts)}",
-             f"## {result.name}\n\n{summary}\n\n**Diagnosis:**\n\n{lines}")
+    page.add(
+        f"<h2>{result.name}</h2><p>{html.escape(summary)}</p>{verdicts_html(verdicts)}",
+        f"## {result.name}\n\n{summary}\n\n**Diagnosis:**\n\n{lines}",
+    )
     own = _fmt(variant_metrics_table(result, family))
     page.add(own.to_html(border=0), own.to_markdown() + "\n")
     page.add(curves_figure(result))
@@ -182,7 +229,11 @@ def add_variant(page: Page, result: Results, family: Family, config, params: Par
         page.add(section.html, section.markdown)
     page.add(listening(result.samples_dir))
     page.add(_sample_links(result.samples_dir, html_path))
-    page.table("Sample statistics", _fmt(pd.DataFrame([result.generation]).T.rename(columns={0: "value"})), level=3)
+    page.table(
+        "Sample statistics",
+        _fmt(pd.DataFrame([result.generation]).T.rename(columns={0: "value"})),
+        level=3,
+    )
     runs = runs_table(params.tracking.experiment, result.name)
     if runs.empty:
         page.add("<h3>MLflow runs of this variant</h3><p>none</p>")
@@ -192,12 +243,16 @@ def add_variant(page: Page, result: Results, family: Family, config, params: Par
 
 def data_line(params: Params, pieces: pd.DataFrame) -> str:
     kept = usable(pieces)
-    return (f"{len(kept)} pieces ({kept['note_count'].sum()} notes, {kept['duration'].sum() / 3600:.2f} h) "
-            f"from `{params.data.source}`; {len(pieces) - len(kept)} quarantined. "
-            f"Split: {kept['split'].value_counts().to_dict()}")
+    return (
+        f"{len(kept)} pieces ({kept['note_count'].sum()} notes, {kept['duration'].sum() / 3600:.2f} h) "
+        f"from `{params.data.source}`; {len(pieces) - len(kept)} quarantined. "
+        f"Split: {kept['split'].value_counts().to_dict()}"
+    )
 
 
-def build(params: Params, pieces: pd.DataFrame, skipped: pd.DataFrame, html_path: Path, md_path: Path) -> None:
+def build(
+    params: Params, pieces: pd.DataFrame, skipped: pd.DataFrame, html_path: Path, md_path: Path
+) -> None:
     """Write the page and the summary. `skipped`: pieces a stage after ingest could not use
     (stage, piece, path, reason)."""
     results = collect(params)
@@ -207,16 +262,36 @@ def build(params: Params, pieces: pd.DataFrame, skipped: pd.DataFrame, html_path
     configs = {r.name: read_config(pipeline.path_for(pipeline.CONFIG, r.name)) for r in results}
     families = {r.name: family_named(configs[r.name].model) for r in results}
     notes = "; ".join(dict.fromkeys(f"{f.name}: {f.baselines}" for f in families.values()))
-    page.add(f"<p>Each variant's section shows its metrics beside baselines it must beat ({html.escape(notes)}).</p>")
-    page.table("Test-split metrics", _fmt(pd.DataFrame({r.name: r.evaluation["model"] for r in results})))
-    page.table("Training", _fmt(pd.DataFrame({r.name: r.train | {"diagnosis": ", ".join(
-        v["name"] for v in r.train.get("diagnosis", [])) or "healthy"} for r in results})))
+    page.add(
+        f"<p>Each variant's section shows its metrics beside baselines it must beat ({html.escape(notes)}).</p>"
+    )
+    page.table(
+        "Test-split metrics", _fmt(pd.DataFrame({r.name: r.evaluation["model"] for r in results}))
+    )
+    page.table(
+        "Training",
+        _fmt(
+            pd.DataFrame(
+                {
+                    r.name: r.train
+                    | {
+                        "diagnosis": ", ".join(v["name"] for v in r.train.get("diagnosis", []))
+                        or "healthy"
+                    }
+                    for r in results
+                }
+            )
+        ),
+    )
     for title, table in comparisons(results, families, configs, params).items():
         page.table(title, _fmt(table))
     ranking = music_ranking(results)
     if len(ranking):
-        page.table("Samples against the data (Yang & Lerch OA / KLD, metrics/<variant>/music.json)", _fmt(ranking),
-                   index=False)
+        page.table(
+            "Samples against the data (Yang & Lerch OA / KLD, metrics/<variant>/music.json)",
+            _fmt(ranking),
+            index=False,
+        )
     for result in results:
         add_variant(page, result, families[result.name], configs[result.name], params, html_path)
     quarantined = pieces[pieces["status"] == QUARANTINED][["path", "error"]]
@@ -225,8 +300,10 @@ def build(params: Params, pieces: pd.DataFrame, skipped: pd.DataFrame, html_path
     if len(skipped):
         page.table("Pieces skipped by a stage", skipped[["stage", "path", "reason"]], index=False)
     html_path.parent.mkdir(parents=True, exist_ok=True)
-    html_path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>etude report</title>"
-                         f"<style>{STYLE}</style></head><body>{''.join(page.html)}</body></html>\n")
+    html_path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>etude report</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(page.html)}</body></html>\n"
+    )
     md_path.write_text("\n".join(page.markdown))
 
 

@@ -19,43 +19,74 @@ import pandas as pd
 from etude.errors import DataError
 from etude.ingest import usable
 from etude.params import Tokenize
-from etude.skips import TRAINING_SPLIT_HINT, SkipRecords, skipped_arrays, skipped_from, skipped_table
+from etude.skips import (
+    TRAINING_SPLIT_HINT,
+    SkipRecords,
+    skipped_arrays,
+    skipped_from,
+    skipped_table,
+)
 from etude.sources import SPLIT_CODES
 
 ONLY_DRUMS = "only drum notes (tokenize keeps pitched notes only)"
 WHAT = "pitched note"  # what one element of the set is, in messages
-STAT_NAMES = ("duration_mean", "duration_median", "duration_std", "step_mean", "step_median", "step_std", "train_notes")
+STAT_NAMES = (
+    "duration_mean",
+    "duration_median",
+    "duration_std",
+    "step_mean",
+    "step_median",
+    "step_std",
+    "train_notes",
+)
 
 
 @dataclass(frozen=True)
 class NoteSequences(SkipRecords):
-    pitch: np.ndarray        # int16 (N,)
-    step: np.ndarray         # float32 (N,) seconds
-    duration: np.ndarray     # float32 (N,) seconds
-    offsets: np.ndarray      # int64 (P+1,) note index where each piece starts
-    piece_ids: np.ndarray    # int32 (P,) ids in the pieces table
+    pitch: np.ndarray  # int16 (N,)
+    step: np.ndarray  # float32 (N,) seconds
+    duration: np.ndarray  # float32 (N,) seconds
+    offsets: np.ndarray  # int64 (P+1,) note index where each piece starts
+    piece_ids: np.ndarray  # int32 (P,) ids in the pieces table
     piece_split: np.ndarray  # int8 (P,) SPLIT_CODES
     stats: dict[str, float]  # training-split statistics
     train_pitch_counts: np.ndarray  # int64 (128,) pitch histogram of the training split
-    skipped: pd.DataFrame    # piece, path, reason of each usable piece left out
+    skipped: pd.DataFrame  # piece, path, reason of each usable piece left out
     source: Path | None = field(default=None, compare=False)  # the file it was loaded from
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as f:  # file handle: np.savez would otherwise append ".npz"
-            np.savez(f, pitch=self.pitch, step=self.step, duration=self.duration, offsets=self.offsets,
-                     piece_ids=self.piece_ids, piece_split=self.piece_split,
-                     train_pitch_counts=self.train_pitch_counts,
-                     stat_names=np.array(sorted(self.stats)),
-                     stat_values=np.array([self.stats[k] for k in sorted(self.stats)], dtype=np.float64),
-                     **skipped_arrays(self.skipped))
+            np.savez(
+                f,
+                pitch=self.pitch,
+                step=self.step,
+                duration=self.duration,
+                offsets=self.offsets,
+                piece_ids=self.piece_ids,
+                piece_split=self.piece_split,
+                train_pitch_counts=self.train_pitch_counts,
+                stat_names=np.array(sorted(self.stats)),
+                stat_values=np.array([self.stats[k] for k in sorted(self.stats)], dtype=np.float64),
+                **skipped_arrays(self.skipped),
+            )
 
     @classmethod
     def load(cls, path: Path) -> NoteSequences:
         with np.load(path) as z:
             stats = dict(zip(z["stat_names"].tolist(), z["stat_values"].tolist()))
-            return cls(z["pitch"], z["step"], z["duration"], z["offsets"], z["piece_ids"], z["piece_split"],
-                       stats, z["train_pitch_counts"], skipped_from(z), Path(path))
+            return cls(
+                z["pitch"],
+                z["step"],
+                z["duration"],
+                z["offsets"],
+                z["piece_ids"],
+                z["piece_split"],
+                stats,
+                z["train_pitch_counts"],
+                skipped_from(z),
+                Path(path),
+            )
 
     @property
     def empty(self) -> bool:
@@ -109,23 +140,43 @@ def build(notes: pd.DataFrame, pieces: pd.DataFrame, settings: Tokenize) -> Note
     if not train.any():
         raise DataError(f"the training split has no pitched note; {TRAINING_SPLIT_HINT}")
     pitch = keep["pitch"].to_numpy(np.int16)
-    return NoteSequences(pitch, step.astype(np.float32), duration.astype(np.float32), offsets,
-                         present["id"].to_numpy(np.int32), piece_split, _stats(step[train], duration[train]),
-                         np.bincount(pitch[train], minlength=128).astype(np.int64), skipped)
+    return NoteSequences(
+        pitch,
+        step.astype(np.float32),
+        duration.astype(np.float32),
+        offsets,
+        present["id"].to_numpy(np.int32),
+        piece_split,
+        _stats(step[train], duration[train]),
+        np.bincount(pitch[train], minlength=128).astype(np.int64),
+        skipped,
+    )
 
 
 def empty_set(skipped: pd.DataFrame) -> NoteSequences:
     """The set of a corpus without a pitched note: no piece, no statistics (NaN), its skip records."""
     stats = {name: float("nan") for name in STAT_NAMES} | {"train_notes": 0.0}
-    return NoteSequences(np.zeros(0, np.int16), np.zeros(0, np.float32), np.zeros(0, np.float32),
-                         np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int8), stats,
-                         np.zeros(128, np.int64), skipped)
+    return NoteSequences(
+        np.zeros(0, np.int16),
+        np.zeros(0, np.float32),
+        np.zeros(0, np.float32),
+        np.zeros(1, np.int64),
+        np.zeros(0, np.int32),
+        np.zeros(0, np.int8),
+        stats,
+        np.zeros(128, np.int64),
+        skipped,
+    )
 
 
 def _stats(step: np.ndarray, duration: np.ndarray) -> dict[str, float]:
     # The small floor keeps a degenerate corpus (all steps equal) from dividing by zero.
     return {
-        "step_mean": float(step.mean()), "step_std": float(step.std() + 1e-8), "step_median": float(np.median(step)),
-        "duration_mean": float(duration.mean()), "duration_std": float(duration.std() + 1e-8),
-        "duration_median": float(np.median(duration)), "train_notes": float(len(step)),
+        "step_mean": float(step.mean()),
+        "step_std": float(step.std() + 1e-8),
+        "step_median": float(np.median(step)),
+        "duration_mean": float(duration.mean()),
+        "duration_std": float(duration.std() + 1e-8),
+        "duration_median": float(np.median(duration)),
+        "train_notes": float(len(step)),
     }

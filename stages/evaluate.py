@@ -19,20 +19,29 @@ from etude.variants import config_hash, read_config
 
 def run(params, variant):
     config = read_config(path_for(CONFIG, variant))
-    with tracking.start_run(params.tracking.experiment, "evaluate", variant,
-                            path_for(RUN_LINK, variant, stage="evaluate"), params=config.model_dump(mode="json"),
-                            config_hash=config_hash(config)):
+    with tracking.start_run(
+        params.tracking.experiment,
+        "evaluate",
+        variant,
+        path_for(RUN_LINK, variant, stage="evaluate"),
+        params=config.model_dump(mode="json"),
+        config_hash=config_hash(config),
+    ):
         import mlflow
 
         trained = load_trained(path_for(MODEL_DIR, variant), Path(variant_input(config)))
-        metrics = trained.family.evaluate(trained.model, trained.data, config, params.evaluate, trained.device)
+        metrics = trained.family.evaluate(
+            trained.model, trained.data, config, params.evaluate, trained.device
+        )
         target = path_for(EVAL_METRICS, variant)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(metrics, indent=2) + "\n")
         mlflow.log_metrics(tracking.flatten(metrics))
         # The training run's row then holds params, best validation loss and test metrics together.
-        tracking.log_to_run(path_for(RUN_LINK, variant, stage="train"),
-                            {f"test.{k}": v for k, v in metrics["model"].items()})
+        tracking.log_to_run(
+            path_for(RUN_LINK, variant, stage="train"),
+            {f"test.{k}": v for k, v in metrics["model"].items()},
+        )
     print(f"evaluate@{variant}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics["model"].items()))
 
 

@@ -27,8 +27,10 @@ def run(params, _variant):
         if gridset.empty:
             print(empty_warning("grids", str(target), gridset.what, gridset.skipped))
         sources = gridset.tempo["source"].value_counts().to_dict()
-        print(f"grids: {len(gridset.grids)} {representation} windows {gridset.grids.shape[1:]} from "
-              f"{len(gridset.tempo)} pieces, {len(gridset.skipped)} skipped, tempo {sources} -> {target}")
+        print(
+            f"grids: {len(gridset.grids)} {representation} windows {gridset.grids.shape[1:]} from "
+            f"{len(gridset.tempo)} pieces, {len(gridset.skipped)} skipped, tempo {sources} -> {target}"
+        )
 
 
 if __name__ == "__main__":

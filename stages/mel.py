@@ -15,7 +15,9 @@ from etude.sources import SourceError
 def run(params, _variant):
     raw = pd.read_parquet(RAW, columns=["path", "data"])
     try:
-        segments, pieces = mel.build(raw, pd.read_parquet(PIECES), params.audio, params.mel, Path(MEL))
+        segments, pieces = mel.build(
+            raw, pd.read_parquet(PIECES), params.audio, params.mel, Path(MEL)
+        )
     except SourceError as err:  # the SoundFont could not be downloaded or verified
         raise StageError(str(err)) from None
     skipped = pieces["reason"].notna()
@@ -23,9 +25,11 @@ def run(params, _variant):
         print(f"mel: skipped {row.path}: {row.reason}")
     used = pieces[~skipped]
     sources = used.groupby("audio")["seconds"].sum().div(3600).round(3).to_dict()
-    print(f"mel: {len(segments)} segments {params.mel.n_mels}x{mel.frames_per_segment(params.mel)} "
-          f"({segments['split'].value_counts().to_dict()}) from {len(used)} pieces, {skipped.sum()} skipped, "
-          f"{used['skipped_silent'].sum()} silent segments skipped; audio hours {sources} -> {MEL}")
+    print(
+        f"mel: {len(segments)} segments {params.mel.n_mels}x{mel.frames_per_segment(params.mel)} "
+        f"({segments['split'].value_counts().to_dict()}) from {len(used)} pieces, {skipped.sum()} skipped, "
+        f"{used['skipped_silent'].sum()} silent segments skipped; audio hours {sources} -> {MEL}"
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,10 @@ from etude.skips import skipped_from
 def skipped_pieces() -> pd.DataFrame:
     """Pieces that ingest accepted and a later stage could not use, with the stage's reason."""
     tables = {}
-    for stage, path in (("tokenize", NOTE_SEQUENCES), *((f"grids ({k})", REPRESENTATIONS[k]) for k in GRID_KINDS)):
+    for stage, path in (
+        ("tokenize", NOTE_SEQUENCES),
+        *((f"grids ({k})", REPRESENTATIONS[k]) for k in GRID_KINDS),
+    ):
         with np.load(path) as arrays:  # reads only the arrays asked for
             tables[stage] = skipped_from(arrays)
     tables["mel"] = MelSet(Path(MEL)).skipped
@@ -31,7 +34,9 @@ def skipped_pieces() -> pd.DataFrame:
 
 
 def run(params, _variant):
-    report.build(params, pd.read_parquet(PIECES), skipped_pieces(), Path(REPORT_HTML), Path(REPORT_MD))
+    report.build(
+        params, pd.read_parquet(PIECES), skipped_pieces(), Path(REPORT_HTML), Path(REPORT_MD)
+    )
     print(f"report: {REPORT_HTML}, {REPORT_MD}")
 
 

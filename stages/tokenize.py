@@ -19,8 +19,10 @@ def run(params, _variant):
         print(f"tokenize: skipped {row.path}: {row.reason}")
     if seqs.empty:
         print(empty_warning("tokenize", NOTE_SEQUENCES, sequences.WHAT, seqs.skipped))
-    print(f"tokenize: {len(seqs.pitch)} notes in {len(seqs.piece_ids)} pieces, {len(seqs.skipped)} skipped "
-          f"-> {NOTE_SEQUENCES}")
+    print(
+        f"tokenize: {len(seqs.pitch)} notes in {len(seqs.piece_ids)} pieces, {len(seqs.skipped)} skipped "
+        f"-> {NOTE_SEQUENCES}"
+    )
 
 
 if __name__ == "__main__":

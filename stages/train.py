@@ -20,11 +20,22 @@ from etude.variants import read_config
 
 def run(params, variant):
     config = read_config(path_for(CONFIG, variant))
-    paths = TrainPaths(data=Path(variant_input(config)), model_dir=path_for(MODEL_DIR, variant),
-                       history=path_for(HISTORY, variant), summary=path_for(TRAIN_METRICS, variant),
-                       run_link=path_for(RUN_LINK, variant, stage="train"),
-                       root=tracking.project_root())
-    train(variant, config, family_named(config.model), params.tracking.experiment, paths, params.diagnosis)
+    paths = TrainPaths(
+        data=Path(variant_input(config)),
+        model_dir=path_for(MODEL_DIR, variant),
+        history=path_for(HISTORY, variant),
+        summary=path_for(TRAIN_METRICS, variant),
+        run_link=path_for(RUN_LINK, variant, stage="train"),
+        root=tracking.project_root(),
+    )
+    train(
+        variant,
+        config,
+        family_named(config.model),
+        params.tracking.experiment,
+        paths,
+        params.diagnosis,
+    )
 
 
 if __name__ == "__main__":

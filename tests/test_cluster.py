@@ -34,7 +34,9 @@ POSTGRES = "postgresql://mlflow:mlflow@127.0.0.1:55432/mlflow"  # as cluster/loc
 def require(*components: str) -> None:
     done = subprocess.run([LOCAL, "status", *components], capture_output=True, text=True)
     if done.returncode != 0:
-        down = ", ".join(line.split(":")[0] for line in done.stdout.splitlines() if line.endswith("down"))
+        down = ", ".join(
+            line.split(":")[0] for line in done.stdout.splitlines() if line.endswith("down")
+        )
         message = f"local cluster component(s) down: {down} (start them: cluster/local.sh up {' '.join(components)})"
         if os.environ.get("ETUDE_CLUSTER_REQUIRED"):  # make test-cluster: they were meant to be up
             pytest.fail(message)
@@ -43,13 +45,19 @@ def require(*components: str) -> None:
 
 def cluster_env() -> dict[str, str]:
     """conftest's clean environment plus the exports of `cluster/local.sh env`."""
-    lines = subprocess.run([LOCAL, "env"], capture_output=True, text=True, check=True).stdout.splitlines()
-    return env() | dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in lines)
+    lines = subprocess.run(
+        [LOCAL, "env"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    return env() | dict(
+        shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in lines
+    )
 
 
 def sh(cmd: list[str], cwd: Path, environ: dict[str, str] | None = None, timeout: int = 900) -> str:
     """stdout and stderr of `cmd`, which must succeed."""
-    done = subprocess.run(cmd, cwd=cwd, env=environ or env(), capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        cmd, cwd=cwd, env=environ or env(), capture_output=True, text=True, timeout=timeout
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"{' '.join(cmd)} failed ({done.returncode}):\n{output[-6000:]}"
     return output
@@ -57,26 +65,43 @@ def sh(cmd: list[str], cwd: Path, environ: dict[str, str] | None = None, timeout
 
 def job_stats(plan: str) -> Counter:
     """Jobs per rule from the `Job stats` table of a Snakemake dry run."""
-    table = plan[plan.index("Job stats"):]
-    return Counter({rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)
-                    if rule != "total"})
+    table = plan[plan.index("Job stats") :]
+    return Counter(
+        {
+            rule: int(n)
+            for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)
+            if rule != "total"
+        }
+    )
 
 
 def test_snakemake_runs_the_whole_dag_as_slurm_jobs(tmp_path):
     require("slurm")
     project = make_project(tmp_path)
     # The user's profile, with the local cluster's differences on top (see cluster/profile/config.yaml).
-    snakemake = ["snakemake", "--profile", "profiles/slurm", "--workflow-profile", str(REPO / "cluster/profile")]
-    expected = job_stats(sh([*snakemake, "--dry-run"], project)) - Counter({"all": 1})  # a local rule
+    snakemake = [
+        "snakemake",
+        "--profile",
+        "profiles/slurm",
+        "--workflow-profile",
+        str(REPO / "cluster/profile"),
+    ]
+    expected = job_stats(sh([*snakemake, "--dry-run"], project)) - Counter(
+        {"all": 1}
+    )  # a local rule
     output = sh([*snakemake, "--slurm-keep-successful-logs"], project, timeout=3600)
 
     # SLURM's own records of the submitted jobs (squeue lists finished ones for MinJobAge seconds).
     ids = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
-    records = sh(["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%i|%j|%T|%k"], project).splitlines()
+    records = sh(
+        ["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%i|%j|%T|%k"], project
+    ).splitlines()
     jobs = [line.split("|") for line in records]
     assert sorted(job_id for job_id, *_ in jobs) == sorted(ids)
     assert {state for _, _, state, _ in jobs} == {"COMPLETED"}
-    assert len({name for _, name, _, _ in jobs}) == 1  # one workflow run: its id is every job's name
+    assert (
+        len({name for _, name, _, _ in jobs}) == 1
+    )  # one workflow run: its id is every job's name
     # The plugin's comment names the rule (and wildcards) of each job: every job of the DAG went to SLURM.
     ran = Counter(re.match(r"rule_(\w+?)(_wildcards_|$)", comment).group(1) for *_, comment in jobs)
     assert ran == expected
@@ -108,9 +133,17 @@ def test_concurrent_first_runs_land_in_their_experiment_on_the_server(tmp_path):
     require("postgres", "s3", "mlflow")
     environ = cluster_env()
     experiment, workers = f"race-{uuid.uuid4().hex[:8]}", 4
-    racers = [subprocess.Popen([sys.executable, "-c", RACER, experiment, str(tmp_path), str(i)], cwd=REPO,
-                               env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-              for i in range(workers)]
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, experiment, str(tmp_path), str(i)],
+            cwd=REPO,
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(workers)
+    ]
     deadline = time.time() + 120
     while len(list(tmp_path.glob("ready*"))) < workers and time.time() < deadline:
         time.sleep(0.1)
@@ -126,9 +159,15 @@ def test_concurrent_first_runs_land_in_their_experiment_on_the_server(tmp_path):
     assert sorted(r.info.run_id for r in runs) == sorted(link["run_id"] for link in links)
     for link in links:
         run = client.get_run(link["run_id"])
-        assert run.info.experiment_id == link["experiment_id"] == found.experiment_id  # none in Default ("0")
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(5))
-        assert [a.path for a in client.list_artifacts(run.info.run_id, "notes")] == ["notes/worker.txt"]
+        assert (
+            run.info.experiment_id == link["experiment_id"] == found.experiment_id
+        )  # none in Default ("0")
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(
+            range(5)
+        )
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "notes")] == [
+            "notes/worker.txt"
+        ]
         logged = client.download_artifacts(run.info.run_id, "notes/worker.txt", str(tmp_path))
         assert Path(logged).read_text() == f"worker {run.data.params['worker']}"
 
@@ -138,18 +177,29 @@ def test_concurrent_first_runs_land_in_their_experiment_on_the_server(tmp_path):
     import psycopg2
 
     with psycopg2.connect(POSTGRES) as db, db.cursor() as cursor:
-        cursor.execute("select count(*) from runs where experiment_id = %s", (int(found.experiment_id),))
+        cursor.execute(
+            "select count(*) from runs where experiment_id = %s", (int(found.experiment_id),)
+        )
         assert cursor.fetchone()[0] == workers
-    s3 = boto3.client("s3", endpoint_url=environ["MLFLOW_S3_ENDPOINT_URL"],
-                      aws_access_key_id=environ["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=environ["AWS_SECRET_ACCESS_KEY"])
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="etude-mlflow", Prefix="artifacts/")["Contents"]]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=environ["MLFLOW_S3_ENDPOINT_URL"],
+        aws_access_key_id=environ["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=environ["AWS_SECRET_ACCESS_KEY"],
+    )
+    keys = [
+        o["Key"] for o in s3.list_objects_v2(Bucket="etude-mlflow", Prefix="artifacts/")["Contents"]
+    ]
     for link in links:
         assert any(link["run_id"] in key and key.endswith("notes/worker.txt") for key in keys)
 
 
 def outputs(project: Path, paths: list[str]) -> dict[str, bytes]:
-    files = [f for p in paths for f in ([project / p] if (project / p).is_file() else (project / p).rglob("*"))]
+    files = [
+        f
+        for p in paths
+        for f in ([project / p] if (project / p).is_file() else (project / p).rglob("*"))
+    ]
     return {str(f.relative_to(project)): f.read_bytes() for f in sorted(files) if f.is_file()}
 
 
@@ -168,10 +218,17 @@ def test_dvc_remote_on_s3_round_trips_outputs_and_shares_experiments(tmp_path):
 
     remote = f"s3://etude-dvc/{uuid.uuid4().hex[:8]}"  # the bucket outlives a test: a fresh prefix
     sh(["dvc", "remote", "add", "-d", "store", remote], first, environ)
-    sh(["dvc", "remote", "modify", "store", "endpointurl", environ["AWS_ENDPOINT_URL_S3"]], first, environ)
+    sh(
+        ["dvc", "remote", "modify", "store", "endpointurl", environ["AWS_ENDPOINT_URL_S3"]],
+        first,
+        environ,
+    )
     sh(["git", "remote", "add", "origin", str(origin)], first)
     sh(["git", "add", "-A"], first)
-    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "data, S3 remote"], first)
+    sh(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "data, S3 remote"],
+        first,
+    )
     sh(["git", "push", "-q", "origin", "HEAD"], first)
     sh(["dvc", "push", *stages], first, environ)
 
@@ -188,7 +245,11 @@ def test_dvc_remote_on_s3_round_trips_outputs_and_shares_experiments(tmp_path):
     # An experiment run in one clone, pushed; pulled into another clone, whose cache then holds its
     # outputs: checking out its branch needs no other fetch.
     # A shorter length limit quarantines one training piece (39 min): fewer note sequences.
-    sh(["dvc", "exp", "run", "-n", "shorter", "-S", "ingest.max_duration_s=2000", "tokenize"], first, environ)
+    sh(
+        ["dvc", "exp", "run", "-n", "shorter", "-S", "ingest.max_duration_s=2000", "tokenize"],
+        first,
+        environ,
+    )
     tokens = outputs(first, ["data/tokens/notes.npz"])
     assert tokens != {k: v for k, v in before.items() if k in tokens}
     sh(["dvc", "exp", "push", "origin", "shorter"], first, environ)
@@ -220,12 +281,22 @@ def test_queued_experiments_run_in_parallel_and_log_to_one_server(tmp_path):
     sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], project)
 
     # rnn_baseline sets its own lr (the shared `lr` leaves it alone): only its chain re-runs.
-    sh(["dvc", "exp", "run", "--queue", "-S", "variants.rnn_baseline.lr=0.002,0.0005"], project, environ)
+    sh(
+        ["dvc", "exp", "run", "--queue", "-S", "variants.rnn_baseline.lr=0.002,0.0005"],
+        project,
+        environ,
+    )
     sh(["dvc", "queue", "start", "-j", "2"], project, environ)
     deadline = time.time() + 3600
-    while {"Queued", "Running"} & set(statuses := queue_status(project, environ)) and time.time() < deadline:
+    while {"Queued", "Running"} & set(
+        statuses := queue_status(project, environ)
+    ) and time.time() < deadline:
         time.sleep(10)
-    logs = list((project / ".dvc/tmp/exps/celery").rglob("*.log")) if statuses != ["Success"] * 2 else []
+    logs = (
+        list((project / ".dvc/tmp/exps/celery").rglob("*.log"))
+        if statuses != ["Success"] * 2
+        else []
+    )
     assert statuses == ["Success"] * 2, "\n".join(f.read_text()[-3000:] for f in logs)
 
     check_queued(project, environ, experiment)
@@ -236,14 +307,21 @@ def check_queued(project: Path, environ: dict[str, str], experiment: str) -> Non
     baseline = next(rev for rev in shown if rev["rev"] != "workspace")
     exps = {e["name"]: e["revs"][0]["data"] for e in baseline["experiments"]}
     assert len(exps) == 2
-    lrs = {name: data["params"]["params.yaml"]["data"]["variants"]["rnn_baseline"]["lr"] for name, data in exps.items()}
+    lrs = {
+        name: data["params"]["params.yaml"]["data"]["variants"]["rnn_baseline"]["lr"]
+        for name, data in exps.items()
+    }
     assert sorted(lrs.values()) == [0.0005, 0.002]
     for data in exps.values():
         assert data["metrics"]["metrics/rnn_baseline/eval.json"]["data"]["model"]
 
     # Each experiment trained in its own checkpoint folder (named after its configuration), in the
     # repository itself rather than the experiment's temporary copy.
-    folders = {source: folder for folder, source in used_folders(project).items() if "rnn_baseline" in str(folder)}
+    folders = {
+        source: folder
+        for folder, source in used_folders(project).items()
+        if "rnn_baseline" in str(folder)
+    }
     exp_folders = [folder for source, folder in folders.items() if source.startswith("refs/exps")]
     assert len(exp_folders) == 2 and folders["params.yaml"] not in exp_folders
     for folder in exp_folders:
@@ -254,10 +332,14 @@ def check_queued(project: Path, environ: dict[str, str], experiment: str) -> Non
     runs = mlflow.search_runs(experiment_names=[experiment])
     queued = runs[runs["tags.dvc_exp_name"] != ""]
     assert sorted(queued["tags.dvc_exp_name"] + "/" + queued["tags.stage"]) == sorted(
-        f"{name}/{stage}" for name in exps for stage in ("evaluate", "generate", "train"))
+        f"{name}/{stage}" for name in exps for stage in ("evaluate", "generate", "train")
+    )
     assert set(queued["tags.variant"]) == {"rnn_baseline"}
     train = queued[queued["tags.stage"] == "train"].set_index("tags.dvc_exp_name")
     assert {name: float(train.loc[name, "params.lr"]) for name in exps} == lrs
     # In parallel: the two experiments' runs overlap in time.
-    spans = [(group["start_time"].min(), group["end_time"].max()) for _, group in queued.groupby("tags.dvc_exp_name")]
+    spans = [
+        (group["start_time"].min(), group["end_time"].max())
+        for _, group in queued.groupby("tags.dvc_exp_name")
+    ]
     assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]

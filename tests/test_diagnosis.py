@@ -26,7 +26,13 @@ from tests.conftest import REPO, edit_params, make_project, run
 # 8 batches per epoch: seconds per training on 2 cores.
 SHORT = {"epochs": 6, "samples_per_epoch": 512, "val_max_windows": 128, "threads": 1}
 GRID = SHORT | {"epochs": 4, "kl": {"anneal_epochs": 0}}
-SPECTRAL = {"epochs": 3, "samples_per_epoch": 16, "batch_size": 8, "val_max_windows": 8, "threads": 1}
+SPECTRAL = {
+    "epochs": 3,
+    "samples_per_epoch": 16,
+    "batch_size": 8,
+    "val_max_windows": 8,
+    "threads": 1,
+}
 INSTABILITY = {"non_finite_loss", "loss_spike", "gradient_explosion", "rising_loss"}
 
 
@@ -51,10 +57,22 @@ def train_short(project: Path, variant: str, overrides: dict, tag: str) -> Path:
     cwd = Path.cwd()
     os.chdir(project)  # the MLflow store is the project's
     try:
-        train(variant, config, family_named(config.model), "diagnosis", TrainPaths(
-            data=project / variant_input(config), model_dir=out / "model", history=out / "history.csv",
-            summary=out / "train.json", run_link=out / "run.json", root=out),
-            params.diagnosis, progress_bar=False)
+        train(
+            variant,
+            config,
+            family_named(config.model),
+            "diagnosis",
+            TrainPaths(
+                data=project / variant_input(config),
+                model_dir=out / "model",
+                history=out / "history.csv",
+                summary=out / "train.json",
+                run_link=out / "run.json",
+                root=out,
+            ),
+            params.diagnosis,
+            progress_bar=False,
+        )
     finally:
         os.chdir(cwd)
     return out
@@ -74,7 +92,9 @@ def continued(project: Path, overrides: dict, tag: str) -> dict[str, Verdict]:
     a learning rate raised mid-run."""
     base = train_short(project, "rnn_baseline", SHORT | {"epochs": 3}, "healthy-3")
     (last,) = (base / "checkpoints").rglob("last.pt")
-    return diagnose(project, "rnn_baseline", SHORT | {"epochs": 7, "resume_from": str(last)} | overrides, tag)
+    return diagnose(
+        project, "rnn_baseline", SHORT | {"epochs": 7, "resume_from": str(last)} | overrides, tag
+    )
 
 
 def default_run(variant: str) -> dict[str, Verdict]:
@@ -97,19 +117,26 @@ def healthy(project) -> dict[str, Verdict]:
 def test_huge_lr_spikes_the_loss_and_loops_the_samples(project, healthy):
     sick = diagnose(project, "rnn_baseline", SHORT | {"lr": 5.0, "grad_clip": None}, "huge-lr")
     spike = sick["loss_spike"]
-    assert spike.epoch == 1 and spike.overrides == {"variants.rnn_baseline.lr": 1.0,
-                                                    "variants.rnn_baseline.grad_clip": 1.0}
+    assert spike.epoch == 1 and spike.overrides == {
+        "variants.rnn_baseline.lr": 1.0,
+        "variants.rnn_baseline.grad_clip": 1.0,
+    }
     check_command(spike, "rnn_baseline")
     # The broken model plays one figure over and over, the same in every sample.
     assert "repetitive_generation" in sick and "mode_collapse" in sick, sorted(sick)
     assert sick["repetitive_generation"].overrides == {"variants.rnn_baseline.seq_len": 50}
-    assert not {"loss_spike", "repetitive_generation", "mode_collapse"} & set(healthy), sorted(healthy)
+    assert not {"loss_spike", "repetitive_generation", "mode_collapse"} & set(healthy), sorted(
+        healthy
+    )
 
 
 def test_a_learning_rate_raised_mid_run_explodes_and_the_loss_rises(project):
     sick = continued(project, {"lr": 1.0, "grad_clip": None}, "raised-lr")
     assert sick["gradient_explosion"].epoch == 4, sick["gradient_explosion"].evidence
-    assert sick["rising_loss"].overrides == {"variants.rnn_baseline.lr": 0.2, "variants.rnn_baseline.grad_clip": 1.0}
+    assert sick["rising_loss"].overrides == {
+        "variants.rnn_baseline.lr": 0.2,
+        "variants.rnn_baseline.grad_clip": 1.0,
+    }
     assert "validation loss" in sick["rising_loss"].evidence
     steady = continued(project, {}, "continued")
     assert not INSTABILITY & set(steady), sorted(steady)
@@ -132,10 +159,23 @@ def test_a_tiny_lr_plateaus(project, healthy):
 def test_one_training_piece_overfits(tmp_path_factory, project, healthy):
     """Every piece but one moves to validation: a large LSTM learns the one by heart."""
     small = make_project(tmp_path_factory.mktemp("one-piece"))
-    edit_params(small / "params.yaml", {"data": {"sample": {"validation": [f"Maestro_{i}.mid" for i in range(2, 10)]}}})
+    edit_params(
+        small / "params.yaml",
+        {"data": {"sample": {"validation": [f"Maestro_{i}.mid" for i in range(2, 10)]}}},
+    )
     run(["dvc", "repro", "tokenize"], small)
-    sick = diagnose(small, "rnn_baseline", {"epochs": 12, "samples_per_epoch": None, "val_max_windows": 512,
-                                            "threads": 1, "lstm_units": [512]}, "one-piece")
+    sick = diagnose(
+        small,
+        "rnn_baseline",
+        {
+            "epochs": 12,
+            "samples_per_epoch": None,
+            "val_max_windows": 512,
+            "threads": 1,
+            "lstm_units": [512],
+        },
+        "one-piece",
+    )
     verdict = sick["overfitting"]
     # One LSTM layer: dropout would act nowhere, so the remedy is augmentation.
     assert verdict.overrides == {"variants.rnn_baseline.transpose_semitones": 6}, verdict.overrides
@@ -144,8 +184,12 @@ def test_one_training_piece_overfits(tmp_path_factory, project, healthy):
 
 def test_no_patience_is_a_premature_stop(project):
     # Any improvement below min_delta counts as none: patience 1 stops after the second epoch.
-    stopped = diagnose(project, "rnn_baseline", SHORT | {"epochs": 10, "patience": 1, "min_delta": 10.0},
-                       "no-patience")
+    stopped = diagnose(
+        project,
+        "rnn_baseline",
+        SHORT | {"epochs": 10, "patience": 1, "min_delta": 10.0},
+        "no-patience",
+    )
     assert stopped["premature_stop"].overrides == {"variants.rnn_baseline.patience": 11}
     assert "after 2 of 10 epochs" in stopped["premature_stop"].evidence
     patient = diagnose(project, "rnn_baseline", SHORT | {"epochs": 10, "patience": 8}, "patience")
@@ -156,7 +200,12 @@ def test_no_patience_is_a_premature_stop(project):
 def test_untrained_timing_heads_collapse_and_the_default_run_does_not(project):
     """Timing heads without a loss never leave the mean. The healthy spread takes the default run's
     50 epochs (0.9x at the end; 3 short epochs reach 0.1x), so that side is the default run's."""
-    sick = diagnose(project, "rnn_baseline", SHORT | {"loss_weights": {"step": 0.0, "duration": 0.0}}, "no-timing-loss")
+    sick = diagnose(
+        project,
+        "rnn_baseline",
+        SHORT | {"loss_weights": {"step": 0.0, "duration": 0.0}},
+        "no-timing-loss",
+    )
     assert {"step_collapse", "duration_collapse"} <= set(sick), sorted(sick)
     assert "0.5x since epoch 1" in sick["step_collapse"].evidence
     assert not {"step_collapse", "duration_collapse"} & set(default_run("rnn_baseline"))
@@ -164,7 +213,9 @@ def test_untrained_timing_heads_collapse_and_the_default_run_does_not(project):
 
 # ---- grid VAEs -----------------------------------------------------------------------------------
 def test_large_beta_collapses_the_posterior(project):
-    collapsed = diagnose(project, "rhythm_vae", GRID | {"kl": {"beta": 200.0, "anneal_epochs": 0}}, "large-beta")
+    collapsed = diagnose(
+        project, "rhythm_vae", GRID | {"kl": {"beta": 200.0, "anneal_epochs": 0}}, "large-beta"
+    )
     check_command(collapsed["posterior_collapse"], "rhythm_vae")
     assert "0/2 active units" in collapsed["posterior_collapse"].evidence
     healthy = diagnose(project, "rhythm_vae", GRID, "default-beta")
@@ -178,27 +229,54 @@ def test_a_low_onset_threshold_decodes_one_dense_pattern_from_every_z(project):
     dense = diagnose(project, "rhythm_vae", GRID | {"onset_threshold": 0.02}, "low-threshold")
     verdict = dense["prior_density"]
     ratio = float(verdict.evidence.split("hold ")[1].split("x")[0])
-    assert ratio > 1.5 and verdict.overrides == {"variants.rhythm_vae.onset_threshold": round(0.02 * ratio, 3)}
+    assert ratio > 1.5 and verdict.overrides == {
+        "variants.rhythm_vae.onset_threshold": round(0.02 * ratio, 3)
+    }
     assert dense["mode_collapse"].overrides == {"variants.rhythm_vae.kl.beta": 0.5}
     healthy = diagnose(project, "rhythm_vae", GRID, "default-beta")
     assert "mode_collapse" not in healthy
 
 
 # ---- spectral VAE --------------------------------------------------------------------------------
-SPECTRAL_QUALITY = {"featureless", "range_mismatch", "missing_high_frequencies", "posterior_collapse"}
+SPECTRAL_QUALITY = {
+    "featureless",
+    "range_mismatch",
+    "missing_high_frequencies",
+    "posterior_collapse",
+}
 
 
-@pytest.mark.parametrize(("overrides", "expected", "remedy"), [
-    ({"lr": 0.02, "grad_clip": None}, "featureless", {"lr": 0.01, "kl.beta": 0.025}),
-    # Running statistics of the last batch only, no range penalty: outputs overshoot in eval mode.
-    ({"epochs": 4, "samples_per_epoch": 32, "lr": 0.01, "output_reg_weight": 0.0, "batchnorm_momentum": 1.0},
-     "range_mismatch", {"output_reg_weight": 0.05}),
-    ({"spectral_weight": 0.0, "recon_bands": [{"start": 0.0, "end": 0.8, "weight": 1.0},
-                                              {"start": 0.8, "end": 1.0, "weight": 0.0}]},
-     "missing_high_frequencies", {"spectral_weight": 0.2}),
-    ({"kl": {"beta": 100.0}}, "posterior_collapse", {"kl.anneal_epochs": 10}),
-    ({"kl": {"beta": 1e-6}}, "flat_prior", {"kl.beta": 2e-6}),
-])
+@pytest.mark.parametrize(
+    ("overrides", "expected", "remedy"),
+    [
+        ({"lr": 0.02, "grad_clip": None}, "featureless", {"lr": 0.01, "kl.beta": 0.025}),
+        # Running statistics of the last batch only, no range penalty: outputs overshoot in eval mode.
+        (
+            {
+                "epochs": 4,
+                "samples_per_epoch": 32,
+                "lr": 0.01,
+                "output_reg_weight": 0.0,
+                "batchnorm_momentum": 1.0,
+            },
+            "range_mismatch",
+            {"output_reg_weight": 0.05},
+        ),
+        (
+            {
+                "spectral_weight": 0.0,
+                "recon_bands": [
+                    {"start": 0.0, "end": 0.8, "weight": 1.0},
+                    {"start": 0.8, "end": 1.0, "weight": 0.0},
+                ],
+            },
+            "missing_high_frequencies",
+            {"spectral_weight": 0.2},
+        ),
+        ({"kl": {"beta": 100.0}}, "posterior_collapse", {"kl.anneal_epochs": 10}),
+        ({"kl": {"beta": 1e-6}}, "flat_prior", {"kl.beta": 2e-6}),
+    ],
+)
 def test_spectral_failures_and_the_default_run(project, overrides, expected, remedy):
     """A few batches of a broken set-up show each of the documents' failures, with their remedy; the
     default configuration's own training (10 epochs, ~6 min) shows none of the other quality failures.
@@ -214,7 +292,11 @@ def test_the_default_runs_missing_high_frequencies_go_with_its_last_ratio(params
     """The default run's own history: 0.34x the input's high-frequency energy at the end, a verdict;
     the same history ending above the threshold is none."""
     recorded = pd.read_csv(REPO / "metrics/spectral_vae/history.csv")
-    config, settings, spectral = variant_config(params, "spectral_vae"), params.diagnosis, family_named("spectral_vae")
+    config, settings, spectral = (
+        variant_config(params, "spectral_vae"),
+        params.diagnosis,
+        family_named("spectral_vae"),
+    )
 
     def verdicts(h):
         return {v.name for v in spectral.verdicts(h, config, settings, "spectral_vae")}
@@ -239,37 +321,75 @@ def test_generic_rules_name_the_epoch_and_the_remedy(settings, params):
     config = variant_config(params, "rnn_baseline")
     falling = np.linspace(1.0, 0.5, 9)
     summary = {"best_epoch": 8, "epochs_run": 9, "stopped_early": False}
-    assert training_verdicts(history(train_loss=falling, val_loss=falling), summary, config, settings, {}, "v") == []
+    assert (
+        training_verdicts(
+            history(train_loss=falling, val_loss=falling), summary, config, settings, {}, "v"
+        )
+        == []
+    )
 
     flat = np.r_[np.linspace(1.0, 0.5, 6), [0.5, 0.5, 0.5]]
-    plateau = training_verdicts(history(train_loss=flat, val_loss=flat, lr=np.full(9, config.lr)), summary,
-                                config, settings, {}, "v")
-    assert [v.name for v in plateau] == ["plateau"] and plateau[0].overrides == {"variants.v.lr": 0.01}
+    plateau = training_verdicts(
+        history(train_loss=flat, val_loss=flat, lr=np.full(9, config.lr)),
+        summary,
+        config,
+        settings,
+        {},
+        "v",
+    )
+    assert [v.name for v in plateau] == ["plateau"] and plateau[0].overrides == {
+        "variants.v.lr": 0.01
+    }
 
     spike = np.r_[falling[:4], [2.0], falling[5:]]
-    (verdict,) = training_verdicts(history(train_loss=spike, val_loss=falling), summary, config, settings, {}, "v")
-    assert (verdict.name, verdict.epoch, verdict.overrides) == ("loss_spike", 5, {"variants.v.lr": 0.001})
+    (verdict,) = training_verdicts(
+        history(train_loss=spike, val_loss=falling), summary, config, settings, {}, "v"
+    )
+    assert (verdict.name, verdict.epoch, verdict.overrides) == (
+        "loss_spike",
+        5,
+        {"variants.v.lr": 0.001},
+    )
 
     norms = np.r_[[1.0, 1.2, 0.9, 1.1], [50.0], [1.0] * 4]
-    names = [v.name for v in training_verdicts(history(train_loss=falling, val_loss=falling, grad_norm=norms,
-                                                       grad_norm_max=norms), summary, config, settings, {}, "v")]
+    names = [
+        v.name
+        for v in training_verdicts(
+            history(train_loss=falling, val_loss=falling, grad_norm=norms, grad_norm_max=norms),
+            summary,
+            config,
+            settings,
+            {},
+            "v",
+        )
+    ]
     assert names == ["gradient_explosion"]
 
     rising = np.r_[falling[:5], [0.8, 0.9, 1.0, 1.1]]
     both = history(train_loss=rising, val_loss=rising)
-    assert [v.name for v in training_verdicts(both, summary, config, settings, {}, "v")] == ["rising_loss"]
+    assert [v.name for v in training_verdicts(both, summary, config, settings, {}, "v")] == [
+        "rising_loss"
+    ]
     overfit = history(train_loss=falling, val_loss=rising)
-    (verdict,) = training_verdicts(overfit, summary, config, settings, {"variants.v.dropout": 0.2}, "v")
+    (verdict,) = training_verdicts(
+        overfit, summary, config, settings, {"variants.v.dropout": 0.2}, "v"
+    )
     assert verdict.name == "overfitting" and verdict.overrides == {"variants.v.dropout": 0.2}
 
 
 def test_note_rnn_rules_timing_collapse_and_repetition(settings, params):
     config = variant_config(params, "rnn_stacked")
     note_rnn = family_named("note_rnn")
-    healthy = history(val_loss=[1.0, 0.9], sample_step_std_ratio=[0.6, 0.7], sample_duration_std_ratio=[0.6, 0.7],
-                      sample_ngram_repetition=[0.1, 0.1], data_ngram_repetition=[0.1, 0.1],
-                      sample_repeated_pitch_rate=[0.02, 0.02], data_repeated_pitch_rate=[0.02, 0.02],
-                      sample_diversity_ratio=[0.9, 0.9])
+    healthy = history(
+        val_loss=[1.0, 0.9],
+        sample_step_std_ratio=[0.6, 0.7],
+        sample_duration_std_ratio=[0.6, 0.7],
+        sample_ngram_repetition=[0.1, 0.1],
+        data_ngram_repetition=[0.1, 0.1],
+        sample_repeated_pitch_rate=[0.02, 0.02],
+        data_repeated_pitch_rate=[0.02, 0.02],
+        sample_diversity_ratio=[0.9, 0.9],
+    )
     assert note_rnn.verdicts(healthy, config, settings, "rnn_stacked") == []
     # Judged on the median of the last epochs (judge_epochs): here both.
     sick = healthy.assign(sample_step_std_ratio=[0.6, 0.2], sample_ngram_repetition=[0.1, 0.6])
@@ -277,9 +397,14 @@ def test_note_rnn_rules_timing_collapse_and_repetition(settings, params):
     assert set(verdicts) == {"step_collapse", "repetitive_generation"}
     assert verdicts["step_collapse"].epoch == 2 and "0.40x" in verdicts["step_collapse"].evidence
     # MSE heads: the remedy is the distributional head; a bins head that collapses gets more context.
-    assert verdicts["step_collapse"].command == "dvc exp run -S ++variants.rnn_stacked.timing_head=bins"
+    assert (
+        verdicts["step_collapse"].command
+        == "dvc exp run -S ++variants.rnn_stacked.timing_head=bins"
+    )
     binned = variant_config(params, "rnn_stacked_bins")
-    (collapse,) = [v for v in note_rnn.verdicts(sick, binned, settings, "v") if v.name == "step_collapse"]
+    (collapse,) = [
+        v for v in note_rnn.verdicts(sick, binned, settings, "v") if v.name == "step_collapse"
+    ]
     assert collapse.command == "dvc exp run -S ++variants.v.seq_len=100"
 
 
@@ -290,9 +415,15 @@ def test_a_remedy_command_is_what_dvc_exp_run_applies(tmp_path):
 
     path = tmp_path / "params.yaml"
     path.write_text((REPO / "params.yaml").read_text())
-    verdict = Verdict("timeshift_collapse", "e", "r", {"variants.rhythm_vae.kl.anneal_epochs": 40,
-                                                       "variants.rhythm_vae.loss.timeshift": 2.667})
+    verdict = Verdict(
+        "timeshift_collapse",
+        "e",
+        "r",
+        {"variants.rhythm_vae.kl.anneal_epochs": 40, "variants.rhythm_vae.loss.timeshift": 2.667},
+    )
     apply_overrides(path, [arg for arg in verdict.command.split()[3:] if arg != "-S"])
     edited = variant_config(V.load(path), "rhythm_vae")
     assert edited.kl.anneal_epochs == 40 and edited.loss.timeshift == pytest.approx(2.667)
-    assert edited.kl.beta == variant_config(V.load(REPO / "params.yaml"), "rhythm_vae").kl.beta  # the rest is kept
+    assert (
+        edited.kl.beta == variant_config(V.load(REPO / "params.yaml"), "rhythm_vae").kl.beta
+    )  # the rest is kept

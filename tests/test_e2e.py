@@ -44,16 +44,23 @@ def readme_line(line: str) -> str:
 def check_outputs(project):
     page = (project / "reports/index.html").read_text()
     for variant in variants(project):
-        published = {p.name for p in (project / f"models/{variant}").iterdir()} - {".snakemake_timestamp"}
+        published = {p.name for p in (project / f"models/{variant}").iterdir()} - {
+            ".snakemake_timestamp"
+        }
         assert published == {"model.safetensors", "model.json"}
         evaluation = json.loads((project / f"metrics/{variant}/eval.json").read_text())
         assert evaluation["model"].keys() >= evaluation["baseline"].keys()
         samples = project / f"samples/{variant}"
         files = sorted(samples.glob("*.mid")) + sorted(samples.glob("*.wav"))
         assert files, variant
-        for midi in samples.glob("*.mid"):  # each MIDI sample linked from the page, and playable in it
+        for midi in samples.glob(
+            "*.mid"
+        ):  # each MIDI sample linked from the page, and playable in it
             assert f"../samples/{variant}/{midi.name}" in page
-            assert midi.with_suffix(".mp3").is_file() and f"<figcaption>{midi.stem}</figcaption>" in page
+            assert (
+                midi.with_suffix(".mp3").is_file()
+                and f"<figcaption>{midi.stem}</figcaption>" in page
+            )
         assert f"<h2>{variant}</h2>" in page
         trained = json.loads((project / f"metrics/{variant}/train.json").read_text())
         for verdict in trained["diagnosis"]:  # each verdict on the page with its remedy command
@@ -62,9 +69,15 @@ def check_outputs(project):
         if variant_config(load(project / "params.yaml"), variant).model != "spectral_vae":
             groups = set(pd.read_parquet(samples / "samples.parquet")["group"])
             assert set(music["groups"]) == groups and music["ceiling"]["count"] > 0
-            assert all({"oa_mean", "kld_mean", "features"} <= scores.keys() for scores in music["groups"].values())
+            assert all(
+                {"oa_mean", "kld_mean", "features"} <= scores.keys()
+                for scores in music["groups"].values()
+            )
     clips = list(project.glob("samples/*/*.wav")) + list(project.glob("samples/*/*.mp3"))
-    assert page.count("data:audio/mpeg;base64,") == len(clips) and "Audio used: rendered: Merlin.sf2" in page
+    assert (
+        page.count("data:audio/mpeg;base64,") == len(clips)
+        and "Audio used: rendered: Merlin.sf2" in page
+    )
     assert "data:audio/wav" not in page
     assert "data:image/png;base64," in page
     assert "Samples against the data" in page and "ceiling OA" in page
@@ -75,16 +88,32 @@ def check_mlflow(project, runs):
     experiment = mlflow.get_experiment_by_name("etude")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     for variant in variants(project):
-        evaluation = runs[(runs["tags.stage"] == "evaluate") & (runs["tags.variant"] == variant)].iloc[-1]
+        evaluation = runs[
+            (runs["tags.stage"] == "evaluate") & (runs["tags.variant"] == variant)
+        ].iloc[-1]
         written = (project / f"metrics/{variant}/eval.json").stat().st_mtime
-        assert evaluation["start_time"].timestamp() <= written <= evaluation["end_time"].timestamp() + 1
+        assert (
+            evaluation["start_time"].timestamp()
+            <= written
+            <= evaluation["end_time"].timestamp() + 1
+        )
         train = runs[runs["run_id"] == run_id(project, "train", variant)].iloc[0]
-        assert train["tags.diagnosis"] == (", ".join(v["name"] for v in json.loads(
-            (project / f"metrics/{variant}/train.json").read_text())["diagnosis"]) or "healthy")
-        assert train["metrics.best_val_loss"] > 0 and any(c.startswith("metrics.test.") and train[c] == train[c]
-                                                          for c in runs.columns)
+        assert train["tags.diagnosis"] == (
+            ", ".join(
+                v["name"]
+                for v in json.loads((project / f"metrics/{variant}/train.json").read_text())[
+                    "diagnosis"
+                ]
+            )
+            or "healthy"
+        )
+        assert train["metrics.best_val_loss"] > 0 and any(
+            c.startswith("metrics.test.") and train[c] == train[c] for c in runs.columns
+        )
     store = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
-    config, family, model = model_card.load_model_from_run(run_id(project, "train", "rnn_stacked"), store)
+    config, family, model = model_card.load_model_from_run(
+        run_id(project, "train", "rnn_stacked"), store
+    )
     assert family.name == "note_rnn" and config.lstm_units == [256, 128]
     assert sum(p.numel() for p in model.parameters()) > 0
 
@@ -94,28 +123,42 @@ def test_dvc_repro_then_readme_commands_from_a_new_shell(tmp_path):
     names = variants(project)
     first = run(["dvc", "repro"], project)
     assert ran_stages(first.stdout) == {"fetch", "ingest", "tokenize", "grids", "mel", "report"} | {
-        f"{s}@{v}" for s in PER_VARIANT for v in names}
+        f"{s}@{v}" for s in PER_VARIANT for v in names
+    }
     check_outputs(project)
 
     runs = mlflow_runs(project)
     assert sorted(runs["tags.stage"] + "@" + runs["tags.variant"]) == sorted(
-        f"{s}@{v}" for s in ("train", "evaluate", "generate") for v in names)
+        f"{s}@{v}" for s in ("train", "evaluate", "generate") for v in names
+    )
     assert set(runs["tags.runner"]) == {"dvc"} and (runs["tags.git_commit"].str.len() == 40).all()
     train = runs[runs["tags.stage"] == "train"].set_index("tags.variant")
-    assert train.loc["rnn_stacked", "params.lr"] == "0.001" and train.loc["rnn_baseline", "params.lr"] == "0.005"
-    history = mlflow.MlflowClient().get_metric_history(run_id(project, "train", "rnn_stacked"), "val_loss")
+    assert (
+        train.loc["rnn_stacked", "params.lr"] == "0.001"
+        and train.loc["rnn_baseline", "params.lr"] == "0.005"
+    )
+    history = mlflow.MlflowClient().get_metric_history(
+        run_id(project, "train", "rnn_stacked"), "val_loss"
+    )
     assert [m.step for m in history] == [0, 1]
     check_mlflow(project, runs)
-    stacked_run, baseline_run = run_id(project, "train", "rnn_stacked"), run_id(project, "train", "rnn_baseline")
+    stacked_run, baseline_run = (
+        run_id(project, "train", "rnn_stacked"),
+        run_id(project, "train", "rnn_baseline"),
+    )
 
     run(["git", "add", "-A"], project)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline results"], project)
+    run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline results"],
+        project,
+    )
     exp = new_shell(readme_line("dvc exp run -S lr=0.0005"), project)
     # Variants that set their own lr keep their effective configuration: not retrained.
     params = load(project / "params.yaml")
     using_default_lr = {v for v in names if "lr" not in params.variants[v]}
-    assert using_default_lr and ran_stages(exp.stdout) == {f"configure@{v}" for v in names} | {"report"} | {
-        f"{s}@{v}" for s in ("train", "evaluate", "generate") for v in using_default_lr}
+    assert using_default_lr and ran_stages(exp.stdout) == {f"configure@{v}" for v in names} | {
+        "report"
+    } | {f"{s}@{v}" for s in ("train", "evaluate", "generate") for v in using_default_lr}
     assert run_id(project, "train", "rnn_baseline") == baseline_run
     runs = mlflow_runs(project)
     new = runs[(runs["tags.stage"] == "train") & (runs["tags.dvc_exp_name"] != "")]
@@ -160,7 +203,14 @@ def test_snakemake_runs_the_same_dag_and_reruns_on_param_change(tmp_path):
 
     edit_params(project / "params.yaml", {"variants": {"rnn_stacked": {"lr": 0.002}}})
     plan = run(["snakemake", "--cores", "2", "--dry-run"], project).stdout
-    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", plan[plan.index("Job stats"):], re.MULTILINE))
-    assert jobs == {"configure": "1", "train": "1", "evaluate": "1", "generate": "1", "report": "1", "all": "1",
-                    "total": "6"}
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", plan[plan.index("Job stats") :], re.MULTILINE))
+    assert jobs == {
+        "configure": "1",
+        "train": "1",
+        "evaluate": "1",
+        "generate": "1",
+        "report": "1",
+        "all": "1",
+        "total": "6",
+    }
     assert "configs/rnn_stacked.json" in plan and "configs/rhythm_vae.json" not in plan

@@ -37,12 +37,20 @@ def etude_imports(rel: str) -> set[str]:
     while todo:
         current = todo.pop()
         for node in ast.walk(ast.parse((REPO / current).read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module
+                else []
+            )
             for name in names:
                 if name.startswith("etude"):
                     path = name.replace(".", "/")
-                    found = next((p for p in (f"{path}.py", f"{path}/__init__.py") if (REPO / p).exists()), None)
+                    found = next(
+                        (p for p in (f"{path}.py", f"{path}/__init__.py") if (REPO / p).exists()),
+                        None,
+                    )
                     if found and found not in seen:
                         seen.add(found)
                         todo.append(found)
@@ -52,8 +60,11 @@ def etude_imports(rel: str) -> set[str]:
 @pytest.mark.parametrize("name", sorted(families()))
 def test_declared_code_covers_every_module_the_family_imports(name):
     family = families()[name]
-    imported = etude_imports(family.own_code()[0]) - {"etude/models/__init__.py", "etude/__init__.py",
-                                                       "etude/models/next_note/__init__.py"}
+    imported = etude_imports(family.own_code()[0]) - {
+        "etude/models/__init__.py",
+        "etude/__init__.py",
+        "etude/models/next_note/__init__.py",
+    }
     undeclared = imported - set(family.code_files()) - set(NOT_RESULT_CODE)
     assert not undeclared, f"{name}: imports {sorted(undeclared)} without declaring them in `code`"
     assert set(SHARED_CODE) <= set(family.code_files())
@@ -119,25 +130,57 @@ FAMILY = PitchBigram()
 def test_a_new_family_is_one_module_and_params_entries(tmp_path):
     project = make_project(tmp_path)
     (project / "etude/models/pitch_bigram.py").write_text(textwrap.dedent(TOY_FAMILY))
-    edit_params(project / "params.yaml", {
-        "models": {"pitch_bigram": {"seq_len": 8, "vocab_size": 128, "embedding": 16,
-                                    "loss_weights": {"pitch": 1.0, "step": 1.0, "duration": 1.0},
-                                    "timing_head": "bins",
-                                    "timing_bins": {"count": 32, "min_s": 0.01, "max_s": 4.0, "soft_label_width": 1.0},
-                                    "positive_pressure": 10.0, "transpose_semitones": 0,
-                                    "diagnostic_notes": 16, "dropout": 0.0, "val_batch_size": 1024}},
-        "variants": {"bigram": {"model": "pitch_bigram", "lr": 0.02, "epochs": 3, "samples_per_epoch": 16384,
-                                "batch_size": 256}}})
+    edit_params(
+        project / "params.yaml",
+        {
+            "models": {
+                "pitch_bigram": {
+                    "seq_len": 8,
+                    "vocab_size": 128,
+                    "embedding": 16,
+                    "loss_weights": {"pitch": 1.0, "step": 1.0, "duration": 1.0},
+                    "timing_head": "bins",
+                    "timing_bins": {
+                        "count": 32,
+                        "min_s": 0.01,
+                        "max_s": 4.0,
+                        "soft_label_width": 1.0,
+                    },
+                    "positive_pressure": 10.0,
+                    "transpose_semitones": 0,
+                    "diagnostic_notes": 16,
+                    "dropout": 0.0,
+                    "val_batch_size": 1024,
+                }
+            },
+            "variants": {
+                "bigram": {
+                    "model": "pitch_bigram",
+                    "lr": 0.02,
+                    "epochs": 3,
+                    "samples_per_epoch": 16384,
+                    "batch_size": 256,
+                }
+            },
+        },
+    )
     run(["python", "-m", "etude.pipeline"], project)
-    changed = subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True).stdout
-    assert sorted(line[3:] for line in changed.splitlines()) == ["dvc.yaml", "etude/models/pitch_bigram.py",
-                                                                 "params.yaml"]
+    changed = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True
+    ).stdout
+    assert sorted(line[3:] for line in changed.splitlines()) == [
+        "dvc.yaml",
+        "etude/models/pitch_bigram.py",
+        "params.yaml",
+    ]
 
     repro = run(["dvc", "repro", "generate@bigram", "evaluate@bigram"], project)
     assert "Running stage 'train@bigram'" in repro.stdout
     evaluation = json.loads((project / "metrics/bigram/eval.json").read_text())
     # A bigram model knows the last pitch: it beats unigram frequencies on the test split.
-    assert evaluation["model"]["pitch_cross_entropy"] < evaluation["baseline"]["pitch_cross_entropy"]
+    assert (
+        evaluation["model"]["pitch_cross_entropy"] < evaluation["baseline"]["pitch_cross_entropy"]
+    )
     written = sorted(p.name for p in (project / "samples/bigram").glob("*.mid"))
     assert written == ["t1_s0.mid", "t2_s0.mid", "test_s0.mid"]
     card = json.loads((project / "models/bigram/model.json").read_text())
@@ -147,9 +190,13 @@ def test_a_new_family_is_one_module_and_params_entries(tmp_path):
     module = project / "etude/models/pitch_bigram.py"
     module.write_text(module.read_text() + "\n# a change\n")
     status = run(["dvc", "status", "train@bigram"], project).stdout
-    assert "modified:           etude/models/pitch_bigram.py" in status or "pitch_bigram.py" in status
+    assert (
+        "modified:           etude/models/pitch_bigram.py" in status or "pitch_bigram.py" in status
+    )
     dvc = (project / "dvc.yaml").read_text()
-    assert dvc.count("code_0: etude/models/pitch_bigram.py") == 4  # configure, train, evaluate, generate
+    assert (
+        dvc.count("code_0: etude/models/pitch_bigram.py") == 4
+    )  # configure, train, evaluate, generate
 
 
 TOY_VAE_FAMILY = '''
@@ -219,14 +266,29 @@ def test_a_new_vae_family_on_grids_is_one_module_of_network_and_loss_and_params_
     project = make_project(tmp_path)
     (project / "etude/models/shallow_grid_vae.py").write_text(textwrap.dedent(TOY_VAE_FAMILY))
     grid_section = YAML(typ="safe").load((REPO / "params.yaml").read_text())["models"]["grid_vae"]
-    edit_params(project / "params.yaml", {
-        "models": {"shallow_grid_vae": grid_section | {"hidden": 32, "onset_pos_weight": 4.0}},
-        "variants": {"shallow": {"model": "shallow_grid_vae", "epochs": 2, "samples_per_epoch": 256,
-                                 "batch_size": 32}}})
+    edit_params(
+        project / "params.yaml",
+        {
+            "models": {"shallow_grid_vae": grid_section | {"hidden": 32, "onset_pos_weight": 4.0}},
+            "variants": {
+                "shallow": {
+                    "model": "shallow_grid_vae",
+                    "epochs": 2,
+                    "samples_per_epoch": 256,
+                    "batch_size": 32,
+                }
+            },
+        },
+    )
     run(["python", "-m", "etude.pipeline"], project)
-    changed = subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True).stdout
-    assert sorted(line[3:] for line in changed.splitlines()) == ["dvc.yaml", "etude/models/shallow_grid_vae.py",
-                                                                 "params.yaml"]
+    changed = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True
+    ).stdout
+    assert sorted(line[3:] for line in changed.splitlines()) == [
+        "dvc.yaml",
+        "etude/models/shallow_grid_vae.py",
+        "params.yaml",
+    ]
     dvc = (project / "dvc.yaml").read_text()
     assert dvc.count("code_0: etude/models/shallow_grid_vae.py") == 4
     # Its base classes' modules are its code too: a change to the grid VAE family re-runs it.
@@ -237,7 +299,9 @@ def test_a_new_vae_family_on_grids_is_one_module_of_network_and_loss_and_params_
     history = (project / "metrics/shallow/history.csv").read_text().splitlines()
     assert len(history) == 1 + 2 and "train_kl_loss" in history[0] and "val_onset_f1" in history[0]
     evaluation = json.loads((project / "metrics/shallow/eval.json").read_text())
-    assert 0 < evaluation["model"]["onset_recall"] <= 1 and evaluation["baseline"]["onset_f1"] == 0.0
+    assert (
+        0 < evaluation["model"]["onset_recall"] <= 1 and evaluation["baseline"]["onset_f1"] == 0.0
+    )
     assert (project / "samples/shallow/prior.mid").exists()
     card = json.loads((project / "models/shallow/model.json").read_text())
     assert card["family"] == "shallow_grid_vae" and card["config"]["hidden"] == 32
@@ -250,11 +314,15 @@ def test_models_section_is_checked_against_the_registry(params, tmp_path):
     target = tmp_path / "params.yaml"
     target.write_text((REPO / "params.yaml").read_text())
     edit_params(target, {"models": {"note_rn": {"seq_len": 3}}})
-    with pytest.raises(P.ParamsError, match=r"models\.note_rn: no such model family; did you mean 'note_rnn'"):
+    with pytest.raises(
+        P.ParamsError, match=r"models\.note_rn: no such model family; did you mean 'note_rnn'"
+    ):
         variants.load(target)
     target.write_text((REPO / "params.yaml").read_text())
     edit_params(target, {"models": {"grid_vae": {"latent_dm": 2}}})
-    with pytest.raises(P.ParamsError, match=r"models\.grid_vae\.latent_dm: unknown key; did you mean 'latent_dim'"):
+    with pytest.raises(
+        P.ParamsError, match=r"models\.grid_vae\.latent_dm: unknown key; did you mean 'latent_dim'"
+    ):
         variants.load(target)
 
 

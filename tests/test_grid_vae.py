@@ -13,8 +13,9 @@ from etude.variants import variant_config
 
 @pytest.fixture(scope="module")
 def config(params):
-    return variant_config(params, "rhythm_vae").model_copy(update={"encoder_units": 16, "decoder_units": 16,
-                                                                    "head_units": 16})
+    return variant_config(params, "rhythm_vae").model_copy(
+        update={"encoder_units": 16, "decoder_units": 16, "head_units": 16}
+    )
 
 
 def test_the_timeshift_ramp_and_kl_schedule_set_the_weights(config):
@@ -31,10 +32,16 @@ def test_masked_reconstruction_ignores_empty_cells(config):
     x = torch.zeros(2, 3, 2, 4)
     x[:, 0, 0, 0] = 1.0  # one onset per window
     output = model.decode_raw(torch.zeros(2, config.latent_dim))
-    masked = FAMILY.reconstruction(model, x, output, config.model_copy(update={"mask_to_onsets": True}))
-    unmasked = FAMILY.reconstruction(model, x, output, config.model_copy(update={"mask_to_onsets": False}))
+    masked = FAMILY.reconstruction(
+        model, x, output, config.model_copy(update={"mask_to_onsets": True})
+    )
+    unmasked = FAMILY.reconstruction(
+        model, x, output, config.model_copy(update={"mask_to_onsets": False})
+    )
     out = model.activate(output)
-    assert masked["velocity"][0].item() == pytest.approx(((out[0, 1, 0, 0] - x[0, 1, 0, 0]) ** 2).item())
+    assert masked["velocity"][0].item() == pytest.approx(
+        ((out[0, 1, 0, 0] - x[0, 1, 0, 0]) ** 2).item()
+    )
     assert (unmasked["velocity"] > masked["velocity"]).all()
     assert torch.equal(masked["onset"], unmasked["onset"])
 
@@ -49,9 +56,17 @@ def test_onset_scores():
 
 def history(config, **columns) -> pd.DataFrame:
     epochs = config.kl.start_epoch + config.kl.anneal_epochs + 4
-    base = {"epoch": np.arange(epochs, dtype=float), "val_loss": np.linspace(2, 1, epochs),
-            "val_active_units": 2.0, "val_kl_dim_0": 1.0, "val_kl_dim_1": 1.0, "timeshift_std_ratio": 0.9,
-            "timeshift_variance": 0.3, "prior_diversity_ratio": 0.9, "prior_density_ratio": 1.0}
+    base = {
+        "epoch": np.arange(epochs, dtype=float),
+        "val_loss": np.linspace(2, 1, epochs),
+        "val_active_units": 2.0,
+        "val_kl_dim_0": 1.0,
+        "val_kl_dim_1": 1.0,
+        "timeshift_std_ratio": 0.9,
+        "timeshift_variance": 0.3,
+        "prior_diversity_ratio": 0.9,
+        "prior_density_ratio": 1.0,
+    }
     return pd.DataFrame(base | columns)
 
 
@@ -60,14 +75,18 @@ def test_a_healthy_history_draws_no_verdict(config, params):
 
 
 def test_the_prior_density_remedy_moves_the_threshold_at_most_to_its_param(config, params):
-    (verdict,) = FAMILY.verdicts(history(config, prior_density_ratio=50.0), config, params.diagnosis, "rhythm_vae")
+    (verdict,) = FAMILY.verdicts(
+        history(config, prior_density_ratio=50.0), config, params.diagnosis, "rhythm_vae"
+    )
     assert verdict.name == "prior_density"
     ceiling = params.diagnosis.remedies.onset_threshold_max
     assert verdict.overrides == {"variants.rhythm_vae.onset_threshold": ceiling}
 
 
 def test_remedy_words_name_the_values_in_force_and_proposed(config, params):
-    (verdict,) = FAMILY.verdicts(history(config, timeshift_std_ratio=0.1), config, params.diagnosis, "rhythm_vae")
+    (verdict,) = FAMILY.verdicts(
+        history(config, timeshift_std_ratio=0.1), config, params.diagnosis, "rhythm_vae"
+    )
     assert verdict.name == "timeshift_collapse"
     anneal = verdict.overrides["variants.rhythm_vae.kl.anneal_epochs"]
     assert f"kl.anneal_epochs {config.kl.anneal_epochs} -> {anneal}" in verdict.remedy

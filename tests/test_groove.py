@@ -37,11 +37,17 @@ from tests.conftest import REPO, edit_params, make_project, run
 
 TICKS_PER_BEAT = 960
 SIXTEENTH = TICKS_PER_BEAT // 4
-SWING = 0.25      # notes on every second 16th are late by a quarter of a 16th: timeshift 2 * 0.25 = 0.5
-LAID_BACK = 0.1   # backbeat snares late by a tenth of a 16th: timeshift 0.2
-JITTER = 0.02     # timing noise, standard deviation in 16ths: 0.04 in timeshift
+SWING = 0.25  # notes on every second 16th are late by a quarter of a 16th: timeshift 2 * 0.25 = 0.5
+LAID_BACK = 0.1  # backbeat snares late by a tenth of a 16th: timeshift 0.2
+JITTER = 0.02  # timing noise, standard deviation in 16ths: 0.04 in timeshift
 KICK, SNARE, CLOSED_HAT, OPEN_HAT = 36, 38, 42, 46
-KICK_PATTERNS = ([0, 8], [0, 8, 10], [0, 6, 8], [0, 7, 8], [0, 8, 11, 14])  # 16th steps of a 4/4 bar
+KICK_PATTERNS = (
+    [0, 8],
+    [0, 8, 10],
+    [0, 6, 8],
+    [0, 7, 8],
+    [0, 8, 11, 14],
+)  # 16th steps of a 4/4 bar
 BARS = 16
 BPMS = (84, 92, 100, 108, 116, 124)
 # 4-4 files by split; one more 3-4 file, one listed but absent, and one whose MIDI has no tempo event.
@@ -59,7 +65,9 @@ def corpus_path(number: int) -> tuple[str, float]:
 NO_TEMPO_EVENT, _ = corpus_path(2)
 
 
-def drum_performance(bpm: float, seed: int, beats_per_bar: int = 4, tempo_event: bool = True) -> bytes:
+def drum_performance(
+    bpm: float, seed: int, beats_per_bar: int = 4, tempo_event: bool = True
+) -> bytes:
     """A MIDI drum performance on channel 10 with the module's swing, at `bpm`."""
     rng = np.random.default_rng(seed)
     steps = 4 * beats_per_bar
@@ -76,17 +84,23 @@ def drum_performance(bpm: float, seed: int, beats_per_bar: int = 4, tempo_event:
                 notes.append((SNARE, LAID_BACK, 105))
             for pitch, late, velocity in notes:
                 tick = round(grid_tick + (late + rng.normal(0, JITTER)) * SIXTEENTH)
-                hits.append((max(tick, 0), pitch, int(np.clip(velocity + rng.integers(-6, 7), 1, 127))))
+                hits.append(
+                    (max(tick, 0), pitch, int(np.clip(velocity + rng.integers(-6, 7), 1, 127)))
+                )
     messages = []
     for tick, pitch, velocity in hits:
-        messages += [(tick, 1, mido.Message("note_on", channel=9, note=pitch, velocity=velocity)),
-                     (tick + SIXTEENTH // 4, 0, mido.Message("note_off", channel=9, note=pitch, velocity=0))]
+        messages += [
+            (tick, 1, mido.Message("note_on", channel=9, note=pitch, velocity=velocity)),
+            (tick + SIXTEENTH // 4, 0, mido.Message("note_off", channel=9, note=pitch, velocity=0)),
+        ]
     track = mido.MidiTrack()
     if tempo_event:
         track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))
     track.append(mido.MetaMessage("time_signature", numerator=beats_per_bar, denominator=4))
     now = 0
-    for tick, _, message in sorted(messages, key=lambda m: (m[0], m[1])):  # offs before ons at one tick
+    for tick, _, message in sorted(
+        messages, key=lambda m: (m[0], m[1])
+    ):  # offs before ons at one tick
         track.append(message.copy(time=tick - now))
         now = tick
     buffer = io.BytesIO()
@@ -96,9 +110,19 @@ def drum_performance(bpm: float, seed: int, beats_per_bar: int = 4, tempo_event:
 
 def info_row(path: str, bpm: float, split: str, signature: str = "4-4") -> dict:
     drummer, session, name = path.split("/")
-    return {"drummer": drummer, "session": f"{drummer}/{session}", "id": f"{drummer}/{session}/{name.split('_')[0]}",
-            "style": name.split("_")[1], "bpm": bpm, "beat_type": "beat", "time_signature": signature,
-            "midi_filename": path, "audio_filename": path.replace(".mid", ".wav"), "duration": 1.0, "split": split}
+    return {
+        "drummer": drummer,
+        "session": f"{drummer}/{session}",
+        "id": f"{drummer}/{session}/{name.split('_')[0]}",
+        "style": name.split("_")[1],
+        "bpm": bpm,
+        "beat_type": "beat",
+        "time_signature": signature,
+        "midi_filename": path,
+        "audio_filename": path.replace(".mid", ".wav"),
+        "duration": 1.0,
+        "split": split,
+    }
 
 
 def write_corpus(root) -> pd.DataFrame:
@@ -110,7 +134,9 @@ def write_corpus(root) -> pd.DataFrame:
             path, bpm = corpus_path(number)
             rows.append(info_row(path, bpm, split))
             (root / path).parent.mkdir(parents=True, exist_ok=True)
-            (root / path).write_bytes(drum_performance(bpm, seed=number, tempo_event=path != NO_TEMPO_EVENT))
+            (root / path).write_bytes(
+                drum_performance(bpm, seed=number, tempo_event=path != NO_TEMPO_EVENT)
+            )
     rows.append(info_row(WALTZ, 100, "train", "3-4"))
     (root / WALTZ).parent.mkdir(parents=True, exist_ok=True)
     (root / WALTZ).write_bytes(drum_performance(100, seed=99, beats_per_bar=3))
@@ -130,14 +156,20 @@ def corpus(tmp_path_factory):
 def groove_params(params) -> P.Params:
     """The default params on the groove source: drum notes kept, each file's own tempo."""
     tempo = params.grid.tempo.model_copy(update={"source": "file"})
-    return params.model_copy(update={"ingest": params.ingest.model_copy(update={"include_drums": True, "workers": 1}),
-                                     "grid": params.grid.model_copy(update={"tempo": tempo})})
+    return params.model_copy(
+        update={
+            "ingest": params.ingest.model_copy(update={"include_drums": True, "workers": 1}),
+            "grid": params.grid.model_copy(update={"tempo": tempo}),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
 def ingested(corpus, groove_params):
     root, _ = corpus
-    raw = sources.collect(groove_params.data.model_copy(update={"source": "groove", "path": str(root)}))
+    raw = sources.collect(
+        groove_params.data.model_copy(update={"source": "groove", "path": str(root)})
+    )
     notes, pieces = ingest(raw, groove_params.ingest, progress=False)
     return raw, notes, pieces
 
@@ -154,7 +186,10 @@ def test_groove_source_reads_the_layout_splits_and_tempo(corpus, ingested):
     raw, notes, pieces = ingested
     by_path = pieces.set_index("path")
     assert raw["split"].tolist() == meta.sort_values("midi_filename")["split"].tolist()
-    assert by_path.loc[ABSENT, "status"] == QUARANTINED and by_path.loc[ABSENT, "error"] == "empty file"
+    assert (
+        by_path.loc[ABSENT, "status"] == QUARANTINED
+        and by_path.loc[ABSENT, "error"] == "empty file"
+    )
     assert by_path.loc[WALTZ, "time_signature"] == "3-4" and by_path.loc[WALTZ, "status"] == OK
     listed = meta.set_index("midi_filename")["bpm"]
     ok = usable(by_path)
@@ -176,14 +211,28 @@ def _write_info(root, rows: list[dict]) -> None:
     pd.DataFrame(rows).to_csv(root / "info.csv", index=False)
 
 
-@pytest.mark.parametrize("rows, message", [
-    ([{"midi_filename": "a.mid", "time_signature": "4-4", "style": "funk"}],
-     "info.csv: metadata lacks columns ['bpm', 'split']"),
-    ([info_row("d1/s1/1_funk_90_beat_4-4.mid", 90, "dev")], "info.csv: unknown split values ['dev']"),
-    ([info_row("d1/s1/1_funk_90_beat_4-4.mid", 0, "train")], "bpm is not a positive number for ['d1/s1/1_funk_90"),
-    ([info_row("d1/s1/1_funk_90_beat_4-4.mid", 90, "train", "4/4")], "time_signature is not like 4-4 for ['d1/s1"),
-    (None, "no info.csv (the Groove MIDI Dataset's metadata file)"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        (
+            [{"midi_filename": "a.mid", "time_signature": "4-4", "style": "funk"}],
+            "info.csv: metadata lacks columns ['bpm', 'split']",
+        ),
+        (
+            [info_row("d1/s1/1_funk_90_beat_4-4.mid", 90, "dev")],
+            "info.csv: unknown split values ['dev']",
+        ),
+        (
+            [info_row("d1/s1/1_funk_90_beat_4-4.mid", 0, "train")],
+            "bpm is not a positive number for ['d1/s1/1_funk_90",
+        ),
+        (
+            [info_row("d1/s1/1_funk_90_beat_4-4.mid", 90, "train", "4/4")],
+            "time_signature is not like 4-4 for ['d1/s1",
+        ),
+        (None, "no info.csv (the Groove MIDI Dataset's metadata file)"),
+    ],
+)
 def test_groove_source_errors_name_the_file_and_what_is_wrong(tmp_path, params, rows, message):
     root = tmp_path / "gmd"
     if rows is None:
@@ -195,15 +244,30 @@ def test_groove_source_errors_name_the_file_and_what_is_wrong(tmp_path, params, 
     assert message in str(err.value) and str(root) in str(err.value)
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"data": {"source": "groove", "path": "/data/groove"}, "ingest": {"include_drums": False}},
-     "data.source 'groove' is a drum corpus, but ingest.include_drums is false"),
-    ({"grid": {"rhythm": {"drum_pitches": [36, 38, 42]}}}, "drum_pitches has 3 entries; band_edges define 9 lanes"),
-    ({"grid": {"rhythm": {"drum_pitches": [36, 38, 42, 46, 45, 48, 50, 39, 128]}}},
-     "grid.rhythm.drum_pitches.8: Input should be less than or equal to 127"),
-    ({"grid": {"rhythm": {"drum_pitches": [38, 36, 42, 46, 45, 48, 50, 39, 51]}}},
-     "drum_map maps to the same lane; not so for lane 0: 38, lane 1: 36"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            {
+                "data": {"source": "groove", "path": "/data/groove"},
+                "ingest": {"include_drums": False},
+            },
+            "data.source 'groove' is a drum corpus, but ingest.include_drums is false",
+        ),
+        (
+            {"grid": {"rhythm": {"drum_pitches": [36, 38, 42]}}},
+            "drum_pitches has 3 entries; band_edges define 9 lanes",
+        ),
+        (
+            {"grid": {"rhythm": {"drum_pitches": [36, 38, 42, 46, 45, 48, 50, 39, 128]}}},
+            "grid.rhythm.drum_pitches.8: Input should be less than or equal to 127",
+        ),
+        (
+            {"grid": {"rhythm": {"drum_pitches": [38, 36, 42, 46, 45, 48, 50, 39, 51]}}},
+            "drum_map maps to the same lane; not so for lane 0: 38, lane 1: 36",
+        ),
+    ],
+)
 def test_groove_and_drum_pitch_params_are_checked(tmp_path, override, message):
     target = tmp_path / "params.yaml"
     target.write_text((REPO / "params.yaml").read_text())
@@ -216,7 +280,10 @@ def test_groove_and_drum_pitch_params_are_checked(tmp_path, override, message):
 def test_groove_source_loads_with_drums_included(tmp_path):
     target = tmp_path / "params.yaml"
     target.write_text((REPO / "params.yaml").read_text())
-    edit_params(target, {"data": {"source": "groove", "path": "/data/groove"}, "ingest": {"include_drums": True}})
+    edit_params(
+        target,
+        {"data": {"source": "groove", "path": "/data/groove"}, "ingest": {"include_drums": True}},
+    )
     assert V.load(target).data.source == "groove"
 
 
@@ -225,9 +292,13 @@ def test_swung_notes_land_at_the_known_timeshift(rhythm, ingested, groove_params
     _, _, pieces = ingested
     by_path = pieces.set_index("path")
     assert rhythm.drum_lanes and (rhythm.tempo["source"] == "file").all()
-    assert rhythm.skipped.to_dict("records") == [{"piece": int(by_path.loc[WALTZ, "id"]), "path": WALTZ,
-                                                 "reason": "time signature 3-4: 3 quarter notes a bar, "
-                                                           "not grid.beats_per_bar=4"}]
+    assert rhythm.skipped.to_dict("records") == [
+        {
+            "piece": int(by_path.loc[WALTZ, "id"]),
+            "path": WALTZ,
+            "reason": "time signature 3-4: 3 quarter notes a bar, not grid.beats_per_bar=4",
+        }
+    ]
     lanes = groove_params.grid.rhythm.drum_map
     onset, timeshift = rhythm.grids[:, 0] > 0.5, rhythm.grids[:, -1]
     odd = np.zeros(onset.shape, dtype=bool)
@@ -259,41 +330,76 @@ def test_decoded_drum_samples_are_gm_drum_notes_on_channel_10(rhythm, groove_par
     path = tmp_path / "drums.mid"
     write_notes(notes, path, program=0, is_drum=True)
     (instrument,) = pretty_midi.PrettyMIDI(str(path)).instruments
-    assert instrument.is_drum and {n.pitch for n in instrument.notes} <= set(grid.rhythm.drum_pitches)
+    assert instrument.is_drum and {n.pitch for n in instrument.notes} <= set(
+        grid.rhythm.drum_pitches
+    )
     channels = {m.channel for m in mido.MidiFile(str(path)).tracks[-1] if m.type == "note_on"}
     assert channels == {9}  # channel 10, counted from 1
     pitched = grids.decode(window, start, unit, grid, "rhythm")
-    assert not pitched["is_drum"].any() and set(pitched["pitch"]) <= set(grids.lane_pitches(grid, "rhythm"))
+    assert not pitched["is_drum"].any() and set(pitched["pitch"]) <= set(
+        grids.lane_pitches(grid, "rhythm")
+    )
 
 
 # ---- (d) the measure: rhythm_vae against the mean --------------------------------------------------------------
 EPOCHS = 40
 
 
-def test_rhythm_vae_beats_the_mean_timeshift_on_swung_drums(rhythm, groove_params, tmp_path, monkeypatch):
+def test_rhythm_vae_beats_the_mean_timeshift_on_swung_drums(
+    rhythm, groove_params, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)  # the MLflow store goes under the working directory
     monkeypatch.delenv("DVC_ROOT", raising=False)
     data = tmp_path / "rhythm.npz"
     rhythm.save(data)
-    config = variant_config(groove_params, "rhythm_vae").model_copy(update={
-        "epochs": EPOCHS, "batch_size": 16, "threads": 1, "device": "cpu", "patience": None,
-        "samples_per_epoch": None, "val_max_windows": None, "checkpoint_every": EPOCHS})
-    paths = TrainPaths(data=data, model_dir=tmp_path / "model", history=tmp_path / "history.csv",
-                       summary=tmp_path / "train.json", run_link=tmp_path / "run.json",
-                       root=tmp_path)
+    config = variant_config(groove_params, "rhythm_vae").model_copy(
+        update={
+            "epochs": EPOCHS,
+            "batch_size": 16,
+            "threads": 1,
+            "device": "cpu",
+            "patience": None,
+            "samples_per_epoch": None,
+            "val_max_windows": None,
+            "checkpoint_every": EPOCHS,
+        }
+    )
+    paths = TrainPaths(
+        data=data,
+        model_dir=tmp_path / "model",
+        history=tmp_path / "history.csv",
+        summary=tmp_path / "train.json",
+        run_link=tmp_path / "run.json",
+        root=tmp_path,
+    )
     started = time.perf_counter()
-    train("rhythm_vae", config, grid_vae.FAMILY, "groove-test", paths, groove_params.diagnosis, progress_bar=False)
+    train(
+        "rhythm_vae",
+        config,
+        grid_vae.FAMILY,
+        "groove-test",
+        paths,
+        groove_params.diagnosis,
+        progress_bar=False,
+    )
     seconds = time.perf_counter() - started
     _, family, model = load_model(paths.model_dir)
     gridset = grids.GridSet.load(data)
     device = torch.device("cpu")
-    result = family.evaluate(model, gridset, config, groove_params.evaluate.model_copy(update={"prior_samples": 64}),
-                             device)
+    result = family.evaluate(
+        model,
+        gridset,
+        config,
+        groove_params.evaluate.model_copy(update={"prior_samples": 64}),
+        device,
+    )
     ts_model, ts_mean = result["model"]["timeshift_mae"], result["baseline"]["timeshift_mae"]
     ratio = result["model"]["timeshift_std_ratio"]
-    print(f"\nswung drums, {EPOCHS} epochs in {seconds:.0f} s ({len(gridset.split_index('train'))} training "
-          f"windows): test timeshift MAE model {ts_model:.4f} vs mean {ts_mean:.4f}; decoded/true sigma {ratio:.3f}; "
-          f"onset F1 {result['model']['onset_f1']:.3f}")
+    print(
+        f"\nswung drums, {EPOCHS} epochs in {seconds:.0f} s ({len(gridset.split_index('train'))} training "
+        f"windows): test timeshift MAE model {ts_model:.4f} vs mean {ts_mean:.4f}; decoded/true sigma {ratio:.3f}; "
+        f"onset F1 {result['model']['onset_f1']:.3f}"
+    )
     assert ts_model < 0.5 * ts_mean
     assert 0.7 < ratio < 1.3
     verdicts = {v["name"] for v in json.loads(paths.summary.read_text())["diagnosis"]}
@@ -312,7 +418,9 @@ def test_rhythm_vae_beats_the_mean_timeshift_on_swung_drums(rhythm, groove_param
     assert abs(swung.mean() - 2 * SWING) < 0.15
 
 
-def test_an_untrained_timeshift_head_is_diagnosed_as_collapsed(rhythm, groove_params, tmp_path, monkeypatch):
+def test_an_untrained_timeshift_head_is_diagnosed_as_collapsed(
+    rhythm, groove_params, tmp_path, monkeypatch
+):
     """Timeshift weight 0: the head outputs what its initialisation gives, near constants (the
     documents' "constant grid offsets"); the verdict names it with the remedy as a command."""
     monkeypatch.chdir(tmp_path)
@@ -320,19 +428,44 @@ def test_an_untrained_timeshift_head_is_diagnosed_as_collapsed(rhythm, groove_pa
     data = tmp_path / "rhythm.npz"
     rhythm.save(data)
     base = variant_config(groove_params, "rhythm_vae")
-    config = base.model_copy(update={
-        "epochs": 6, "batch_size": 16, "threads": 1, "device": "cpu", "patience": None, "samples_per_epoch": None,
-        "val_max_windows": None, "checkpoint_every": 6, "loss": base.loss.model_copy(update={"timeshift": 0.0}),
-        "kl": base.kl.model_copy(update={"anneal_epochs": 0})})
-    paths = TrainPaths(data=data, model_dir=tmp_path / "model", history=tmp_path / "history.csv",
-                       summary=tmp_path / "train.json", run_link=tmp_path / "run.json",
-                       root=tmp_path)
-    train("rhythm_vae", config, grid_vae.FAMILY, "groove-test", paths, groove_params.diagnosis, progress_bar=False)
+    config = base.model_copy(
+        update={
+            "epochs": 6,
+            "batch_size": 16,
+            "threads": 1,
+            "device": "cpu",
+            "patience": None,
+            "samples_per_epoch": None,
+            "val_max_windows": None,
+            "checkpoint_every": 6,
+            "loss": base.loss.model_copy(update={"timeshift": 0.0}),
+            "kl": base.kl.model_copy(update={"anneal_epochs": 0}),
+        }
+    )
+    paths = TrainPaths(
+        data=data,
+        model_dir=tmp_path / "model",
+        history=tmp_path / "history.csv",
+        summary=tmp_path / "train.json",
+        run_link=tmp_path / "run.json",
+        root=tmp_path,
+    )
+    train(
+        "rhythm_vae",
+        config,
+        grid_vae.FAMILY,
+        "groove-test",
+        paths,
+        groove_params.diagnosis,
+        progress_bar=False,
+    )
     verdicts = {v["name"]: v for v in json.loads(paths.summary.read_text())["diagnosis"]}
     collapse = verdicts["timeshift_collapse"]
     assert "x the data's" in collapse["evidence"]
     anneal = groove_params.diagnosis.remedies.anneal_min_epochs  # from 0 epochs of annealing
-    assert collapse["command"].startswith(f"dvc exp run -S ++variants.rhythm_vae.kl.anneal_epochs={anneal}")
+    assert collapse["command"].startswith(
+        f"dvc exp run -S ++variants.rhythm_vae.kl.anneal_epochs={anneal}"
+    )
 
 
 # ---- (e) the real pipeline on the drum corpus --------------------------------------------------------------------
@@ -347,14 +480,32 @@ def keep_only_variants(path, keep: dict) -> None:
     edit_params(path, {"variants": keep})
 
 
-def test_dvc_repro_on_a_drum_corpus_trains_rhythm_vae_and_leaves_the_pitched_representations_empty(corpus, tmp_path):
+def test_dvc_repro_on_a_drum_corpus_trains_rhythm_vae_and_leaves_the_pitched_representations_empty(
+    corpus, tmp_path
+):
     root, meta = corpus
-    project = make_project(tmp_path / "project", {"data": {"source": "groove", "path": str(root)},
-                                                  "ingest": {"include_drums": True},
-                                                  "grid": {"tempo": {"source": "file"}}})
-    keep_only_variants(project / "params.yaml", {"rhythm_vae": {
-        "epochs": EPOCHS, "batch_size": 16, "samples_per_epoch": None, "val_max_windows": None, "patience": None,
-        "checkpoint_every": EPOCHS, "threads": 1}})
+    project = make_project(
+        tmp_path / "project",
+        {
+            "data": {"source": "groove", "path": str(root)},
+            "ingest": {"include_drums": True},
+            "grid": {"tempo": {"source": "file"}},
+        },
+    )
+    keep_only_variants(
+        project / "params.yaml",
+        {
+            "rhythm_vae": {
+                "epochs": EPOCHS,
+                "batch_size": 16,
+                "samples_per_epoch": None,
+                "val_max_windows": None,
+                "patience": None,
+                "checkpoint_every": EPOCHS,
+                "threads": 1,
+            }
+        },
+    )
     run([sys.executable, "-m", "etude.pipeline"], project)  # dvc.yaml's foreach: rhythm_vae alone
     assert "rnn_baseline" not in (project / "dvc.yaml").read_text()
     started = time.perf_counter()
@@ -363,22 +514,31 @@ def test_dvc_repro_on_a_drum_corpus_trains_rhythm_vae_and_leaves_the_pitched_rep
     lines = repro.stdout.splitlines()
     # The pitched representations are written empty, each with one line saying why; the DAG goes on.
     usable = len(meta) - 1  # every listed file but the absent one
-    assert ("tokenize: WARNING: no piece has pitched notes (a drum corpus?): "
-            f"{usable} pieces skipped ({usable}: only drum notes (tokenize keeps pitched notes only)): "
-            "data/tokens/notes.npz holds no pitched note; variants reading it will stop at configure") in lines
+    assert (
+        "tokenize: WARNING: no piece has pitched notes (a drum corpus?): "
+        f"{usable} pieces skipped ({usable}: only drum notes (tokenize keeps pitched notes only)): "
+        "data/tokens/notes.npz holds no pitched note; variants reading it will stop at configure"
+    ) in lines
     melody = [line for line in lines if line.startswith("grids: WARNING: ")]
     assert len(melody) == 1 and melody[0].startswith(
-        f"grids: WARNING: every piece skipped, {usable - 1} for holding drum notes alone (a drum corpus?): ")
-    assert melody[0].endswith("data/tokens/melody.npz holds no melody window; variants reading it will stop at "
-                              "configure")
+        f"grids: WARNING: every piece skipped, {usable - 1} for holding drum notes alone (a drum corpus?): "
+    )
+    assert melody[0].endswith(
+        "data/tokens/melody.npz holds no melody window; variants reading it will stop at configure"
+    )
     assert NoteSequences.load(project / "data/tokens/notes.npz").empty
     assert grids.GridSet.load(project / "data/tokens/melody.npz").empty
 
     assert (project / "reports/index.html").is_file()
     evaluation = json.loads((project / "metrics/rhythm_vae/eval.json").read_text())
-    ts_model, ts_mean = evaluation["model"]["timeshift_mae"], evaluation["baseline"]["timeshift_mae"]
-    print(f"\ndvc repro on the drum corpus in {seconds:.0f} s: test timeshift MAE model {ts_model:.4f} vs mean "
-          f"{ts_mean:.4f}")
+    ts_model, ts_mean = (
+        evaluation["model"]["timeshift_mae"],
+        evaluation["baseline"]["timeshift_mae"],
+    )
+    print(
+        f"\ndvc repro on the drum corpus in {seconds:.0f} s: test timeshift MAE model {ts_model:.4f} vs mean "
+        f"{ts_mean:.4f}"
+    )
     assert ts_model < ts_mean
     written = sorted((project / "samples/rhythm_vae").glob("*.mid"))
     assert written
@@ -388,7 +548,14 @@ def test_dvc_repro_on_a_drum_corpus_trains_rhythm_vae_and_leaves_the_pitched_rep
         assert instruments and all(i.is_drum for i in instruments), path.name
         assert {n.pitch for i in instruments for n in i.notes} <= drum_pitches, path.name
     # The report lists every piece the pitched representations could not use, with the stage's reason.
-    gathered = run([sys.executable, "-c", "from stages.report import skipped_pieces; "
-                    "print(skipped_pieces().to_json(orient='records'))"], project).stdout
+    gathered = run(
+        [
+            sys.executable,
+            "-c",
+            "from stages.report import skipped_pieces; "
+            "print(skipped_pieces().to_json(orient='records'))",
+        ],
+        project,
+    ).stdout
     by_stage = pd.DataFrame(json.loads(gathered))["stage"].value_counts().to_dict()
     assert by_stage["tokenize"] == usable and by_stage["grids (melody)"] == usable

@@ -12,12 +12,14 @@ from scipy import stats
 from etude import music
 
 BEAT = 0.5  # s: 120 qpm, the clock beat of performance MIDI
-STEPS = 4   # steps per beat: measures of 16 steps
+STEPS = 4  # steps per beat: measures of 16 steps
 
 
 def excerpt(*notes, drums=None) -> pd.DataFrame:
     """Notes as (pitch, start, end) in seconds."""
-    table = pd.DataFrame(notes, columns=["pitch", "start", "end"]).astype({"pitch": int, "start": float, "end": float})
+    table = pd.DataFrame(notes, columns=["pitch", "start", "end"]).astype(
+        {"pitch": int, "start": float, "end": float}
+    )
     table["velocity"] = 64
     if drums is not None:
         table["is_drum"] = drums
@@ -56,7 +58,9 @@ def test_c_major_scale():
     expected[[0, 2, 4, 5, 7, 9, 11]] = 1 / 7
     np.testing.assert_allclose(d["pitch_class_histogram"], expected)
     transition = d["pitch_class_transition"]
-    assert transition.sum() == pytest.approx(1) and transition[0, 2] == transition[9, 11] == pytest.approx(1 / 6)
+    assert transition.sum() == pytest.approx(1) and transition[0, 2] == transition[
+        9, 11
+    ] == pytest.approx(1 / 6)
 
 
 def test_chromatic_run():
@@ -70,7 +74,9 @@ def test_minor_key_and_entropy_of_unequal_counts():
     a_minor = [57, 59, 60, 62, 64, 65, 67]  # natural minor: the pitch classes of its relative major
     assert describe(melody([*a_minor, 61]))["scale_consistency"] == pytest.approx(7 / 8)
     d = describe(melody([60, 60, 60, 67]))  # p = 3/4, 1/4
-    assert d["pitch_class_entropy"] == pytest.approx(-(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25)))
+    assert d["pitch_class_entropy"] == pytest.approx(
+        -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25))
+    )
 
 
 def test_polyphony_of_a_chord_and_a_gap():
@@ -95,9 +101,13 @@ def test_groove_consistency():
     identical = onsets_at([0, 4, 10, bar, bar + 4, bar + 10])
     assert describe(identical)["groove_consistency"] == 1.0
     # Onsets {0, 4, 8, 12} then {0, 8}: Hamming distance 2 of 16 positions.
-    assert describe(onsets_at([0, 4, 8, 12, bar, bar + 8]))["groove_consistency"] == pytest.approx(1 - 2 / 16)
+    assert describe(onsets_at([0, 4, 8, 12, bar, bar + 8]))["groove_consistency"] == pytest.approx(
+        1 - 2 / 16
+    )
     # Three bars {0, 4}, {0, 4}, {0}: distances 0 and 1 over 2 × 16 positions.
-    assert describe(onsets_at([0, 4, bar, bar + 4, 2 * bar]))["groove_consistency"] == pytest.approx(1 - 1 / 32)
+    assert describe(onsets_at([0, 4, bar, bar + 4, 2 * bar]))[
+        "groove_consistency"
+    ] == pytest.approx(1 - 1 / 32)
     assert math.isnan(describe(onsets_at([0, 4, 8]))["groove_consistency"])  # one bar: undefined
 
 
@@ -139,9 +149,15 @@ def test_empty_and_single_note_excerpts_are_nan_not_errors():
         for name in set(music.FEATURES) - {"pitch_range", "used_pitches", "used_pitch_classes"}:
             assert np.isnan(d[name]).all(), name
     single = describe(excerpt((60, 0.0, 0.5)))
-    assert single["polyphony"] == 1.0 and single["pitch_class_entropy"] == 0.0 and single["note_density"] == 2.0
+    assert (
+        single["polyphony"] == 1.0
+        and single["pitch_class_entropy"] == 0.0
+        and single["note_density"] == 2.0
+    )
     assert math.isnan(single["mean_ioi"]) and math.isnan(single["repeated_pitch_rate"])
-    assert np.isnan(single["pitch_class_transition"]).all() and np.isnan(single["ioi_histogram"]).all()
+    assert (
+        np.isnan(single["pitch_class_transition"]).all() and np.isnan(single["ioi_histogram"]).all()
+    )
 
 
 def test_bad_grid_is_refused():
@@ -156,10 +172,20 @@ def random_excerpts(rng, count, used, pitch_low=21, notes=120):
     """Excerpts of `notes` notes spread over about `used` distinct pitches (± 5) from pitch_low up."""
     out = []
     for _ in range(count):
-        pitches = rng.choice(np.arange(pitch_low, pitch_low + rng.integers(used - 5, used + 6)), notes)
+        pitches = rng.choice(
+            np.arange(pitch_low, pitch_low + rng.integers(used - 5, used + 6)), notes
+        )
         starts = np.cumsum(rng.exponential(0.15, notes))
-        out.append(pd.DataFrame({"pitch": pitches, "start": starts, "end": starts + rng.exponential(0.3, notes),
-                                 "velocity": 64}))
+        out.append(
+            pd.DataFrame(
+                {
+                    "pitch": pitches,
+                    "start": starts,
+                    "end": starts + rng.exponential(0.3, notes),
+                    "velocity": 64,
+                }
+            )
+        )
     return out
 
 
@@ -174,9 +200,13 @@ def as_json(result) -> str:
 @pytest.fixture(scope="module")
 def sets():
     rng = np.random.default_rng(0)
-    return {"ref": random_excerpts(rng, 80, 80), "same": random_excerpts(rng, 60, 80),
-            "near": random_excerpts(rng, 60, 74), "far": random_excerpts(rng, 60, 60),
-            "narrow": random_excerpts(rng, 60, 30)}
+    return {
+        "ref": random_excerpts(rng, 80, 80),
+        "same": random_excerpts(rng, 60, 80),
+        "near": random_excerpts(rng, 60, 74),
+        "far": random_excerpts(rng, 60, 60),
+        "narrow": random_excerpts(rng, 60, 30),
+    }
 
 
 def test_a_set_against_itself_overlaps(sets):
@@ -185,7 +215,10 @@ def test_a_set_against_itself_overlaps(sets):
     assert result["oa_mean"] > 0.9 and result["kld_mean"] < 0.02
     used = result["features"]["used_pitches"]
     assert used["value"] == used["data"]
-    assert result["features"]["mean_ioi"]["w1"] == 0.0 and result["features"]["mean_ioi"]["std_ratio"] == 1.0
+    assert (
+        result["features"]["mean_ioi"]["w1"] == 0.0
+        and result["features"]["mean_ioi"]["std_ratio"] == 1.0
+    )
 
 
 def test_disjoint_sets_do_not_overlap(sets):
@@ -195,7 +228,10 @@ def test_disjoint_sets_do_not_overlap(sets):
 
 
 def test_nearer_set_overlaps_more(sets):
-    oa = {name: compare(sets[name], sets["ref"])["features"]["used_pitches"]["oa"] for name in ("same", "near", "far")}
+    oa = {
+        name: compare(sets[name], sets["ref"])["features"]["used_pitches"]["oa"]
+        for name in ("same", "near", "far")
+    }
     assert oa["same"] > oa["near"] > oa["far"]
 
 
@@ -205,12 +241,18 @@ def test_kld_uses_one_grid():
     oa, kld = music._overlap(x, x + 5)
     assert oa < 0.05 and kld > 5
     oa, kld = music._overlap(x, x.copy())
-    assert oa > 0.99 and kld == pytest.approx(0, abs=1e-12)  # OA < 1: the KDE tails past [min, max] are cut
+    assert oa > 0.99 and kld == pytest.approx(
+        0, abs=1e-12
+    )  # OA < 1: the KDE tails past [min, max] are cut
 
 
 def test_binned_kde_matches_gaussian_kde():
     rng = np.random.default_rng(2)
-    for values in (rng.normal(size=3000), rng.exponential(size=500), rng.integers(0, 5, 3000).astype(float)):
+    for values in (
+        rng.normal(size=3000),
+        rng.exponential(size=500),
+        rng.integers(0, 5, 3000).astype(float),
+    ):
         grid = np.linspace(values.min(), values.max(), music.GRID_POINTS)
         exact = stats.gaussian_kde(values)(grid)
         np.testing.assert_allclose(music._kde(values, grid), exact, atol=1e-3 * exact.max())
@@ -221,7 +263,9 @@ def test_constant_distances_fall_back_to_histograms():
     # Half of the inter distances sit on the intra set's single value: OA 1/2, KLD log 2.
     oa, kld = music._overlap(np.zeros(10), np.r_[np.zeros(10), np.linspace(1, 2, 10)])
     assert oa == pytest.approx(0.5) and kld == pytest.approx(math.log(2))
-    assert all(math.isnan(value) for value in music._overlap(np.zeros(1), np.arange(5.0)))  # too few to judge
+    assert all(
+        math.isnan(value) for value in music._overlap(np.zeros(1), np.arange(5.0))
+    )  # too few to judge
 
 
 def test_timing_collapse():
@@ -237,10 +281,17 @@ def test_timing_collapse():
 def test_degenerate_sets_are_json_safe():
     identical = [melody(C_MAJOR)] * 5
     same = compare(identical, identical)
-    assert same["features"]["used_pitches"]["oa"] == 1.0 and same["features"]["used_pitches"]["kld"] == 0.0
+    assert (
+        same["features"]["used_pitches"]["oa"] == 1.0
+        and same["features"]["used_pitches"]["kld"] == 0.0
+    )
     cases = [
-        (identical, identical), ([melody(C_MAJOR)], [melody(C_MAJOR)]), ([], identical), (identical, []),
-        ([excerpt(), excerpt()], identical), ([excerpt((60, 0, 1))] * 3, [excerpt(), excerpt((62, 0, 0))]),
+        (identical, identical),
+        ([melody(C_MAJOR)], [melody(C_MAJOR)]),
+        ([], identical),
+        (identical, []),
+        ([excerpt(), excerpt()], identical),
+        ([excerpt((60, 0, 1))] * 3, [excerpt(), excerpt((62, 0, 0))]),
     ]
     for generated, reference in cases:
         result = compare(generated, reference)
@@ -259,7 +310,9 @@ def test_results_are_plain_python_and_deterministic(sets):
 
 
 def test_judge_compares_groups_and_the_train_ceiling(sets):
-    result = music.judge({"near": sets["near"], "far": sets["far"]}, sets["ref"], sets["same"], BEAT, STEPS)
+    result = music.judge(
+        {"near": sets["near"], "far": sets["far"]}, sets["ref"], sets["same"], BEAT, STEPS
+    )
     assert set(result) == {"groups", "ceiling"} and set(result["groups"]) == {"near", "far"}
     assert as_json(result["groups"]["near"]) == as_json(compare(sets["near"], sets["ref"]))
     assert result["ceiling"]["oa_mean"] > result["groups"]["far"]["oa_mean"]

@@ -10,10 +10,17 @@ from etude.sequences import SPLIT_CODES, NoteSequences
 def sequences(step: np.ndarray, duration: np.ndarray, pieces: int) -> NoteSequences:
     """`pieces` equal test pieces holding the given notes."""
     n = len(step)
-    return NoteSequences(np.full(n, 60, np.int16), step.astype(np.float32), duration.astype(np.float32),
-                         np.linspace(0, n, pieces + 1).astype(np.int64), np.arange(pieces, dtype=np.int32),
-                         np.full(pieces, SPLIT_CODES["test"], np.int8), {}, np.zeros(128, np.int64),
-                         pd.DataFrame(columns=["piece", "path", "reason"]))
+    return NoteSequences(
+        np.full(n, 60, np.int16),
+        step.astype(np.float32),
+        duration.astype(np.float32),
+        np.linspace(0, n, pieces + 1).astype(np.int64),
+        np.arange(pieces, dtype=np.int32),
+        np.full(pieces, SPLIT_CODES["test"], np.int8),
+        {},
+        np.zeros(128, np.int64),
+        pd.DataFrame(columns=["piece", "path", "reason"]),
+    )
 
 
 def test_a_heavy_tail_widens_the_band_real_excerpts_land_in(params):
@@ -25,5 +32,7 @@ def test_a_heavy_tail_widens_the_band_real_excerpts_land_in(params):
     assert band == excerpt_spread_band(data, params.generate, seed=1)
     step = band["test_step_std_ratio_high"] - band["test_step_std_ratio_low"]
     duration = band["test_duration_std_ratio_high"] - band["test_duration_std_ratio_low"]
-    assert band["test_step_std_ratio_low"] < 1 < band["test_step_std_ratio_high"] and step < 0.1, band
+    assert band["test_step_std_ratio_low"] < 1 < band["test_step_std_ratio_high"] and step < 0.1, (
+        band
+    )
     assert duration > 3 * step, band

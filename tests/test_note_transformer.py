@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from etude.models.next_note.heads import TimingHeads, soft_labels, timing_bin, timing_edges, timing_heads
+from etude.models.next_note.heads import (
+    TimingHeads,
+    soft_labels,
+    timing_bin,
+    timing_edges,
+    timing_heads,
+)
 from etude.models.next_note.task import sample
 from etude.models.note_transformer import NoteTransformer, rotate, sample_uncached
 from etude.variants import variant_config
@@ -17,8 +23,9 @@ STATS = {"step_mean": 0.1, "step_std": 0.25, "duration_mean": 0.18, "duration_st
 
 @pytest.fixture(scope="module")
 def config(params):
-    return variant_config(params, "note_transformer").model_copy(update={"seq_len": 12, "d_model": 32, "layers": 2,
-                                                                  "heads": 2, "dropout": 0.0})
+    return variant_config(params, "note_transformer").model_copy(
+        update={"seq_len": 12, "d_model": 32, "layers": 2, "heads": 2, "dropout": 0.0}
+    )
 
 
 def notes(batch: int, length: int, seed: int = 0) -> torch.Tensor:
@@ -45,7 +52,9 @@ def test_cached_steps_give_the_whole_window_answers(config, timing_input):
 
 def test_rotary_attention_depends_on_distance_only(config):
     q, k = torch.randn(2, 2, 5, 16), torch.randn(2, 2, 5, 16)
-    scores = lambda offset: rotate(q, torch.arange(5) + offset, 1e4) @ rotate(k, torch.arange(5) + offset, 1e4).mT
+    scores = lambda offset: (
+        rotate(q, torch.arange(5) + offset, 1e4) @ rotate(k, torch.arange(5) + offset, 1e4).mT
+    )
     torch.testing.assert_close(scores(0), scores(1000), atol=1e-3, rtol=1e-4)
     assert not torch.allclose(scores(0), q @ k.mT, atol=1e-3)
 
@@ -60,7 +69,9 @@ def test_the_cache_keeps_seq_len_notes_and_matches_rerunning_them_while_the_wind
     cached = sample(model, seeds, temperatures, fill, torch.Generator().manual_seed(3))
     rerun = sample_uncached(model, seeds, temperatures, fill, torch.Generator().manual_seed(3))
     torch.testing.assert_close(cached, rerun, atol=1e-5, rtol=1e-5)
-    longer = sample(model, seeds, temperatures, 3 * config.seq_len, torch.Generator().manual_seed(3))
+    longer = sample(
+        model, seeds, temperatures, 3 * config.seq_len, torch.Generator().manual_seed(3)
+    )
     assert longer.shape == (4, 3 * config.seq_len, 3) and torch.isfinite(longer).all()
     # Past seq_len the cache is a sliding window: it never holds more than seq_len keys.
     with torch.no_grad():
@@ -73,7 +84,9 @@ def test_the_cache_keeps_seq_len_notes_and_matches_rerunning_them_while_the_wind
 def test_timing_bins_cover_zero_to_max_and_clamp_beyond(config):
     edges = timing_edges(config.timing_bins)
     assert edges[0] == 0 and len(edges) == config.timing_bins.count + 1
-    assert edges[1] == pytest.approx(config.timing_bins.min_s) and edges[-1] == pytest.approx(config.timing_bins.max_s)
+    assert edges[1] == pytest.approx(config.timing_bins.min_s) and edges[-1] == pytest.approx(
+        config.timing_bins.max_s
+    )
     index = timing_bin(torch.tensor([0.0, config.timing_bins.min_s * 0.99, 1.0, 1e4]), edges)
     assert index[0] == 0 and index[1] == 0 and 0 < index[2] < config.timing_bins.count - 1
     assert index[3] == config.timing_bins.count - 1
@@ -96,7 +109,9 @@ def fit_constant_head(config, kind: str, targets: torch.Tensor) -> TimingHeads:
 def test_a_bins_head_samples_the_spread_that_an_mse_head_averages_away(config):
     """Bimodal steps (chord notes and beats): the MSE head answers their mean every time."""
     g = torch.Generator().manual_seed(0)
-    targets = torch.where(torch.rand(4096, generator=g) < 0.5, 0.01, 0.5) * (1 + 0.1 * torch.rand(4096, generator=g))
+    targets = torch.where(torch.rand(4096, generator=g) < 0.5, 0.01, 0.5) * (
+        1 + 0.1 * torch.rand(4096, generator=g)
+    )
     ratios, medians = {}, {}
     for kind in ("mse", "bins"):
         head = fit_constant_head(config, kind, targets)
@@ -130,7 +145,10 @@ def test_soft_labels_spread_a_target_over_neighbouring_bins_only():
     targets = soft_labels(32, 2.0)
     assert torch.allclose(targets.sum(1), torch.ones(32))
     assert torch.equal(targets.argmax(1), torch.arange(32))
-    assert targets[16, 15] == pytest.approx(targets[16, 17].item()) and targets[16, 15] > targets[16, 13] > 0
+    assert (
+        targets[16, 15] == pytest.approx(targets[16, 17].item())
+        and targets[16, 15] > targets[16, 13] > 0
+    )
     assert targets[16, 0] < 1e-6  # a far bin is a wrong answer still
 
 

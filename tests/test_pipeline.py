@@ -36,7 +36,9 @@ def test_dvc_and_snakemake_have_the_same_stages_commands_and_files(tmp_path):
             snake[cmd.group(1).strip()] = (split(fields.get("input", "")), split(fields["output"]))
 
     variants = load(project / "params.yaml").variants
-    assert len(dvc) == 6 + 4 * len(variants) and set(snake) == set(dvc)  # 6 shared stages + 4 per variant
+    assert len(dvc) == 6 + 4 * len(variants) and set(snake) == set(
+        dvc
+    )  # 6 shared stages + 4 per variant
     for cmd, (deps, outs) in dvc.items():
         inputs, outputs = snake[cmd]
         assert outputs == outs, cmd

@@ -18,9 +18,15 @@ def next_note_result(name: str, temperatures: list[float]) -> Results:
     for t in temperatures:
         generation |= {f"t{t:g}_step_std_ratio": t, f"t{t:g}_duration_std_ratio": t / 2}
     music = {"groups": {f"t{t:g}": {"oa_mean": t / 10} for t in temperatures}, "ceiling": None}
-    evaluation = {"model": {"pitch_cross_entropy": 3.5, "pitch_top1": 0.1}, "baseline": {"pitch_top1": 0.05},
-                  "repeat_last": {"pitch_top1": 0.02}, "windows": {"count": 10.0}}
-    return Results(name, pd.DataFrame(), {}, evaluation, generation, music, pd.DataFrame(), Path("."), {})
+    evaluation = {
+        "model": {"pitch_cross_entropy": 3.5, "pitch_top1": 0.1},
+        "baseline": {"pitch_top1": 0.05},
+        "repeat_last": {"pitch_top1": 0.02},
+        "windows": {"count": 10.0},
+    }
+    return Results(
+        name, pd.DataFrame(), {}, evaluation, generation, music, pd.DataFrame(), Path("."), {}
+    )
 
 
 def test_nearest_temperature():
@@ -29,17 +35,24 @@ def test_nearest_temperature():
     assert nearest_temperature([1.5, 0.5], 1.0) == 0.5  # a tie: the lower one
 
 
-@pytest.mark.parametrize(("temperatures", "shown"), [([0.8, 1.0, 1.5, 2.0], 1.0), ([0.8, 1.5, 2.0], 0.8),
-                                                     ([1.25, 3.0], 1.25)])
+@pytest.mark.parametrize(
+    ("temperatures", "shown"),
+    [([0.8, 1.0, 1.5, 2.0], 1.0), ([0.8, 1.5, 2.0], 0.8), ([1.25, 3.0], 1.25)],
+)
 def test_the_next_note_table_is_at_the_nearest_sampled_temperature(params, temperatures, shown):
-    settings = params.model_copy(update={"generate": params.generate.model_copy(
-        update={"temperatures": temperatures})})
+    settings = params.model_copy(
+        update={"generate": params.generate.model_copy(update={"temperatures": temperatures})}
+    )
     names = ["rnn_baseline", "note_transformer", "rhythm_vae"]
     configs = {name: variant_config(params, name) for name in names}
     families = {name: family_named(configs[name].model) for name in names}
     results = [next_note_result(name, temperatures) for name in names]
-    (title, table), = report.comparisons(results, families, configs, settings).items()
-    assert f"at temperature {shown:.1f}" in title if shown in (1.0, 0.8) else f"at temperature {shown:g}" in title
+    ((title, table),) = report.comparisons(results, families, configs, settings).items()
+    assert (
+        f"at temperature {shown:.1f}" in title
+        if shown in (1.0, 0.8)
+        else f"at temperature {shown:g}" in title
+    )
     assert list(table.index) == ["rnn_baseline", "note_transformer"]  # grid VAEs have no such table
     assert table.loc["rnn_baseline", "step σ ratio"] == shown
     assert table.loc["note_transformer", "OA mean"] == pytest.approx(shown / 10)

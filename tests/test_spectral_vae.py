@@ -22,7 +22,9 @@ def config(params):
 
 @pytest.mark.parametrize("shape", [(128, 259), (64, 100), (128, 37), (40, 17)])
 def test_any_segment_length_comes_back_at_its_own_size(params, shape):
-    config = variant_config(params, "spectral_vae").model_copy(update={"channels": [4, 8, 8, 8], "latent_dim": 8})
+    config = variant_config(params, "spectral_vae").model_copy(
+        update={"channels": [4, 8, 8, 8], "latent_dim": 8}
+    )
     model = S.SpectralVAE(config, shape).eval()
     out, mu, logvar = model(torch.randn(2, 1, *shape))
     assert out.shape == (2, 1, *shape) and mu.shape == logvar.shape == (2, 8)
@@ -32,7 +34,9 @@ def test_default_architecture_is_the_reference_one(params, config):
     model = S.SpectralVAE(config, (128, 259))
     assert model.encoded == (512, 8, 17)  # 4 stride-2 blocks: 1x128x259 -> 512x8x17
     convs = [m for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert [c.out_channels for c in convs] == [64, 128, 256, 512] and all(c.stride == (2, 2) for c in convs)
+    assert [c.out_channels for c in convs] == [64, 128, 256, 512] and all(
+        c.stride == (2, 2) for c in convs
+    )
     assert isinstance(model.decoder[-1], torch.nn.ConvTranspose2d)  # linear output, no activation
 
 
@@ -52,7 +56,9 @@ def test_loss_terms_have_the_stated_scale(config):
     assert torch.allclose(weighted["recon"], uniform["recon"])  # weights normalised to mean 1
     # Spectral compares FFT magnitudes on the orthonormal scale: bounded by recon, blind to phase
     # (a circular shift in time), and 0 only for the same magnitudes.
-    assert (uniform["spectral"] > 0).all() and (uniform["spectral"] <= uniform["recon"] * (1 + 1e-5)).all()
+    assert (uniform["spectral"] > 0).all() and (
+        uniform["spectral"] <= uniform["recon"] * (1 + 1e-5)
+    ).all()
     rolled = S.loss_terms(x, torch.roll(x, 7, dims=-1), torch.ones(128))
     assert (rolled["recon"] > 100).all() and (rolled["spectral"] < 1e-6 * rolled["recon"]).all()
     # Range: zero inside [min - 0.5 R, max + 0.5 R], the distance outside it.
@@ -83,7 +89,9 @@ TRAIN = ["python", "-m", "stages.train", "--variant", "spectral_vae"]
 
 
 def test_training_resumes_after_a_kill_and_continues_with_new_lr_beta_and_epochs(tmp_path):
-    project = make_project(tmp_path, {"variants": {"spectral_vae": {"epochs": 4, "checkpoint_every": 1}}})
+    project = make_project(
+        tmp_path, {"variants": {"spectral_vae": {"epochs": 4, "checkpoint_every": 1}}}
+    )
     run(["dvc", "repro", "configure@spectral_vae"], project)
 
     # Killed after epoch 2, rerun: continues at epoch 3 and ends bit-identical to an uninterrupted run.
@@ -101,17 +109,38 @@ def test_training_resumes_after_a_kill_and_continues_with_new_lr_beta_and_epochs
         assert _same_weights(weights, _weights(first_run / f"{kind}.pt")), kind
     pd.testing.assert_frame_equal(history, _history(project))
     saved = torch.load(first_run / "last.pt", map_location="cpu", weights_only=False)
-    assert {"model", "optimizer", "scheduler", "progress"} <= saved.keys() and saved["progress"]["epoch"] == 4
-    assert saved["scheduler"]["mode"] == "min"  # ReduceLROnPlateau's state travels with the checkpoint
+    assert {"model", "optimizer", "scheduler", "progress"} <= saved.keys() and saved["progress"][
+        "epoch"
+    ] == 4
+    assert (
+        saved["scheduler"]["mode"] == "min"
+    )  # ReduceLROnPlateau's state travels with the checkpoint
 
     # Continue that finished run: 2 more epochs, a new lr and beta. The best loss so far is kept.
-    best_so_far = json.loads((project / "metrics/spectral_vae/train.json").read_text())["best_val_loss"]
+    best_so_far = json.loads((project / "metrics/spectral_vae/train.json").read_text())[
+        "best_val_loss"
+    ]
     source = str((first_run / "last.pt").relative_to(project))
-    edit_params(project / "params.yaml", {"variants": {"spectral_vae": {
-        "epochs": 6, "lr": 1.0e-4, "kl": {"beta": 0.1}, "resume_from": source}}})
+    edit_params(
+        project / "params.yaml",
+        {
+            "variants": {
+                "spectral_vae": {
+                    "epochs": 6,
+                    "lr": 1.0e-4,
+                    "kl": {"beta": 0.1},
+                    "resume_from": source,
+                }
+            }
+        },
+    )
     run(["dvc", "repro", "configure@spectral_vae"], project)
     more = run(TRAIN, project)
-    assert "continuing after epoch 4" in more.stdout and "epoch 5/6" in more.stdout and "epoch 1/6" not in more.stdout
+    assert (
+        "continuing after epoch 4" in more.stdout
+        and "epoch 5/6" in more.stdout
+        and "epoch 1/6" not in more.stdout
+    )
     longer = _history(project)
     assert len(longer) == 6
     pd.testing.assert_frame_equal(longer.iloc[:4], history)
@@ -123,10 +152,16 @@ def test_training_resumes_after_a_kill_and_continues_with_new_lr_beta_and_epochs
 
 
 def test_resume_from_a_missing_checkpoint_names_it(tmp_path):
-    project = make_project(tmp_path, {"variants": {"spectral_vae": {"resume_from": "checkpoints/nowhere/last.pt"}}})
+    project = make_project(
+        tmp_path, {"variants": {"spectral_vae": {"resume_from": "checkpoints/nowhere/last.pt"}}}
+    )
     run(["dvc", "repro", "configure@spectral_vae"], project)
     failed = run(TRAIN, project, check=False)
-    assert failed.returncode != 0 and "resume_from" in failed.stderr and "nowhere/last.pt" in failed.stderr
+    assert (
+        failed.returncode != 0
+        and "resume_from" in failed.stderr
+        and "nowhere/last.pt" in failed.stderr
+    )
 
 
 def test_evaluation_metrics_against_the_per_bin_mean(tmp_path, config):
@@ -137,7 +172,11 @@ def test_evaluation_metrics_against_the_per_bin_mean(tmp_path, config):
     mel = SimpleNamespace(geometry={"top_db": 80.0}, denormalise=lambda x: x * 10 - 40)
     x = rng.normal(size=(4, 128, 50)).astype(np.float32)
     perfect = S.spectrogram_metrics(x, x, mel, config)
-    assert perfect["mse"] == 0 and perfect["spectral_convergence"] == 0 and perfect["log_spectral_distance_db"] == 0
+    assert (
+        perfect["mse"] == 0
+        and perfect["spectral_convergence"] == 0
+        and perfect["log_spectral_distance_db"] == 0
+    )
     assert perfect["out_of_range_share"] == 0 and perfect["hf_energy_ratio"] == pytest.approx(1)
     assert perfect["featureless_share"] == 0
     # 20 dB louder everywhere: magnitudes x10, so SC = 9, power x100 in the top bins, LSD 20 dB.
@@ -147,6 +186,8 @@ def test_evaluation_metrics_against_the_per_bin_mean(tmp_path, config):
     assert louder["log_spectral_distance_db"] == pytest.approx(20, rel=1e-3)
     assert louder["out_of_range_share"] > 0.02 and louder["featureless_share"] == 0
     flat = S.spectrogram_metrics(x, np.zeros_like(x), mel, config)
-    assert flat["mse"] == pytest.approx(float((x ** 2).mean())) and flat["featureless_share"] == 1
-    expected_lsd = np.sqrt((np.maximum(10 * x, -40.0) ** 2).mean(1)).mean()  # dB distance above the -80 dB floor
+    assert flat["mse"] == pytest.approx(float((x**2).mean())) and flat["featureless_share"] == 1
+    expected_lsd = np.sqrt(
+        (np.maximum(10 * x, -40.0) ** 2).mean(1)
+    ).mean()  # dB distance above the -80 dB floor
     assert flat["log_spectral_distance_db"] == pytest.approx(expected_lsd, rel=1e-5)

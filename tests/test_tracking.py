@@ -25,19 +25,35 @@ def test_a_stage_run_is_linked_tagged_and_its_model_rebuilt(store, params):
     config = variant_config(params, "rnn_baseline")
     family = family_named(config.model)
     torch.manual_seed(0)
-    model = family.build(config, {"stats": {"step_mean": 0.1, "step_std": 0.2, "duration_mean": 0.3,
-                                            "duration_std": 0.4}})
-    model_card.save_model(store / "models/v", family, config, {"stats": {"step_mean": 0.1, "step_std": 0.2,
-                                                                          "duration_mean": 0.3, "duration_std": 0.4}},
-                          model)
+    model = family.build(
+        config,
+        {"stats": {"step_mean": 0.1, "step_std": 0.2, "duration_mean": 0.3, "duration_std": 0.4}},
+    )
+    model_card.save_model(
+        store / "models/v",
+        family,
+        config,
+        {"stats": {"step_mean": 0.1, "step_std": 0.2, "duration_mean": 0.3, "duration_std": 0.4}},
+        model,
+    )
     link = store / "runs/train/v.json"
     verdicts = [Verdict("plateau", "flat", "a higher learning rate", {"variants.v.lr": 0.002}, 3)]
-    with tracking.start_run("tracking-test", "train", "v", link, params={"lr": config.lr, "kl": {"beta": 0.1}},
-                            config_hash="abc") as run:
+    with tracking.start_run(
+        "tracking-test",
+        "train",
+        "v",
+        link,
+        params={"lr": config.lr, "kl": {"beta": 0.1}},
+        config_hash="abc",
+    ) as run:
         tracking.tag_verdicts(verdicts)
         tracking.log_model(store / "models/v")
     written = json.loads(link.read_text())
-    assert written["run_id"] == run.info.run_id and written["variant"] == "v" and "tracking_uri" not in written
+    assert (
+        written["run_id"] == run.info.run_id
+        and written["variant"] == "v"
+        and "tracking_uri" not in written
+    )
 
     logged = mlflow.MlflowClient().get_run(run.info.run_id)
     assert logged.data.params["kl.beta"] == "0.1" and logged.data.tags["variant"] == "v"
@@ -62,8 +78,19 @@ def test_a_judged_again_run_loses_the_tags_of_verdicts_it_no_longer_draws(store)
 
 
 def test_flat_names():
-    assert tracking.flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
-    music = {"groups": {"t1": {"oa_mean": 0.7, "kld_mean": None, "features": {"pitch": {"oa": 0.5, "kld": 0.1}}}},
-             "ceiling": None}
-    assert tracking.music_metrics(music) == {"music.t1.oa_mean": 0.7, "music.t1.pitch.oa": 0.5,
-                                             "music.t1.pitch.kld": 0.1}
+    assert tracking.flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {
+        "a.b": 1,
+        "a.c.d": 2,
+        "e": 3,
+    }
+    music = {
+        "groups": {
+            "t1": {"oa_mean": 0.7, "kld_mean": None, "features": {"pitch": {"oa": 0.5, "kld": 0.1}}}
+        },
+        "ceiling": None,
+    }
+    assert tracking.music_metrics(music) == {
+        "music.t1.oa_mean": 0.7,
+        "music.t1.pitch.oa": 0.5,
+        "music.t1.pitch.kld": 0.1,
+    }

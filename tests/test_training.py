@@ -9,7 +9,9 @@ import torch
 
 from tests.conftest import edit_params, kill_when, make_project, run
 
-RESUME = {"variants": {"rnn_baseline": {"epochs": 4, "samples_per_epoch": 512, "keep_checkpoints": 2}}}
+RESUME = {
+    "variants": {"rnn_baseline": {"epochs": 4, "samples_per_epoch": 512, "keep_checkpoints": 2}}
+}
 
 
 def _weights(path):
@@ -46,7 +48,9 @@ def test_killed_training_resumes_and_matches_uninterrupted(tmp_path):
         for name in weights:
             assert torch.equal(weights[name], again[name]), f"{kind}.pt {name} differs after resume"
     assert (project / "metrics/rnn_baseline/history.csv").read_text().splitlines() == history
-    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == published, "models/ bytes differ"
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == published, (
+        "models/ bytes differ"
+    )
 
 
 def test_checkpoint_folders_of_gone_configurations_are_listed_and_removed(tmp_path):

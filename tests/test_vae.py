@@ -46,8 +46,9 @@ def test_active_units_count_dimensions_whose_mean_varies_across_inputs():
 
 
 def test_the_loss_is_the_weighted_sum_of_reconstruction_and_kl(params):
-    config = variant_config(params, "rhythm_vae").model_copy(update={"encoder_units": 16, "decoder_units": 16,
-                                                                       "head_units": 16})
+    config = variant_config(params, "rhythm_vae").model_copy(
+        update={"encoder_units": 16, "decoder_units": 16, "head_units": 16}
+    )
     torch.manual_seed(0)
     shape = (3, 4, 16)
     model = GridVAE(config, shape, (0.1, 2.0)).eval()  # eval: z = mu, no sampling noise
@@ -57,4 +58,6 @@ def test_the_loss_is_the_weighted_sum_of_reconstruction_and_kl(params):
     assert set(terms) == {"onset", "velocity", "timeshift", "kl"}
     assert total.item() == pytest.approx(sum(weights[k] * terms[k].item() for k in terms), rel=1e-6)
     _, mu, logvar = model(x)
-    assert terms["kl"].item() == pytest.approx(kl_term(mu, logvar, config.kl.free_bits).item(), rel=1e-6)
+    assert terms["kl"].item() == pytest.approx(
+        kl_term(mu, logvar, config.kl.free_bits).item(), rel=1e-6
+    )

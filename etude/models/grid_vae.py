@@ -25,7 +25,15 @@ from etude.diagnosis import Verdict, changes, collapse_verdict, raised, recent, 
 from etude.family import Results, Section
 from etude.grids import FEATURES, GridSet, decode
 from etude.midi import write_notes
-from etude.models.vae import Batch, VaeConfig, VaeFamily, collapse_warning, encode_decode, kl_weight, latent_stats
+from etude.models.vae import (
+    Batch,
+    VaeConfig,
+    VaeFamily,
+    collapse_warning,
+    encode_decode,
+    kl_weight,
+    latent_stats,
+)
 from etude.params import Evaluate, Generate, Strict
 
 
@@ -43,14 +51,21 @@ class GridVaeConfig(VaeConfig):
     head_units: PositiveInt
     leaky_slope: NonNegativeFloat
     loss: LossCoefficients
-    mask_to_onsets: bool             # velocity/duration/timeshift error on onset cells only
+    mask_to_onsets: bool  # velocity/duration/timeshift error on onset cells only
     timeshift_ramp_epochs: NonNegativeInt
-    onset_threshold: Annotated[float, Field(gt=0, lt=1)]  # decoding threshold: metrics and samples (the M4L knob)
-    collapse_variance: PositiveFloat        # decoded timeshift variance below this: collapsed
+    onset_threshold: Annotated[
+        float, Field(gt=0, lt=1)
+    ]  # decoding threshold: metrics and samples (the M4L knob)
+    collapse_variance: PositiveFloat  # decoded timeshift variance below this: collapsed
 
 
 class GridVAE(nn.Module):
-    def __init__(self, config: GridVaeConfig, shape: tuple[int, int, int], duration_range: tuple[float, float]):
+    def __init__(
+        self,
+        config: GridVaeConfig,
+        shape: tuple[int, int, int],
+        duration_range: tuple[float, float],
+    ):
         super().__init__()
         self.features = FEATURES[config.representation]
         n_features, rows, steps = shape
@@ -58,20 +73,30 @@ class GridVAE(nn.Module):
         self.duration_range = duration_range
 
         def block(n_in: int, n_out: int) -> nn.Sequential:
-            return nn.Sequential(nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out, momentum=config.batchnorm_momentum),
-                                 nn.LeakyReLU(config.leaky_slope), nn.Dropout(config.dropout))
+            return nn.Sequential(
+                nn.Linear(n_in, n_out),
+                nn.BatchNorm1d(n_out, momentum=config.batchnorm_momentum),
+                nn.LeakyReLU(config.leaky_slope),
+                nn.Dropout(config.dropout),
+            )
 
         self.branches = nn.ModuleList(block(cells, config.encoder_units) for _ in range(n_features))
         self.merge = block(n_features * config.encoder_units, config.encoder_units)
         self.mu = nn.Linear(config.encoder_units, config.latent_dim)
         self.logvar = nn.Linear(config.encoder_units, config.latent_dim)
         self.expand = block(config.latent_dim, config.decoder_units)
-        self.heads = nn.ModuleList(nn.Sequential(block(config.decoder_units, config.head_units),
-                                                 nn.Linear(config.head_units, cells)) for _ in range(n_features))
+        self.heads = nn.ModuleList(
+            nn.Sequential(
+                block(config.decoder_units, config.head_units), nn.Linear(config.head_units, cells)
+            )
+            for _ in range(n_features)
+        )
 
     def encode(self, grids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flat = grids.flatten(2)
-        h = self.merge(torch.cat([branch(flat[:, f]) for f, branch in enumerate(self.branches)], dim=1))
+        h = self.merge(
+            torch.cat([branch(flat[:, f]) for f, branch in enumerate(self.branches)], dim=1)
+        )
         return self.mu(h), self.logvar(h)
 
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
@@ -103,7 +128,9 @@ def timeshift_weight(config: GridVaeConfig, epoch: int | None) -> float:
     return 1.0 if ramp == 0 or epoch is None else min(1.0, (epoch + 1) / ramp)
 
 
-def loss_weights(config: GridVaeConfig, features: tuple[str, ...], epoch: int | None) -> dict[str, float]:
+def loss_weights(
+    config: GridVaeConfig, features: tuple[str, ...], epoch: int | None
+) -> dict[str, float]:
     """Each loss term's weight at `epoch`: coefficients, the timeshift ramp and the KL schedule."""
     coef = config.loss.model_dump()
     weights = {name: coef[name] for name in features}
@@ -116,22 +143,31 @@ def _onset_scores(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     tp = float((true & pred).sum())
     precision = tp / max(pred.sum(), 1)
     recall = tp / max(true.sum(), 1)
-    return {"onset_precision": precision, "onset_recall": recall,
-            "onset_f1": 0.0 if tp == 0 else 2 * precision * recall / (precision + recall)}
+    return {
+        "onset_precision": precision,
+        "onset_recall": recall,
+        "onset_f1": 0.0 if tp == 0 else 2 * precision * recall / (precision + recall),
+    }
 
 
-def _feature_stats(grids: np.ndarray, features: tuple[str, ...], threshold: float) -> dict[str, float]:
+def _feature_stats(
+    grids: np.ndarray, features: tuple[str, ...], threshold: float
+) -> dict[str, float]:
     onsets = grids[:, 0] > threshold
     ts = grids[:, features.index("timeshift")][onsets]
-    return {"onset_density": float(onsets.sum(axis=(1, 2)).mean()),
-            "timeshift_std": float(ts.std()) if ts.size else 0.0}
+    return {
+        "onset_density": float(onsets.sum(axis=(1, 2)).mean()),
+        "timeshift_std": float(ts.std()) if ts.size else 0.0,
+    }
 
 
 class GridVaeFamily(VaeFamily):
     name = "grid_vae"
     Config = GridVaeConfig
     code = ("etude/grids.py", "etude/midi.py")
-    baselines = "an all-empty grid (F1 0) and the training mean of velocity and timeshift on onset cells"
+    baselines = (
+        "an all-empty grid (F1 0) and the training mean of velocity and timeshift on onset cells"
+    )
 
     def representation(self, config: GridVaeConfig) -> str:
         return config.representation
@@ -143,7 +179,10 @@ class GridVaeFamily(VaeFamily):
         return f"{config.representation} window with grid.min_onsets onsets", "grid.min_onsets"
 
     def model_meta(self, data: GridSet, config: GridVaeConfig) -> dict:
-        return {"shape": list(data.grids.shape[1:]), "duration_range": [data.grid.duration_min, data.grid.duration_max]}
+        return {
+            "shape": list(data.grids.shape[1:]),
+            "duration_range": [data.grid.duration_min, data.grid.duration_max],
+        }
 
     def build(self, config: GridVaeConfig, meta: dict) -> GridVAE:
         return GridVAE(config, tuple(meta["shape"]), tuple(meta["duration_range"]))
@@ -151,8 +190,9 @@ class GridVaeFamily(VaeFamily):
     def batch(self, data: GridSet, index: np.ndarray, device: torch.device) -> Batch:
         return (torch.from_numpy(data.grids[index]).to(device),)
 
-    def reconstruction(self, model: GridVAE, x: torch.Tensor, output: torch.Tensor,
-                       config: GridVaeConfig) -> dict[str, torch.Tensor]:
+    def reconstruction(
+        self, model: GridVAE, x: torch.Tensor, output: torch.Tensor, config: GridVaeConfig
+    ) -> dict[str, torch.Tensor]:
         """Onset BCE on the logits, and each other feature's squared error, summed over cells."""
         out = model.activate(output)
         onset = x[:, 0]
@@ -160,40 +200,66 @@ class GridVaeFamily(VaeFamily):
         # cells count, so timeshift keeps its spread.
         mask = onset if config.mask_to_onsets else torch.ones_like(onset)
         sum_cells = lambda t: t.flatten(1).sum(1)
-        terms = {"onset": sum_cells(F.binary_cross_entropy_with_logits(output[:, 0], onset, reduction="none"))}
+        terms = {
+            "onset": sum_cells(
+                F.binary_cross_entropy_with_logits(output[:, 0], onset, reduction="none")
+            )
+        }
         for f, name in enumerate(model.features[1:], start=1):
             terms[name] = sum_cells(mask * (out[:, f] - x[:, f]) ** 2)
         return terms
 
-    def loss_weights(self, model: GridVAE, config: GridVaeConfig, epoch: int | None) -> dict[str, float]:
+    def loss_weights(
+        self, model: GridVAE, config: GridVaeConfig, epoch: int | None
+    ) -> dict[str, float]:
         return loss_weights(config, model.features, epoch)
 
-    def epoch_measures(self, model: GridVAE, data: GridSet, config: GridVaeConfig, epoch: int,
-                       device: torch.device) -> dict[str, float]:
+    def epoch_measures(
+        self, model: GridVAE, data: GridSet, config: GridVaeConfig, epoch: int, device: torch.device
+    ) -> dict[str, float]:
         """Per epoch, on the validation split: loss weights, KL per dimension, active units, onset F1
         and the variance of decoded timeshift on onset cells (feature collapse below the threshold)."""
         x, out, mu, logvar = encode_decode(
-            model, self.eval_batches(data, config, "validation", config.val_max_windows, device), model.activate)
+            model,
+            self.eval_batches(data, config, "validation", config.val_max_windows, device),
+            model.activate,
+        )
         onsets = x[:, 0] > 0.5
         ts = out[:, model.features.index("timeshift")][onsets]
         ts_true = x[:, model.features.index("timeshift")][onsets]
         row = {f"weight_{k}": v for k, v in loss_weights(config, model.features, epoch).items()}
         row["timeshift_variance"] = float(ts.var()) if ts.size else 0.0
-        row["timeshift_std_ratio"] = float(ts.std() / ts_true.std()) if ts.size and ts_true.std() > 0 else 0.0
-        row |= {f"val_{k}": v for k, v in latent_stats(mu, logvar, config.active_unit_threshold).items()}
+        row["timeshift_std_ratio"] = (
+            float(ts.std() / ts_true.std()) if ts.size and ts_true.std() > 0 else 0.0
+        )
+        row |= {
+            f"val_{k}": v for k, v in latent_stats(mu, logvar, config.active_unit_threshold).items()
+        }
         row["val_onset_f1"] = _onset_scores(onsets, out[:, 0] > config.onset_threshold)["onset_f1"]
         row |= _prior_probe(model, onsets, config, epoch, device)
         annealed = epoch >= config.kl.start_epoch + config.kl.anneal_epochs
         if annealed and row["timeshift_variance"] < config.collapse_variance:
-            collapse_warning(epoch, f"decoded timeshift variance {row['timeshift_variance']:.4f} < "
-                             f"{config.collapse_variance}: timeshift feature collapse")
+            collapse_warning(
+                epoch,
+                f"decoded timeshift variance {row['timeshift_variance']:.4f} < "
+                f"{config.collapse_variance}: timeshift feature collapse",
+            )
         return row
 
     @torch.no_grad()
-    def evaluate(self, model: GridVAE, data: GridSet, config: GridVaeConfig, settings: Evaluate,
-                 device: torch.device) -> dict[str, dict[str, float]]:
+    def evaluate(
+        self,
+        model: GridVAE,
+        data: GridSet,
+        config: GridVaeConfig,
+        settings: Evaluate,
+        device: torch.device,
+    ) -> dict[str, dict[str, float]]:
         x, out, mu, logvar = encode_decode(
-            model, self.eval_batches(data, config, "test", settings.max_windows, device), model.activate)
+            model,
+            self.eval_batches(data, config, "test", settings.max_windows, device),
+            model.activate,
+        )
         features = model.features
         onsets = x[:, 0] > 0.5
         ts_true = x[:, features.index("timeshift")][onsets]
@@ -201,9 +267,11 @@ class GridVaeFamily(VaeFamily):
         train = data.grids[data.split_index("train")]
         train_onsets = train[:, 0] > 0.5
         metrics = _onset_scores(onsets, out[:, 0] > config.onset_threshold)
-        metrics |= {"velocity_mae": float(np.abs(out[:, 1][onsets] - x[:, 1][onsets]).mean()),
-                    "timeshift_mae": float(np.abs(ts_pred - ts_true).mean()),
-                    "timeshift_std_ratio": float(ts_pred.std() / max(ts_true.std(), 1e-12))}
+        metrics |= {
+            "velocity_mae": float(np.abs(out[:, 1][onsets] - x[:, 1][onsets]).mean()),
+            "timeshift_mae": float(np.abs(ts_pred - ts_true).mean()),
+            "timeshift_std_ratio": float(ts_pred.std() / max(ts_true.std(), 1e-12)),
+        }
         metrics |= latent_stats(mu, logvar, config.active_unit_threshold)
 
         generator = torch.Generator().manual_seed(config.seed)
@@ -212,29 +280,45 @@ class GridVaeFamily(VaeFamily):
         return {
             "model": metrics,
             # An all-empty grid (F1 0) and the training mean of velocity and timeshift on onset cells.
-            "baseline": {"onset_precision": 0.0, "onset_recall": 0.0, "onset_f1": 0.0,
-                         "velocity_mae": float(np.abs(train[:, 1][train_onsets].mean() - x[:, 1][onsets]).mean()),
-                         "timeshift_mae": float(np.abs(train[:, -1][train_onsets].mean() - ts_true).mean())},
+            "baseline": {
+                "onset_precision": 0.0,
+                "onset_recall": 0.0,
+                "onset_f1": 0.0,
+                "velocity_mae": float(
+                    np.abs(train[:, 1][train_onsets].mean() - x[:, 1][onsets]).mean()
+                ),
+                "timeshift_mae": float(np.abs(train[:, -1][train_onsets].mean() - ts_true).mean()),
+            },
             "prior_samples": _feature_stats(prior, features, config.onset_threshold),
             "test_data": _feature_stats(x, features, 0.5),
             "windows": {"count": float(len(x))},
         }
 
     @torch.no_grad()
-    def generate(self, model: GridVAE, data: GridSet, config: GridVaeConfig, settings: Generate,
-                 out_dir: Path, device: torch.device) -> tuple[pd.DataFrame, dict[str, float]]:
+    def generate(
+        self,
+        model: GridVAE,
+        data: GridSet,
+        config: GridVaeConfig,
+        settings: Generate,
+        out_dir: Path,
+        device: torch.device,
+    ) -> tuple[pd.DataFrame, dict[str, float]]:
         """Prior samples, the XY-pad sweep (latent_dim 2), interpolations between test windows; each
         group written as one MIDI file, windows back to back."""
         grid = data.grid
         model.eval()
         generator = torch.Generator().manual_seed(config.seed)
         groups: dict[str, torch.Tensor] = {
-            "prior": torch.randn(settings.num_samples, config.latent_dim, generator=generator)}
+            "prior": torch.randn(settings.num_samples, config.latent_dim, generator=generator)
+        }
         if config.latent_dim == 2:
             axis = torch.linspace(-settings.sweep_range, settings.sweep_range, settings.sweep_steps)
             groups["sweep"] = torch.cartesian_prod(axis, axis)
         test = data.split_index("test")
-        pairs = test[np.linspace(0, len(test) - 1, 2 * settings.interpolations).round().astype(np.int64)]
+        pairs = test[
+            np.linspace(0, len(test) - 1, 2 * settings.interpolations).round().astype(np.int64)
+        ]
         if settings.interpolations:
             mu, _ = model.encode(torch.from_numpy(data.grids[pairs]).to(device))
             mu = mu.cpu()
@@ -251,74 +335,127 @@ class GridVaeFamily(VaeFamily):
             windows = model.activate(model.decode_raw(z.to(device))).cpu().numpy()
             decoded[name] = windows
             for i, window in enumerate(windows):
-                notes = decode(window, i * window_s, unit, grid, config.representation,
-                               onset_threshold=config.onset_threshold, grid_offset=settings.grid_offset,
-                               drum_lanes=data.drum_lanes)
+                notes = decode(
+                    window,
+                    i * window_s,
+                    unit,
+                    grid,
+                    config.representation,
+                    onset_threshold=config.onset_threshold,
+                    grid_offset=settings.grid_offset,
+                    drum_lanes=data.drum_lanes,
+                )
                 frames.append(notes.assign(group=name, sample=i))
         table = pd.concat(frames, ignore_index=True)
         for name, notes in table.groupby("group"):
             # Micro-timing can put the first onset before 0 s: shift the group to start at 0.
-            shifted = notes.assign(start=notes["start"] - notes["start"].min(), end=notes["end"] - notes["start"].min())
+            shifted = notes.assign(
+                start=notes["start"] - notes["start"].min(), end=notes["end"] - notes["start"].min()
+            )
             write_notes(shifted, out_dir / f"{name}.mid", settings.program, is_drum=data.drum_lanes)
         # Test windows decoded from their true grids, laid out like the prior's, to listen to beside them.
         windows = _data_excerpts(data, config, "test", settings.num_samples)
         lengths = [w.attrs["beat_s"] * grid.bars * grid.beats_per_bar for w in windows]
         offsets = np.cumsum([0.0, *lengths[:-1]])
-        test_notes = pd.concat([w.assign(start=w["start"] + t, end=w["end"] + t) for w, t in zip(windows, offsets)])
+        test_notes = pd.concat(
+            [w.assign(start=w["start"] + t, end=w["end"] + t) for w, t in zip(windows, offsets)]
+        )
         write_notes(test_notes, out_dir / "test.mid", settings.program, is_drum=data.drum_lanes)
         np.savez(out_dir / "grids.npz", **decoded)
         latent = _latent_map(model, self.eval_batches(data, config, "test", None, device))
         latent.to_parquet(out_dir / "latent.parquet", index=False)
-        stats = {f"{name}_{k}": v for name, w in decoded.items()
-                 for k, v in _feature_stats(w, model.features, config.onset_threshold).items()}
+        stats = {
+            f"{name}_{k}": v
+            for name, w in decoded.items()
+            for k, v in _feature_stats(w, model.features, config.onset_threshold).items()
+        }
         return table, stats
 
-    def verdicts(self, history: pd.DataFrame, config: GridVaeConfig, settings, variant: str) -> list[Verdict]:
+    def verdicts(
+        self, history: pd.DataFrame, config: GridVaeConfig, settings, variant: str
+    ) -> list[Verdict]:
         """After KL annealing: posterior collapse, timeshift collapse (decoded spread or variance), prior
         samples alike (mode collapse) or of another density than the data."""
-        h = history[history["epoch"] >= config.kl.start_epoch + config.kl.anneal_epochs].dropna(subset=["val_loss"])
+        h = history[history["epoch"] >= config.kl.start_epoch + config.kl.anneal_epochs].dropna(
+            subset=["val_loss"]
+        )
         if not len(h):
             return []
         last, verdicts, remedies = h.iloc[-1], [], settings.remedies
-        anneal = max(round(remedies.anneal_factor * config.kl.anneal_epochs), remedies.anneal_min_epochs)
+        anneal = max(
+            round(remedies.anneal_factor * config.kl.anneal_epochs), remedies.anneal_min_epochs
+        )
         slower_kl = {variant_key(variant, "kl.anneal_epochs"): anneal}
         kl_dims = last[[c for c in h.columns if c.startswith("val_kl_dim_")]]
         if last["val_active_units"] == 0 or (kl_dims < settings.kl_floor).all():
-            verdicts.append(Verdict(
-                "posterior_collapse", f"{last['val_active_units']:.0f}/{config.latent_dim} active units, KL per "
-                f"dimension at most {kl_dims.max():.3g} nats (floor {settings.kl_floor:g})",
-                f"slower KL annealing ({changes(config, slower_kl)}), or free bits", slower_kl))
+            verdicts.append(
+                Verdict(
+                    "posterior_collapse",
+                    f"{last['val_active_units']:.0f}/{config.latent_dim} active units, KL per "
+                    f"dimension at most {kl_dims.max():.3g} nats (floor {settings.kl_floor:g})",
+                    f"slower KL annealing ({changes(config, slower_kl)}), or free bits",
+                    slower_kl,
+                )
+            )
         timeshift_fix = slower_kl | {
-            variant_key(variant, "loss.timeshift"): raised(config.loss.timeshift, remedies.timeshift_factor,
-                                                          remedies.timeshift_min),
-            variant_key(variant, "mask_to_onsets"): True}
+            variant_key(variant, "loss.timeshift"): raised(
+                config.loss.timeshift, remedies.timeshift_factor, remedies.timeshift_min
+            ),
+            variant_key(variant, "mask_to_onsets"): True,
+        }
         timeshift = collapse_verdict(
-            "timeshift_collapse", variant, h, "timeshift_std_ratio", settings.collapse_std_ratio, settings,
+            "timeshift_collapse",
+            variant,
+            h,
+            "timeshift_std_ratio",
+            settings.collapse_std_ratio,
+            settings,
             "decoded timeshift spread on onset cells (validation) is",
             f"slower KL annealing and a larger timeshift weight, errors on onset cells only "
-            f"({changes(config, timeshift_fix)})", timeshift_fix)
+            f"({changes(config, timeshift_fix)})",
+            timeshift_fix,
+        )
         if not timeshift and last["timeshift_variance"] < config.collapse_variance:
-            timeshift = [Verdict("timeshift_collapse", f"decoded timeshift variance {last['timeshift_variance']:.4f} "
-                                 f"< {config.collapse_variance:g} after KL annealing",
-                                 f"slower KL annealing ({changes(config, slower_kl)})", slower_kl)]
+            timeshift = [
+                Verdict(
+                    "timeshift_collapse",
+                    f"decoded timeshift variance {last['timeshift_variance']:.4f} "
+                    f"< {config.collapse_variance:g} after KL annealing",
+                    f"slower KL annealing ({changes(config, slower_kl)})",
+                    slower_kl,
+                )
+            ]
         verdicts += timeshift
         smaller_beta = {variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_down)}
         verdicts += collapse_verdict(
-            "mode_collapse", variant, h, "prior_diversity_ratio", settings.diversity_ratio, settings,
+            "mode_collapse",
+            variant,
+            h,
+            "prior_diversity_ratio",
+            settings.diversity_ratio,
+            settings,
             "prior samples differ from each other (onset Hamming distance)",
-            f"a smaller beta ({changes(config, smaller_beta)}): the decoder then reads z", smaller_beta)
+            f"a smaller beta ({changes(config, smaller_beta)}): the decoder then reads z",
+            smaller_beta,
+        )
         density = recent(h, "prior_density_ratio", settings)
         if not 1 / settings.density_ratio <= density <= settings.density_ratio:
             # A first guess that moves the threshold with the excess, kept a probability that outputs cross.
             threshold = min(remedies.onset_threshold_max, config.onset_threshold * density)
-            verdicts.append(Verdict(
-                "prior_density", f"prior samples hold {density:.2f}x the onsets of validation windows at "
-                f"onset_threshold {config.onset_threshold:g} (median of the last epochs)",
-                "a decoding threshold that matches the data's density",
-                {variant_key(variant, "onset_threshold"): round(threshold, 3)}))
+            verdicts.append(
+                Verdict(
+                    "prior_density",
+                    f"prior samples hold {density:.2f}x the onsets of validation windows at "
+                    f"onset_threshold {config.onset_threshold:g} (median of the last epochs)",
+                    "a decoding threshold that matches the data's density",
+                    {variant_key(variant, "onset_threshold"): round(threshold, 3)},
+                )
+            )
         return verdicts
 
-    def judge_samples(self, data: GridSet, config: GridVaeConfig, settings: Generate, samples: pd.DataFrame) -> dict:
+    def judge_samples(
+        self, data: GridSet, config: GridVaeConfig, settings: Generate, samples: pd.DataFrame
+    ) -> dict:
         """Each group's decoded windows against test (and, for the ceiling, training) windows decoded
         from their true grids, each on its own beat: the sample's at the median test step."""
         from etude import music
@@ -328,22 +465,32 @@ class GridVaeFamily(VaeFamily):
         unit = float(np.median(data.unit[data.split_index("test")]))
         groups = {}
         for group, frame in samples.groupby("group", sort=False):
-            groups[group] = [_excerpt(notes, i * steps * unit, unit * grid.steps_per_beat)
-                             for i, notes in frame.groupby("sample")]
-        test, train = (_data_excerpts(data, config, split, settings.reference_excerpts) for split in ("test", "train"))
+            groups[group] = [
+                _excerpt(notes, i * steps * unit, unit * grid.steps_per_beat)
+                for i, notes in frame.groupby("sample")
+            ]
+        test, train = (
+            _data_excerpts(data, config, split, settings.reference_excerpts)
+            for split in ("test", "train")
+        )
         return music.judge(groups, test, train, unit * grid.steps_per_beat, grid.steps_per_beat)
 
     def report_sections(self, result: Results, config: GridVaeConfig, settings) -> list[Section]:
         from etude.figures import latent_figure, piano_roll_figure
 
         latent = pd.read_parquet(result.samples_dir / "latent.parquet")
-        return [Section(piano_roll_figure(result, settings.piano_roll_seconds, first_sample_only=False)),
-                Section(latent_figure(result.name, latent))]
+        return [
+            Section(
+                piano_roll_figure(result, settings.piano_roll_seconds, first_sample_only=False)
+            ),
+            Section(latent_figure(result.name, latent)),
+        ]
 
 
 @torch.no_grad()
-def _prior_probe(model: GridVAE, data_onsets: np.ndarray, config: GridVaeConfig, epoch: int,
-                 device: torch.device) -> dict[str, float]:
+def _prior_probe(
+    model: GridVAE, data_onsets: np.ndarray, config: GridVaeConfig, epoch: int, device: torch.device
+) -> dict[str, float]:
     """`diagnostic_samples` prior samples (seeded by epoch) against validation windows: onset density
     ratio, and how much they differ from each other (mean pairwise Hamming distance of onset grids)
     relative to the data's: near 0, every z decodes the same pattern."""
@@ -351,10 +498,14 @@ def _prior_probe(model: GridVAE, data_onsets: np.ndarray, config: GridVaeConfig,
     generator = torch.Generator().manual_seed(config.seed + epoch)
     z = torch.randn(config.diagnostic_samples, config.latent_dim, generator=generator).to(device)
     prior = (model.activate(model.decode_raw(z))[:, 0] > config.onset_threshold).cpu().numpy()
-    data = data_onsets[np.linspace(0, len(data_onsets) - 1, config.diagnostic_samples).round().astype(np.int64)]
+    data = data_onsets[
+        np.linspace(0, len(data_onsets) - 1, config.diagnostic_samples).round().astype(np.int64)
+    ]
     data_spread = _mean_hamming(data)
-    return {"prior_density_ratio": float(prior.sum() / max(data.sum(), 1)),
-            "prior_diversity_ratio": _mean_hamming(prior) / data_spread if data_spread else 0.0}
+    return {
+        "prior_density_ratio": float(prior.sum() / max(data.sum(), 1)),
+        "prior_diversity_ratio": _mean_hamming(prior) / data_spread if data_spread else 0.0,
+    }
 
 
 def _mean_hamming(onsets: np.ndarray) -> float:
@@ -370,19 +521,35 @@ def _excerpt(notes: pd.DataFrame, origin: float, beat_s: float) -> pd.DataFrame:
     return notes
 
 
-def _data_excerpts(data: GridSet, config: GridVaeConfig, split: str, limit: int) -> list[pd.DataFrame]:
+def _data_excerpts(
+    data: GridSet, config: GridVaeConfig, split: str, limit: int
+) -> list[pd.DataFrame]:
     """Up to `limit` windows of a split, evenly spaced, decoded from their true grids on their own beat."""
     grid = data.grid
-    return [_excerpt(decode(data.grids[w], 0.0, float(data.unit[w]), grid, config.representation,
-                            drum_lanes=data.drum_lanes), 0.0, float(data.unit[w]) * grid.steps_per_beat)
-            for w in evenly_spaced(data.split_index(split), limit)]
+    return [
+        _excerpt(
+            decode(
+                data.grids[w],
+                0.0,
+                float(data.unit[w]),
+                grid,
+                config.representation,
+                drum_lanes=data.drum_lanes,
+            ),
+            0.0,
+            float(data.unit[w]) * grid.steps_per_beat,
+        )
+        for w in evenly_spaced(data.split_index(split), limit)
+    ]
 
 
 def _latent_map(model: GridVAE, test_batches: Iterator[Batch]) -> pd.DataFrame:
     """Test windows' mu (first two dimensions) and onset density: the report's latent plane."""
     x, _, mu, _ = encode_decode(model, test_batches, model.activate)
     second = mu[:, 1] if mu.shape[1] > 1 else np.zeros(len(mu))
-    return pd.DataFrame({"z0": mu[:, 0], "z1": second, "onset_density": (x[:, 0] > 0.5).sum(axis=(1, 2))})
+    return pd.DataFrame(
+        {"z0": mu[:, 0], "z1": second, "onset_density": (x[:, 0] > 0.5).sum(axis=(1, 2))}
+    )
 
 
 FAMILY = GridVaeFamily()

@@ -31,11 +31,17 @@ class NoteRNN(NextNoteNetwork):
 
     def __init__(self, config: NoteRnnConfig, stats: dict[str, float]):
         super().__init__()
-        self.register_buffer("shift", torch.tensor([0.0, stats["step_mean"], stats["duration_mean"]]))
-        self.register_buffer("scale", torch.tensor([float(config.vocab_size), stats["step_std"],
-                                                    stats["duration_std"]]))
+        self.register_buffer(
+            "shift", torch.tensor([0.0, stats["step_mean"], stats["duration_mean"]])
+        )
+        self.register_buffer(
+            "scale",
+            torch.tensor([float(config.vocab_size), stats["step_std"], stats["duration_std"]]),
+        )
         sizes = [3, *config.lstm_units]
-        self.lstms = nn.ModuleList(nn.LSTM(i, o, batch_first=True) for i, o in itertools.pairwise(sizes))
+        self.lstms = nn.ModuleList(
+            nn.LSTM(i, o, batch_first=True) for i, o in itertools.pairwise(sizes)
+        )
         self.dropout = nn.Dropout(config.dropout)
         self.pitch = nn.Linear(sizes[-1], config.vocab_size)
         self.timing = timing_heads(config, sizes[-1])

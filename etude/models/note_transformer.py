@@ -32,14 +32,18 @@ class NoteTransformerConfig(NextNoteConfig):
     d_model: PositiveInt
     layers: PositiveInt
     heads: PositiveInt
-    ff_mult: PositiveInt            # feed-forward width: ff_mult x d_model
-    rope_base: PositiveFloat        # rotary positions: wavelengths from 2 pi to 2 pi x rope_base
-    timing_input: Literal["bins", "linear"]  # step/duration in: embeddings of timing_bins, or a projection
+    ff_mult: PositiveInt  # feed-forward width: ff_mult x d_model
+    rope_base: PositiveFloat  # rotary positions: wavelengths from 2 pi to 2 pi x rope_base
+    timing_input: Literal[
+        "bins", "linear"
+    ]  # step/duration in: embeddings of timing_bins, or a projection
 
     @model_validator(mode="after")
     def _head_width(self):
         if self.d_model % (2 * self.heads):
-            raise ValueError(f"d_model ({self.d_model}) must divide into `heads` ({self.heads}) heads of even width")
+            raise ValueError(
+                f"d_model ({self.d_model}) must divide into `heads` ({self.heads}) heads of even width"
+            )
         return self
 
 
@@ -64,13 +68,22 @@ class SelfAttention(nn.Module):
         """Causal attention over the cached keys and these; returns the output and the new cache,
         holding at most the last `context` keys (a query sees as many notes as in training)."""
         batch, length, width = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = (
+            self.qkv(x)
+            .view(batch, length, 3, self.heads, width // self.heads)
+            .permute(2, 0, 3, 1, 4)
+        )
         q, k = rotate(q, positions, self.base), rotate(k, positions, self.base)
         if cache is not None:
-            k, v = torch.cat([cache[0], k], dim=2)[:, :, -context:], torch.cat([cache[1], v], dim=2)[:, :, -context:]
+            k, v = (
+                torch.cat([cache[0], k], dim=2)[:, :, -context:],
+                torch.cat([cache[1], v], dim=2)[:, :, -context:],
+            )
         # One query attends to every cached key; a whole window is causal from its first note.
         causal = cache is None and length > 1
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
+        )
         return self.out(y.transpose(1, 2).reshape(batch, length, width)), (k, v)
 
 
@@ -81,8 +94,12 @@ class Block(nn.Module):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(config.d_model), nn.LayerNorm(config.d_model)
         self.attention = SelfAttention(config)
-        self.ff = nn.Sequential(nn.Linear(config.d_model, config.ff_mult * config.d_model), nn.GELU(),
-                                nn.Linear(config.ff_mult * config.d_model, config.d_model), nn.Dropout(config.dropout))
+        self.ff = nn.Sequential(
+            nn.Linear(config.d_model, config.ff_mult * config.d_model),
+            nn.GELU(),
+            nn.Linear(config.ff_mult * config.d_model, config.d_model),
+            nn.Dropout(config.dropout),
+        )
 
     def forward(self, x, positions, cache, context):
         attended, cache = self.attention(self.norm1(x), positions, cache, context)
@@ -105,7 +122,9 @@ class NoteTransformer(NextNoteNetwork):
             self.step_embedding = nn.Embedding(count, config.d_model)
             self.duration_embedding = nn.Embedding(count, config.d_model)
         else:
-            self.register_buffer("shift", torch.tensor([stats["step_mean"], stats["duration_mean"]]))
+            self.register_buffer(
+                "shift", torch.tensor([stats["step_mean"], stats["duration_mean"]])
+            )
             self.register_buffer("scale", torch.tensor([stats["step_std"], stats["duration_std"]]))
             self.timing_projection = nn.Linear(2, config.d_model)
         self.dropout = nn.Dropout(config.dropout)
@@ -118,13 +137,16 @@ class NoteTransformer(NextNoteNetwork):
         pitch = self.pitch_embedding(notes[..., 0].long().clamp(0, self.vocab - 1))
         if self.timing_input == "bins":
             edges = self.input_edges
-            return (pitch + self.step_embedding(timing_bin(notes[..., 1], edges))
-                    + self.duration_embedding(timing_bin(notes[..., 2], edges)))
+            return (
+                pitch
+                + self.step_embedding(timing_bin(notes[..., 1], edges))
+                + self.duration_embedding(timing_bin(notes[..., 2], edges))
+            )
         return pitch + self.timing_projection((notes[..., 1:] - self.shift) / self.scale)
 
     def start(self, seeds: torch.Tensor):
         """The heads after the last seq_len notes of each seed window, and their cache."""
-        return self(seeds[:, -self.context:])
+        return self(seeds[:, -self.context :])
 
     def forward(self, notes: torch.Tensor, cache: dict | None = None, all_positions: bool = False):
         if cache is not None and notes.shape[1] != 1:
@@ -134,7 +156,9 @@ class NoteTransformer(NextNoteNetwork):
         h = self.dropout(self.embed(notes))
         layers = []
         for i, block in enumerate(self.blocks):
-            h, layer_cache = block(h, positions, None if cache is None else cache["layers"][i], self.context)
+            h, layer_cache = block(
+                h, positions, None if cache is None else cache["layers"][i], self.context
+            )
             layers.append(layer_cache)
         h = self.norm(h if all_positions else h[:, -1])
         new_cache = {"layers": layers, "next_position": start + notes.shape[1]}
@@ -142,16 +166,21 @@ class NoteTransformer(NextNoteNetwork):
 
 
 @torch.inference_mode()
-def sample_uncached(model: NoteTransformer, seeds: torch.Tensor, temperatures: torch.Tensor, num_notes: int,
-                    generator: torch.Generator) -> torch.Tensor:
+def sample_uncached(
+    model: NoteTransformer,
+    seeds: torch.Tensor,
+    temperatures: torch.Tensor,
+    num_notes: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """The draws of etude.models.next_note.task.sample with the whole window of the last seq_len
     notes re-run for every note, not cached (bench.generate's reference for the cache)."""
     model.eval()
-    window, notes = seeds[:, -model.context:], []
+    window, notes = seeds[:, -model.context :], []
     for _ in range(num_notes):
         *heads, _ = model(window)
         notes.append(draw_note(model.timing, heads, temperatures, generator, seeds.dtype))
-        window = torch.cat([window, notes[-1][:, None]], dim=1)[:, -model.context:]
+        window = torch.cat([window, notes[-1][:, None]], dim=1)[:, -model.context :]
     return torch.stack(notes, dim=1)
 
 
@@ -168,7 +197,9 @@ class NoteTransformerFamily(NextNoteFamily):
         notes = torch.cat([inputs, target[:, None]], dim=1)
         logits, step, duration, _ = model(notes[:, :-1], all_positions=True)
         flat = lambda x: x.flatten(0, 1)
-        return note_loss(model, flat(logits), flat(step), flat(duration), flat(notes[:, 1:]), config.loss_weights)
+        return note_loss(
+            model, flat(logits), flat(step), flat(duration), flat(notes[:, 1:]), config.loss_weights
+        )
 
 
 FAMILY = NoteTransformerFamily()

@@ -32,17 +32,25 @@ class SpectrogramMetrics:
     def __init__(self, mel: MelSet, config):
         self.mel, self.config = mel, config
         self.per_segment: dict[str, list[np.ndarray]] = {"sc": [], "lsd": [], "featureless": []}
-        self.sums = dict.fromkeys(("sq_err", "sq_err_db", "outside", "values", "hf_pred", "hf_true"), 0.0)
+        self.sums = dict.fromkeys(
+            ("sq_err", "sq_err_db", "outside", "values", "hf_pred", "hf_true"), 0.0
+        )
 
     def add(self, x: np.ndarray, out: np.ndarray) -> None:
         n = len(x)
         # The same floor on both sides, or the distance would measure noise below it.
         db_true, db_pred = to_db(self.mel, x), to_db(self.mel, out)
         mag_true, mag_pred = 10 ** (db_true / 20), 10 ** (db_pred / 20)
-        self.per_segment["sc"].append(np.linalg.norm((mag_true - mag_pred).reshape(n, -1), axis=1)
-                                      / np.linalg.norm(mag_true.reshape(n, -1), axis=1))
-        self.per_segment["lsd"].append(np.sqrt(((db_true - db_pred) ** 2).mean(axis=1)).mean(axis=1))
-        self.per_segment["featureless"].append(time_variation_db(db_pred) < self.config.featureless_std_db)
+        self.per_segment["sc"].append(
+            np.linalg.norm((mag_true - mag_pred).reshape(n, -1), axis=1)
+            / np.linalg.norm(mag_true.reshape(n, -1), axis=1)
+        )
+        self.per_segment["lsd"].append(
+            np.sqrt(((db_true - db_pred) ** 2).mean(axis=1)).mean(axis=1)
+        )
+        self.per_segment["featureless"].append(
+            time_variation_db(db_pred) < self.config.featureless_std_db
+        )
         lo, hi = x.reshape(n, -1).min(1)[:, None, None], x.reshape(n, -1).max(1)[:, None, None]
         top = int(x.shape[1] * (1 - self.config.hf_fraction))
         self.sums["sq_err"] += float(((out - x) ** 2).sum())
@@ -55,10 +63,15 @@ class SpectrogramMetrics:
     def result(self) -> dict[str, float]:
         seg = {k: np.concatenate(v) for k, v in self.per_segment.items()}
         s = self.sums
-        return {"mse": s["sq_err"] / s["values"], "rmse_db": float(np.sqrt(s["sq_err_db"] / s["values"])),
-                "spectral_convergence": float(seg["sc"].mean()), "log_spectral_distance_db": float(seg["lsd"].mean()),
-                "out_of_range_share": s["outside"] / s["values"], "hf_energy_ratio": s["hf_pred"] / s["hf_true"],
-                "featureless_share": float(seg["featureless"].mean())}
+        return {
+            "mse": s["sq_err"] / s["values"],
+            "rmse_db": float(np.sqrt(s["sq_err_db"] / s["values"])),
+            "spectral_convergence": float(seg["sc"].mean()),
+            "log_spectral_distance_db": float(seg["lsd"].mean()),
+            "out_of_range_share": s["outside"] / s["values"],
+            "hf_energy_ratio": s["hf_pred"] / s["hf_true"],
+            "featureless_share": float(seg["featureless"].mean()),
+        }
 
 
 def spectrogram_metrics(x: np.ndarray, out: np.ndarray, mel: MelSet, config) -> dict[str, float]:

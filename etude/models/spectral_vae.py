@@ -44,7 +44,15 @@ from etude.models.spectral_metrics import (
     time_variation_db,
     to_db,
 )
-from etude.models.vae import Batch, VaeConfig, VaeFamily, collapse_warning, encode_decode, kl_weight, latent_stats
+from etude.models.vae import (
+    Batch,
+    VaeConfig,
+    VaeFamily,
+    collapse_warning,
+    encode_decode,
+    kl_weight,
+    latent_stats,
+)
 from etude.params import Evaluate, Generate, Strict
 
 
@@ -58,14 +66,26 @@ class SpectralVaeConfig(VaeConfig):
     channels: Annotated[list[PositiveInt], Field(min_length=1)]  # one stride-2 conv block each
     kernel_size: Annotated[int, Field(ge=1)]
     recon_bands: list[FrequencyBand]  # frequency weighting; bins outside every band weigh 1
-    spectral_weight: NonNegativeFloat    # MSE of |FFT2| of input and reconstruction
-    output_reg_weight: NonNegativeFloat  # outputs outside the input's range, widened by range_margin
-    range_margin: NonNegativeFloat       # x R, R the input's range
-    val_split: Annotated[float, Field(gt=0, lt=1)] | None  # held-out share of training segments; null: validation split
-    featureless_std_db: PositiveFloat    # spectrogram whose dB std over time is below this: featureless
-    featureless_warning_share: Annotated[float, Field(ge=0, le=1)]  # more featureless reconstructions: warn
-    flat_prior_ratio: Annotated[float, Field(gt=0, le=1)]  # prior samples' change over time below this x data's: flat
-    hf_fraction: Annotated[float, Field(gt=0, lt=1)]  # top share of bins: the high-frequency energy ratio
+    spectral_weight: NonNegativeFloat  # MSE of |FFT2| of input and reconstruction
+    output_reg_weight: (
+        NonNegativeFloat  # outputs outside the input's range, widened by range_margin
+    )
+    range_margin: NonNegativeFloat  # x R, R the input's range
+    val_split: (
+        Annotated[float, Field(gt=0, lt=1)] | None
+    )  # held-out share of training segments; null: validation split
+    featureless_std_db: (
+        PositiveFloat  # spectrogram whose dB std over time is below this: featureless
+    )
+    featureless_warning_share: Annotated[
+        float, Field(ge=0, le=1)
+    ]  # more featureless reconstructions: warn
+    flat_prior_ratio: Annotated[
+        float, Field(gt=0, le=1)
+    ]  # prior samples' change over time below this x data's: flat
+    hf_fraction: Annotated[
+        float, Field(gt=0, lt=1)
+    ]  # top share of bins: the high-frequency energy ratio
     griffin_lim_iters: PositiveInt
 
     @model_validator(mode="after")
@@ -83,9 +103,14 @@ class SpectralVAE(nn.Module):
         self.shape = shape
         blocks, c_in, h, w = [], 1, *shape
         for c in config.channels:
-            blocks.append(nn.Sequential(nn.Conv2d(c_in, c, k, stride=2, padding=pad),
-                                        nn.BatchNorm2d(c, momentum=config.batchnorm_momentum), nn.GELU(),
-                                        nn.Dropout2d(config.dropout)))
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(c_in, c, k, stride=2, padding=pad),
+                    nn.BatchNorm2d(c, momentum=config.batchnorm_momentum),
+                    nn.GELU(),
+                    nn.Dropout2d(config.dropout),
+                )
+            )
             c_in, h, w = c, (h + 2 * pad - k) // 2 + 1, (w + 2 * pad - k) // 2 + 1
         self.encoder = nn.Sequential(*blocks)
         self.encoded = (c_in, h, w)
@@ -96,10 +121,17 @@ class SpectralVAE(nn.Module):
         ups = []
         reversed_channels = config.channels[::-1]
         for c_from, c_to in itertools.pairwise(reversed_channels):
-            ups.append(nn.Sequential(nn.ConvTranspose2d(c_from, c_to, k, stride=2, padding=pad, output_padding=1),
-                                     nn.BatchNorm2d(c_to, momentum=config.batchnorm_momentum), nn.GELU()))
+            ups.append(
+                nn.Sequential(
+                    nn.ConvTranspose2d(c_from, c_to, k, stride=2, padding=pad, output_padding=1),
+                    nn.BatchNorm2d(c_to, momentum=config.batchnorm_momentum),
+                    nn.GELU(),
+                )
+            )
         # Linear output: normalised log-mels are unbounded on both sides.
-        ups.append(nn.ConvTranspose2d(config.channels[0], 1, k, stride=2, padding=pad, output_padding=1))
+        ups.append(
+            nn.ConvTranspose2d(config.channels[0], 1, k, stride=2, padding=pad, output_padding=1)
+        )
         self.decoder = nn.Sequential(*ups)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,7 +153,7 @@ class SpectralVAE(nn.Module):
 @dataclass
 class SpectralData:
     mel: MelSet
-    train: np.ndarray       # segment indices
+    train: np.ndarray  # segment indices
     validation: np.ndarray
     test: np.ndarray
 
@@ -138,7 +170,9 @@ def split_segments(mel: MelSet, config: SpectralVaeConfig) -> SpectralData:
     if config.val_split is None:
         validation = mel.split_index("validation")
     else:  # the reference recipe: a seeded share of the training segments
-        held = np.random.default_rng(config.seed).permutation(len(train))[: int(round(config.val_split * len(train)))]
+        held = np.random.default_rng(config.seed).permutation(len(train))[
+            : int(round(config.val_split * len(train)))
+        ]
         validation, train = np.sort(train[held]), np.delete(train, held)
     return SpectralData(mel, train, validation, mel.split_index("test"))
 
@@ -152,7 +186,9 @@ def frequency_weights(config: SpectralVaeConfig, n_bins: int) -> torch.Tensor:
     return w
 
 
-def loss_terms(x: torch.Tensor, out: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+def loss_terms(
+    x: torch.Tensor, out: torch.Tensor, weights: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Per-segment terms (B,), each a sum over the segment's bins and frames.
 
     Normalisation: recon is sum_{f,t} w_f (x_hat - x)^2 / mean_f(w_f), the squared error of the whole
@@ -177,8 +213,12 @@ def range_penalty(x: torch.Tensor, out: torch.Tensor, margin: float) -> torch.Te
 
 
 def loss_weights(config: SpectralVaeConfig, epoch: int | None) -> dict[str, float]:
-    return {"recon": 1.0, "kl": kl_weight(config.kl, epoch), "spectral": config.spectral_weight,
-            "range": config.output_reg_weight}
+    return {
+        "recon": 1.0,
+        "kl": kl_weight(config.kl, epoch),
+        "spectral": config.spectral_weight,
+        "range": config.output_reg_weight,
+    }
 
 
 def _latent(mu: np.ndarray, logvar: np.ndarray, config: SpectralVaeConfig) -> dict[str, float]:
@@ -188,7 +228,9 @@ def _latent(mu: np.ndarray, logvar: np.ndarray, config: SpectralVaeConfig) -> di
 
 
 @torch.no_grad()
-def _prior(model: SpectralVAE, config: SpectralVaeConfig, count: int, device: torch.device) -> np.ndarray:
+def _prior(
+    model: SpectralVAE, config: SpectralVaeConfig, count: int, device: torch.device
+) -> np.ndarray:
     generator = torch.Generator().manual_seed(config.seed)
     z = torch.randn(count, config.latent_dim, generator=generator)
     outs = [model.decode(chunk.to(device))[:, 0].cpu() for chunk in z.split(config.val_batch_size)]
@@ -203,12 +245,21 @@ def spectrogram_image(groups: dict[str, np.ndarray], floor_db: float, path: Path
     import matplotlib.pyplot as plt
 
     count = max(len(v) for v in groups.values())
-    fig, axes = plt.subplots(len(groups), count, figsize=(2.6 * count, 2.0 * len(groups)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(groups), count, figsize=(2.6 * count, 2.0 * len(groups)), squeeze=False
+    )
     for row, (group, spectrograms) in zip(axes, groups.items()):
         for i, ax in enumerate(row):
             ax.axis("off")
             if i < len(spectrograms):
-                ax.imshow(spectrograms[i], origin="lower", aspect="auto", cmap="magma", vmin=floor_db, vmax=0)
+                ax.imshow(
+                    spectrograms[i],
+                    origin="lower",
+                    aspect="auto",
+                    cmap="magma",
+                    vmin=floor_db,
+                    vmax=0,
+                )
                 ax.set_title(f"{group} {i}", fontsize=8)
     fig.suptitle("log-mel spectrograms (dB below each segment's maximum)", fontsize=10, y=1.02)
     fig.savefig(path, dpi=90, bbox_inches="tight")
@@ -219,10 +270,24 @@ def to_audio(db: np.ndarray, mel: MelSet, config: SpectralVaeConfig) -> np.ndarr
     """Griffin-Lim from a dB mel spectrogram, peak-normalised (levels are relative to the segment max)."""
     g = mel.geometry
     power = 10 ** (np.maximum(db, -g["top_db"]) / 10)
-    stft = librosa.feature.inverse.mel_to_stft(power, sr=g["sample_rate"], n_fft=g["n_fft"], power=2.0,
-                                               fmin=g["fmin"], fmax=g["fmax"], htk=True, norm="slaney")
-    audio = librosa.griffinlim(stft, n_iter=config.griffin_lim_iters, hop_length=g["hop_length"],
-                               n_fft=g["n_fft"], pad_mode="reflect", random_state=config.seed)
+    stft = librosa.feature.inverse.mel_to_stft(
+        power,
+        sr=g["sample_rate"],
+        n_fft=g["n_fft"],
+        power=2.0,
+        fmin=g["fmin"],
+        fmax=g["fmax"],
+        htk=True,
+        norm="slaney",
+    )
+    audio = librosa.griffinlim(
+        stft,
+        n_iter=config.griffin_lim_iters,
+        hop_length=g["hop_length"],
+        n_fft=g["n_fft"],
+        pad_mode="reflect",
+        random_state=config.seed,
+    )
     return librosa.util.normalize(audio)
 
 
@@ -243,8 +308,11 @@ class SpectralVaeFamily(VaeFamily):
 
     def model_meta(self, data: SpectralData, config: SpectralVaeConfig) -> dict:
         mel = data.mel
-        return {"shape": list(mel.shape), "geometry": mel.geometry,
-                "normalisation": {"mean": mel.mean.tolist(), "std": mel.std.tolist()}}
+        return {
+            "shape": list(mel.shape),
+            "geometry": mel.geometry,
+            "normalisation": {"mean": mel.mean.tolist(), "std": mel.std.tolist()},
+        }
 
     def build(self, config: SpectralVaeConfig, meta: dict) -> SpectralVAE:
         return SpectralVAE(config, tuple(meta["shape"]))
@@ -253,40 +321,72 @@ class SpectralVaeFamily(VaeFamily):
         """Normalised log-mel segments (B, 1, n_mels, frames)."""
         return (torch.from_numpy(data.mel.normalised(index)[:, None]).to(device),)
 
-    def reconstruction(self, model: SpectralVAE, x: torch.Tensor, output: torch.Tensor,
-                       config: SpectralVaeConfig) -> dict[str, torch.Tensor]:
+    def reconstruction(
+        self, model: SpectralVAE, x: torch.Tensor, output: torch.Tensor, config: SpectralVaeConfig
+    ) -> dict[str, torch.Tensor]:
         terms = loss_terms(x, output, frequency_weights(config, x.shape[-2]))
         terms["range"] = range_penalty(x, output, config.range_margin)
         return terms
 
-    def loss_weights(self, model: SpectralVAE, config: SpectralVaeConfig, epoch: int | None) -> dict[str, float]:
+    def loss_weights(
+        self, model: SpectralVAE, config: SpectralVaeConfig, epoch: int | None
+    ) -> dict[str, float]:
         return loss_weights(config, epoch)
 
-    def epoch_measures(self, model: SpectralVAE, data: SpectralData, config: SpectralVaeConfig, epoch: int,
-                       device: torch.device) -> dict[str, float]:
+    def epoch_measures(
+        self,
+        model: SpectralVAE,
+        data: SpectralData,
+        config: SpectralVaeConfig,
+        epoch: int,
+        device: torch.device,
+    ) -> dict[str, float]:
         """Per epoch, on the validation segments: loss weights, per-value MSE, output range against the
         input's, featureless reconstructions, KL and active units (posterior collapse)."""
         batches = self.eval_batches(data, config, "validation", config.val_max_windows, device)
         x, out, mu, logvar = encode_decode(model, batches, lambda out: out[:, 0])
         x = x[:, 0]
         row = {f"weight_{k}": v for k, v in loss_weights(config, epoch).items()}
-        row |= {"val_mse": float(((out - x) ** 2).mean()), "val_output_min": float(out.min()),
-                "val_output_max": float(out.max()), "val_input_min": float(x.min()), "val_input_max": float(x.max()),
-                "val_featureless_share": featureless_share(to_db(data.mel, out), config)}
+        row |= {
+            "val_mse": float(((out - x) ** 2).mean()),
+            "val_output_min": float(out.min()),
+            "val_output_max": float(out.max()),
+            "val_input_min": float(x.min()),
+            "val_input_max": float(x.max()),
+            "val_featureless_share": featureless_share(to_db(data.mel, out), config),
+        }
         quality = spectrogram_metrics(x, out, data.mel, config)
-        row |= {"val_hf_energy_ratio": quality["hf_energy_ratio"],
-                "val_out_of_range_share": quality["out_of_range_share"]}
+        row |= {
+            "val_hf_energy_ratio": quality["hf_energy_ratio"],
+            "val_out_of_range_share": quality["out_of_range_share"],
+        }
         row |= {f"val_{k}": v for k, v in _latent(mu, logvar, config).items()}
-        if row["val_featureless_share"] > config.featureless_warning_share or row["val_active_units"] == 0:
-            collapse_warning(epoch, f"{row['val_featureless_share']:.0%} featureless reconstructions, "
-                             f"{row['val_active_units']:.0f} active units: collapse")
-        prior = time_variation_db(to_db(data.mel, _prior(model, config, config.diagnostic_samples, device))).mean()
-        row["prior_time_variation_ratio"] = float(prior / time_variation_db(data.mel.denormalise(x)).mean())
+        if (
+            row["val_featureless_share"] > config.featureless_warning_share
+            or row["val_active_units"] == 0
+        ):
+            collapse_warning(
+                epoch,
+                f"{row['val_featureless_share']:.0%} featureless reconstructions, "
+                f"{row['val_active_units']:.0f} active units: collapse",
+            )
+        prior = time_variation_db(
+            to_db(data.mel, _prior(model, config, config.diagnostic_samples, device))
+        ).mean()
+        row["prior_time_variation_ratio"] = float(
+            prior / time_variation_db(data.mel.denormalise(x)).mean()
+        )
         return row
 
     @torch.no_grad()
-    def evaluate(self, model: SpectralVAE, data: SpectralData, config: SpectralVaeConfig, settings: Evaluate,
-                 device: torch.device) -> dict[str, dict[str, float]]:
+    def evaluate(
+        self,
+        model: SpectralVAE,
+        data: SpectralData,
+        config: SpectralVaeConfig,
+        settings: Evaluate,
+        device: torch.device,
+    ) -> dict[str, dict[str, float]]:
         mel = data.mel
         model.eval()
         scores, baseline = SpectrogramMetrics(mel, config), SpectrogramMetrics(mel, config)
@@ -301,45 +401,78 @@ class SpectralVaeFamily(VaeFamily):
             test_variation.append(time_variation_db(mel.denormalise(x)))
         prior_db = to_db(mel, _prior(model, config, settings.prior_samples, device))
         return {
-            "model": scores.result() | _latent(np.concatenate(mus), np.concatenate(logvars), config),
+            "model": scores.result()
+            | _latent(np.concatenate(mus), np.concatenate(logvars), config),
             "baseline": baseline.result(),
-            "prior_samples": {"featureless_share": featureless_share(prior_db, config),
-                              "time_variation_db": float(time_variation_db(prior_db).mean())},
+            "prior_samples": {
+                "featureless_share": featureless_share(prior_db, config),
+                "time_variation_db": float(time_variation_db(prior_db).mean()),
+            },
             "test_data": {"time_variation_db": float(np.concatenate(test_variation).mean())},
             "windows": {"count": float(len(np.concatenate(test_variation)))},
         }
 
     @torch.no_grad()
-    def generate(self, model: SpectralVAE, data: SpectralData, config: SpectralVaeConfig, settings: Generate,
-                 out_dir: Path, device: torch.device) -> tuple[pd.DataFrame, dict[str, float]]:
+    def generate(
+        self,
+        model: SpectralVAE,
+        data: SpectralData,
+        config: SpectralVaeConfig,
+        settings: Generate,
+        out_dir: Path,
+        device: torch.device,
+    ) -> tuple[pd.DataFrame, dict[str, float]]:
         """Test segments with their reconstructions, and prior samples: as dB spectrograms
         (spectrograms.npz, for the report's images) and as Griffin-Lim audio (wav)."""
         mel = data.mel
         test = data.test
-        picked = test[np.linspace(0, len(test) - 1, settings.audio_examples).round().astype(np.int64)]
-        x, out, _, _ = encode_decode(model, [self.batch(data, picked, device)], lambda out: out[:, 0])
+        picked = test[
+            np.linspace(0, len(test) - 1, settings.audio_examples).round().astype(np.int64)
+        ]
+        x, out, _, _ = encode_decode(
+            model, [self.batch(data, picked, device)], lambda out: out[:, 0]
+        )
         x = x[:, 0]
-        groups = {"input": mel.denormalise(x), "reconstruction": to_db(mel, out),
-                  "prior": to_db(mel, _prior(model, config, settings.audio_examples, device))}
+        groups = {
+            "input": mel.denormalise(x),
+            "reconstruction": to_db(mel, out),
+            "prior": to_db(mel, _prior(model, config, settings.audio_examples, device)),
+        }
         out_dir.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out_dir / "spectrograms.npz", **{k: v.astype(np.float32) for k, v in groups.items()})
+        np.savez_compressed(
+            out_dir / "spectrograms.npz", **{k: v.astype(np.float32) for k, v in groups.items()}
+        )
         spectrogram_image(groups, -mel.geometry["top_db"], out_dir / "spectrograms.png")
         rows = []
         for group, spectrograms in groups.items():
             for i, db in enumerate(spectrograms):
                 name = f"{group}_{i}.wav"
-                soundfile.write(out_dir / name, to_audio(db, mel, config), int(mel.geometry["sample_rate"]),
-                                subtype="PCM_16")
-                rows.append({"group": group, "sample": i, "file": name,
-                             "segment": int(picked[i]) if group != "prior" else -1,
-                             "time_variation_db": float(time_variation_db(db[None])[0])})
+                soundfile.write(
+                    out_dir / name,
+                    to_audio(db, mel, config),
+                    int(mel.geometry["sample_rate"]),
+                    subtype="PCM_16",
+                )
+                rows.append(
+                    {
+                        "group": group,
+                        "sample": i,
+                        "file": name,
+                        "segment": int(picked[i]) if group != "prior" else -1,
+                        "time_variation_db": float(time_variation_db(db[None])[0]),
+                    }
+                )
         sources = mel.pieces.groupby("audio")["seconds"].sum().to_dict()
         (out_dir / "audio_sources.json").write_text(json.dumps(sources, indent=2) + "\n")
         stats = {f"{g}_featureless_share": featureless_share(v, config) for g, v in groups.items()}
-        stats |= {f"{g}_time_variation_db": float(time_variation_db(v).mean()) for g, v in groups.items()}
+        stats |= {
+            f"{g}_time_variation_db": float(time_variation_db(v).mean()) for g, v in groups.items()
+        }
         return pd.DataFrame(rows), stats
 
-    def verdicts(self, history: pd.DataFrame, config: SpectralVaeConfig, settings, variant: str) -> list[Verdict]:
+    def verdicts(
+        self, history: pd.DataFrame, config: SpectralVaeConfig, settings, variant: str
+    ) -> list[Verdict]:
         """The documents' three failures (blank reconstructions, outputs beyond the input's range,
         missing high frequencies), posterior collapse, and flat prior samples; at the last epoch."""
         h = history.dropna(subset=["val_loss"])
@@ -348,51 +481,98 @@ class SpectralVaeFamily(VaeFamily):
         last, verdicts, remedies = h.iloc[-1], [], settings.remedies
         epoch = int(last["epoch"]) + 1
         if last["val_featureless_share"] > config.featureless_warning_share:
-            fix = {variant_key(variant, "lr"): scaled(config.lr, remedies.featureless_lr),
-                   variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_down)}
-            verdicts.append(Verdict(
-                "featureless", f"{last['val_featureless_share']:.0%} of validation reconstructions are blank "
-                f"(dB std < {config.featureless_std_db:g})",
-                f"a lower learning rate and beta ({changes(config, fix)})", fix, epoch))
+            fix = {
+                variant_key(variant, "lr"): scaled(config.lr, remedies.featureless_lr),
+                variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_down),
+            }
+            verdicts.append(
+                Verdict(
+                    "featureless",
+                    f"{last['val_featureless_share']:.0%} of validation reconstructions are blank "
+                    f"(dB std < {config.featureless_std_db:g})",
+                    f"a lower learning rate and beta ({changes(config, fix)})",
+                    fix,
+                    epoch,
+                )
+            )
         span = last["val_input_max"] - last["val_input_min"]
         margin = config.range_margin * span
         allowed = (last["val_input_min"] - margin, last["val_input_max"] + margin)
         if last["val_output_min"] < allowed[0] or last["val_output_max"] > allowed[1]:
-            fix = {variant_key(variant, "output_reg_weight"):
-                   raised(config.output_reg_weight, remedies.output_reg_factor, remedies.output_reg_min)}
-            verdicts.append(Verdict(
-                "range_mismatch", f"validation outputs in [{last['val_output_min']:.2f}, "
-                f"{last['val_output_max']:.2f}] for inputs in [{last['val_input_min']:.2f}, "
-                f"{last['val_input_max']:.2f}]", f"a larger output-range penalty ({changes(config, fix)})", fix, epoch))
+            fix = {
+                variant_key(variant, "output_reg_weight"): raised(
+                    config.output_reg_weight, remedies.output_reg_factor, remedies.output_reg_min
+                )
+            }
+            verdicts.append(
+                Verdict(
+                    "range_mismatch",
+                    f"validation outputs in [{last['val_output_min']:.2f}, "
+                    f"{last['val_output_max']:.2f}] for inputs in [{last['val_input_min']:.2f}, "
+                    f"{last['val_input_max']:.2f}]",
+                    f"a larger output-range penalty ({changes(config, fix)})",
+                    fix,
+                    epoch,
+                )
+            )
         if last["val_hf_energy_ratio"] < settings.hf_energy_ratio:
-            fix = {variant_key(variant, "spectral_weight"):
-                   raised(config.spectral_weight, remedies.spectral_factor, remedies.spectral_min)}
-            verdicts.append(Verdict(
-                "missing_high_frequencies", f"reconstructions carry {last['val_hf_energy_ratio']:.2f}x the input's "
-                f"energy in the top {config.hf_fraction:.0%} of bins",
-                f"a larger spectral loss weight ({changes(config, fix)})", fix, epoch))
+            fix = {
+                variant_key(variant, "spectral_weight"): raised(
+                    config.spectral_weight, remedies.spectral_factor, remedies.spectral_min
+                )
+            }
+            verdicts.append(
+                Verdict(
+                    "missing_high_frequencies",
+                    f"reconstructions carry {last['val_hf_energy_ratio']:.2f}x the input's "
+                    f"energy in the top {config.hf_fraction:.0%} of bins",
+                    f"a larger spectral loss weight ({changes(config, fix)})",
+                    fix,
+                    epoch,
+                )
+            )
         if last["val_active_units"] == 0:
-            fix = {variant_key(variant, "kl.anneal_epochs"):
-                   max(round(remedies.anneal_factor * config.kl.anneal_epochs), remedies.anneal_min_epochs)}
-            verdicts.append(Verdict(
-                "posterior_collapse", f"0/{config.latent_dim} active units (KL {last['val_kl']:.3g} nats)",
-                f"KL annealing ({changes(config, fix)}) or a smaller beta", fix, epoch))
+            fix = {
+                variant_key(variant, "kl.anneal_epochs"): max(
+                    round(remedies.anneal_factor * config.kl.anneal_epochs),
+                    remedies.anneal_min_epochs,
+                )
+            }
+            verdicts.append(
+                Verdict(
+                    "posterior_collapse",
+                    f"0/{config.latent_dim} active units (KL {last['val_kl']:.3g} nats)",
+                    f"KL annealing ({changes(config, fix)}) or a smaller beta",
+                    fix,
+                    epoch,
+                )
+            )
         flatness = recent(h, "prior_time_variation_ratio", settings)
         if flatness < config.flat_prior_ratio:
             fix = {variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_up)}
-            verdicts.append(Verdict(
-                "flat_prior", f"prior samples change over time {flatness:.2f}x as much as validation segments "
-                "(median of the last epochs): z ~ N(0, I) decodes off the data",
-                f"a larger beta draws the posterior to the prior ({changes(config, fix)}; the documents train "
-                "100+ epochs)", fix, epoch))
+            verdicts.append(
+                Verdict(
+                    "flat_prior",
+                    f"prior samples change over time {flatness:.2f}x as much as validation segments "
+                    "(median of the last epochs): z ~ N(0, I) decodes off the data",
+                    f"a larger beta draws the posterior to the prior ({changes(config, fix)}; the documents train "
+                    "100+ epochs)",
+                    fix,
+                    epoch,
+                )
+            )
         return verdicts
 
-    def report_sections(self, result: Results, config: SpectralVaeConfig, settings) -> list[Section]:
+    def report_sections(
+        self, result: Results, config: SpectralVaeConfig, settings
+    ) -> list[Section]:
         from etude.figures import audio_players, embedded_png
         from etude.listen import encode_mp3
 
         hours = json.loads((result.samples_dir / "audio_sources.json").read_text())
-        line = "Audio used: " + ", ".join(f"{source} ({seconds / 3600:.2f} h)" for source, seconds in hours.items())
+        line = "Audio used: " + ", ".join(
+            f"{source} ({seconds / 3600:.2f} h)" for source, seconds in hours.items()
+        )
         # The clips stay WAV among the samples and become MP3 only in the page, which must stay small.
         clips: dict[str, list[tuple[str, bytes]]] = {}
         for row in result.samples.itertuples():
@@ -400,9 +580,11 @@ class SpectralVaeFamily(VaeFamily):
             mp3 = io.BytesIO()
             encode_mp3(wav, rate, mp3, settings.audio)
             clips.setdefault(row.group, []).append((Path(row.file).stem, mp3.getvalue()))
-        return [Section(f"<p>{line}</p>", line),
-                Section(embedded_png(result.samples_dir / "spectrograms.png")),
-                Section(audio_players(clips, "Audio (Griffin-Lim)"))]
+        return [
+            Section(f"<p>{line}</p>", line),
+            Section(embedded_png(result.samples_dir / "spectrograms.png")),
+            Section(audio_players(clips, "Audio (Griffin-Lim)")),
+        ]
 
 
 FAMILY = SpectralVaeFamily()

@@ -25,11 +25,11 @@ Batch = tuple[torch.Tensor]  # one tensor of examples (B, ...)
 
 
 class KlSchedule(Strict):
-    beta: NonNegativeFloat           # weight once annealed
-    start_epoch: NonNegativeInt      # weight 0 before this epoch
-    anneal_epochs: NonNegativeInt    # linear 0 -> beta over this many epochs (0: beta at once)
-    cyclical: bool                   # restart the ramp every anneal_epochs (Fu et al. 2019)
-    free_bits: NonNegativeFloat      # nats per latent dimension below which KL is not penalised
+    beta: NonNegativeFloat  # weight once annealed
+    start_epoch: NonNegativeInt  # weight 0 before this epoch
+    anneal_epochs: NonNegativeInt  # linear 0 -> beta over this many epochs (0: beta at once)
+    cyclical: bool  # restart the ramp every anneal_epochs (Fu et al. 2019)
+    free_bits: NonNegativeFloat  # nats per latent dimension below which KL is not penalised
 
 
 class VaeConfig(Strict):
@@ -40,7 +40,7 @@ class VaeConfig(Strict):
     batchnorm_momentum: Annotated[float, Field(gt=0, le=1)]
     kl: KlSchedule
     val_batch_size: PositiveInt
-    active_unit_threshold: PositiveFloat    # Var_x(mu_j) above this: dimension j is in use
+    active_unit_threshold: PositiveFloat  # Var_x(mu_j) above this: dimension j is in use
 
 
 class Examples(Representation, Protocol):
@@ -79,20 +79,31 @@ def latent_stats(mu: np.ndarray, logvar: np.ndarray, active_threshold: float) ->
     """KL in total and per dimension, and active units: dimensions whose Var_x(mu) exceeds the threshold."""
     kl = kl_per_dim(torch.from_numpy(mu), torch.from_numpy(logvar)).mean(0).numpy()
     variance = mu.var(axis=0, ddof=1) if len(mu) > 1 else np.zeros(mu.shape[1])
-    return {"kl": float(kl.sum()), "active_units": float((variance > active_threshold).sum()),
-            **{f"kl_dim_{j}": float(v) for j, v in enumerate(kl)}}
+    return {
+        "kl": float(kl.sum()),
+        "active_units": float((variance > active_threshold).sum()),
+        **{f"kl_dim_{j}": float(v) for j, v in enumerate(kl)},
+    }
 
 
 @torch.no_grad()
-def encode_decode(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, ...]],
-                  output: Callable[[torch.Tensor], torch.Tensor]) -> tuple[np.ndarray, ...]:
+def encode_decode(
+    model: torch.nn.Module,
+    batches: Iterable[tuple[torch.Tensor, ...]],
+    output: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[np.ndarray, ...]:
     """Inputs, outputs decoded from z = mu (`output` maps the forward pass's first result to data
     space), mu and logvar over a split, as numpy arrays."""
     model.eval()
     xs, outs, mus, logvars = [], [], [], []
     for (x,) in batches:
         raw, mu, logvar = model(x)
-        xs.append(x.cpu()), outs.append(output(raw).cpu()), mus.append(mu.cpu()), logvars.append(logvar.cpu())
+        (
+            xs.append(x.cpu()),
+            outs.append(output(raw).cpu()),
+            mus.append(mu.cpu()),
+            logvars.append(logvar.cpu()),
+        )
     return tuple(torch.cat(t).numpy() for t in (xs, outs, mus, logvars))
 
 
@@ -110,7 +121,9 @@ class VaeFamily(Family):
         """The examples at `index` as the network's input."""
 
     @abstractmethod
-    def reconstruction(self, model, x: torch.Tensor, output: torch.Tensor, config) -> dict[str, torch.Tensor]:
+    def reconstruction(
+        self, model, x: torch.Tensor, output: torch.Tensor, config
+    ) -> dict[str, torch.Tensor]:
         """The reconstruction terms of the loss, each (B,): one value per example."""
 
     @abstractmethod
@@ -120,18 +133,30 @@ class VaeFamily(Family):
     def split_size(self, data: Examples, config, split: str) -> int:
         return len(data.split_index(split))
 
-    def train_batches(self, data: Examples, config, epoch: int, device: torch.device) -> Iterator[Batch]:
-        for index in shuffled_batches(data.split_index("train"), config.seed, epoch, config.samples_per_epoch,
-                                      config.batch_size):
+    def train_batches(
+        self, data: Examples, config, epoch: int, device: torch.device
+    ) -> Iterator[Batch]:
+        for index in shuffled_batches(
+            data.split_index("train"),
+            config.seed,
+            epoch,
+            config.samples_per_epoch,
+            config.batch_size,
+        ):
             yield self.batch(data, index, device)
 
-    def eval_batches(self, data: Examples, config, split: str, limit: int | None,
-                     device: torch.device) -> Iterator[Batch]:
+    def eval_batches(
+        self, data: Examples, config, split: str, limit: int | None, device: torch.device
+    ) -> Iterator[Batch]:
         what, _ = self.example(config)
-        for index in evaluation_batches(data.split_index(split), limit, config.val_batch_size, split, what):
+        for index in evaluation_batches(
+            data.split_index(split), limit, config.val_batch_size, split, what
+        ):
             yield self.batch(data, index, device)
 
-    def loss(self, model, batch: Batch, config, epoch: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, model, batch: Batch, config, epoch: int | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         (x,) = batch
         output, mu, logvar = model(x)
         terms = self.reconstruction(model, x, output, config)

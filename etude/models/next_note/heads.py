@@ -25,7 +25,9 @@ class TimingBins(Strict):
     count: Annotated[int, Field(ge=2)]
     min_s: PositiveFloat
     max_s: PositiveFloat
-    soft_label_width: Annotated[float, Field(ge=0)]  # σ, in bins, of the Gaussian training target; 0: one-hot
+    soft_label_width: Annotated[
+        float, Field(ge=0)
+    ]  # σ, in bins, of the Gaussian training target; 0: one-hot
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -36,7 +38,9 @@ class TimingBins(Strict):
 
 def timing_edges(bins: TimingBins) -> torch.Tensor:
     """(count + 1,) bin edges in seconds: 0, then log-spaced from min_s to max_s."""
-    return torch.cat([torch.zeros(1), torch.logspace(math.log10(bins.min_s), math.log10(bins.max_s), bins.count)])
+    return torch.cat(
+        [torch.zeros(1), torch.logspace(math.log10(bins.min_s), math.log10(bins.max_s), bins.count)]
+    )
 
 
 def timing_bin(seconds: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
@@ -55,7 +59,9 @@ def soft_labels(count: int, width: float) -> torch.Tensor:
     return (kernel / kernel.sum(1, keepdim=True)).float()
 
 
-def draw_class(logits: torch.Tensor, temperatures: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def draw_class(
+    logits: torch.Tensor, temperatures: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
     """One class per row by inverse-CDF sampling: one uniform number per row. torch.multinomial
     draws one per class, which made it 60 % of a sampling step at batch 256."""
     cdf = torch.softmax(logits / temperatures[:, None], dim=-1).cumsum(dim=-1)
@@ -63,7 +69,9 @@ def draw_class(logits: torch.Tensor, temperatures: torch.Tensor, generator: torc
     return (cdf < u).sum(dim=-1).clamp(max=cdf.shape[-1] - 1)
 
 
-def positive_pressure_mse(pred: torch.Tensor, target: torch.Tensor, pressure: float) -> torch.Tensor:
+def positive_pressure_mse(
+    pred: torch.Tensor, target: torch.Tensor, pressure: float
+) -> torch.Tensor:
     """MSE plus a penalty on negative outputs: steps and durations cannot be negative."""
     return ((target - pred) ** 2 + pressure * torch.clamp(-pred, min=0)).mean()
 
@@ -83,7 +91,9 @@ class MseTimingHeads(nn.Module):
     def loss(self, output: torch.Tensor, seconds: torch.Tensor) -> torch.Tensor:
         return positive_pressure_mse(output, seconds, self.pressure)
 
-    def draw(self, output: torch.Tensor, temperatures: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def draw(
+        self, output: torch.Tensor, temperatures: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
         """(B,) seconds: the regression's value, which no temperature spreads."""
         return output.clamp(min=0)
 
@@ -99,7 +109,9 @@ class BinnedTimingHeads(nn.Module):
         super().__init__()
         self.step, self.duration = nn.Linear(width, bins.count), nn.Linear(width, bins.count)
         self.register_buffer("edges", timing_edges(bins), persistent=False)
-        self.register_buffer("targets", soft_labels(bins.count, bins.soft_label_width), persistent=False)
+        self.register_buffer(
+            "targets", soft_labels(bins.count, bins.soft_label_width), persistent=False
+        )
 
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(…, bins) logits."""
@@ -108,11 +120,15 @@ class BinnedTimingHeads(nn.Module):
     def loss(self, output: torch.Tensor, seconds: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output, self.targets[timing_bin(seconds, self.edges)])
 
-    def draw(self, output: torch.Tensor, temperatures: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def draw(
+        self, output: torch.Tensor, temperatures: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
         """(B,) seconds: a bin drawn at each row's temperature and a uniform point within it."""
         index = draw_class(output, temperatures, generator)
         low, high = self.edges[index], self.edges[index + 1]
-        return low + (high - low) * torch.rand(len(index), generator=generator, device=output.device)
+        return low + (high - low) * torch.rand(
+            len(index), generator=generator, device=output.device
+        )
 
     def point(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(median, mean) of each prediction in seconds: the best answers under MAE and under RMSE."""

@@ -24,20 +24,31 @@ def pitch_class_diversity(pitches: np.ndarray) -> float:
 def model_metrics(test: dict[str, np.ndarray]) -> dict[str, float]:
     """MAE of the predicted median and RMSE of the predicted mean (one value for an MSE head),
     negative outputs clipped to 0 as the sampler clips them."""
-    clipped = {k: np.maximum(test[k], 0) for k in ("step_median", "step_mean", "duration_median", "duration_mean")}
+    clipped = {
+        k: np.maximum(test[k], 0)
+        for k in ("step_median", "step_mean", "duration_median", "duration_mean")
+    }
     mean_ce = float(test["ce"].mean())
     return {
-        "pitch_top1": float(test["top1"].mean()), "pitch_top5": float(test["top5"].mean()),
-        "pitch_cross_entropy": mean_ce, "pitch_perplexity": math.exp(mean_ce),
+        "pitch_top1": float(test["top1"].mean()),
+        "pitch_top5": float(test["top5"].mean()),
+        "pitch_cross_entropy": mean_ce,
+        "pitch_perplexity": math.exp(mean_ce),
         "step_mae": float(np.abs(clipped["step_median"] - test["step"]).mean()),
         "step_rmse": float(np.sqrt(((clipped["step_mean"] - test["step"]) ** 2).mean())),
         "duration_mae": float(np.abs(clipped["duration_median"] - test["duration"]).mean()),
-        "duration_rmse": float(np.sqrt(((clipped["duration_mean"] - test["duration"]) ** 2).mean())),
-        "negative_output_share": float(((test["step_mean"] < 0) | (test["duration_mean"] < 0)).mean()),
+        "duration_rmse": float(
+            np.sqrt(((clipped["duration_mean"] - test["duration"]) ** 2).mean())
+        ),
+        "negative_output_share": float(
+            ((test["step_mean"] < 0) | (test["duration_mean"] < 0)).mean()
+        ),
     }
 
 
-def baseline_metrics(test: dict[str, np.ndarray], data: NoteSequences, vocab_size: int) -> dict[str, float]:
+def baseline_metrics(
+    test: dict[str, np.ndarray], data: NoteSequences, vocab_size: int
+) -> dict[str, float]:
     """The best constant predictor of each metric, under the same name: unigram pitch frequencies,
     the training median for MAE and the training mean for RMSE (an MSE-trained head competes with
     the mean)."""
@@ -48,8 +59,10 @@ def baseline_metrics(test: dict[str, np.ndarray], data: NoteSequences, vocab_siz
     unigram_ce = float(-np.log(unigram[pitch]).mean())
     stats = data.stats
     return {
-        "pitch_top1": float(np.isin(pitch, order[:1]).mean()), "pitch_top5": float(np.isin(pitch, order[:5]).mean()),
-        "pitch_cross_entropy": unigram_ce, "pitch_perplexity": math.exp(unigram_ce),
+        "pitch_top1": float(np.isin(pitch, order[:1]).mean()),
+        "pitch_top5": float(np.isin(pitch, order[:5]).mean()),
+        "pitch_cross_entropy": unigram_ce,
+        "pitch_perplexity": math.exp(unigram_ce),
         "step_mae": float(np.abs(stats["step_median"] - test["step"]).mean()),
         "step_rmse": float(np.sqrt(((stats["step_mean"] - test["step"]) ** 2).mean())),
         "duration_mae": float(np.abs(stats["duration_median"] - test["duration"]).mean()),
@@ -69,10 +82,21 @@ def sample_table(notes: np.ndarray, settings: Generate, per_temperature: int) ->
     for row, (temperature, index) in enumerate(rows):
         step, duration = notes[row, :, 1], notes[row, :, 2]
         start = np.cumsum(step)
-        frames.append(pd.DataFrame({
-            "group": temperature_group(temperature), "temperature": temperature, "sample": index,
-            "pitch": notes[row, :, 0].astype(int), "step": step, "duration": duration, "start": start,
-            "end": start + duration, "velocity": settings.velocity}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "group": temperature_group(temperature),
+                    "temperature": temperature,
+                    "sample": index,
+                    "pitch": notes[row, :, 0].astype(int),
+                    "step": step,
+                    "duration": duration,
+                    "start": start,
+                    "end": start + duration,
+                    "velocity": settings.velocity,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -83,12 +107,22 @@ def excerpts(data: NoteSequences, split: str, settings: Generate, count: int) ->
     for start in evenly_spaced(data.window_starts(split, settings.num_notes), count):
         pitch, step, duration = features[start : start + settings.num_notes].T.astype(np.float64)
         onset = np.cumsum(step) - step[0]
-        found.append(pd.DataFrame({"pitch": pitch.astype(int), "start": onset, "end": onset + duration,
-                                   "velocity": settings.velocity}))
+        found.append(
+            pd.DataFrame(
+                {
+                    "pitch": pitch.astype(int),
+                    "start": onset,
+                    "end": onset + duration,
+                    "velocity": settings.velocity,
+                }
+            )
+        )
     return found
 
 
-def sample_stats(table: pd.DataFrame, data: NoteSequences, settings: Generate, seed: int) -> dict[str, float]:
+def sample_stats(
+    table: pd.DataFrame, data: NoteSequences, settings: Generate, seed: int
+) -> dict[str, float]:
     """Per temperature: diversity and timing spread of samples, next to test windows of equal length.
 
     A std ratio far below 1 or a repeated-pitch rate far above the test data's is the tutorial's
@@ -97,8 +131,10 @@ def sample_stats(table: pd.DataFrame, data: NoteSequences, settings: Generate, s
     """
     num_notes = settings.num_notes
     test = data.split_mask("test")
-    windows = [data.pitch[s : s + num_notes]
-               for s in evenly_spaced(data.window_starts("test", num_notes), settings.statistics_windows)]
+    windows = [
+        data.pitch[s : s + num_notes]
+        for s in evenly_spaced(data.window_starts("test", num_notes), settings.statistics_windows)
+    ]
     stats = {
         "test_unique_pitches": float(np.mean([len(np.unique(w)) for w in windows])),
         "test_repeated_pitch_rate": float(np.mean([(np.diff(w) == 0).mean() for w in windows])),
@@ -107,9 +143,13 @@ def sample_stats(table: pd.DataFrame, data: NoteSequences, settings: Generate, s
         by_sample = group.groupby("sample")["pitch"]
         key = temperature_group(temperature)
         stats[f"{key}_unique_pitches"] = float(by_sample.nunique().mean())
-        stats[f"{key}_repeated_pitch_rate"] = float(by_sample.apply(lambda p: (p.diff() == 0).mean()).mean())
+        stats[f"{key}_repeated_pitch_rate"] = float(
+            by_sample.apply(lambda p: (p.diff() == 0).mean()).mean()
+        )
         stats[f"{key}_step_std_ratio"] = float(group["step"].std() / data.step[test].std())
-        stats[f"{key}_duration_std_ratio"] = float(group["duration"].std() / data.duration[test].std())
+        stats[f"{key}_duration_std_ratio"] = float(
+            group["duration"].std() / data.duration[test].std()
+        )
     return stats
 
 
@@ -129,5 +169,8 @@ def excerpt_spread_band(data: NoteSequences, settings: Generate, seed: int) -> d
     for name, values in (("step", data.step), ("duration", data.duration)):
         ratios = values[windows].reshape(band.draws, -1).std(axis=1) / values[test].std()
         low, high = np.percentile(ratios, [band.percentile, 100 - band.percentile])
-        stats[f"test_{name}_std_ratio_low"], stats[f"test_{name}_std_ratio_high"] = float(low), float(high)
+        stats[f"test_{name}_std_ratio_low"], stats[f"test_{name}_std_ratio_high"] = (
+            float(low),
+            float(high),
+        )
     return stats

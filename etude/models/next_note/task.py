@@ -21,7 +21,15 @@ from pydantic import Field, NonNegativeFloat, PositiveInt
 from torch import nn
 
 from etude.batches import evaluation_batches, evenly_spaced
-from etude.diagnosis import Verdict, changes, collapse_verdict, more_dropout, recent, scaled, variant_key
+from etude.diagnosis import (
+    Verdict,
+    changes,
+    collapse_verdict,
+    more_dropout,
+    recent,
+    scaled,
+    variant_key,
+)
 from etude.errors import DataError
 from etude.family import Family, Results, Section
 from etude.midi import write_notes
@@ -53,14 +61,18 @@ class NextNoteConfig(Strict):
 
     seq_len: Annotated[int, Field(ge=2)]
     vocab_size: Annotated[int, Field(ge=1, le=128)]
-    dropout: Annotated[float, Field(ge=0, lt=1)]  # the network's (note_rnn: between stacked LSTM layers)
+    dropout: Annotated[
+        float, Field(ge=0, lt=1)
+    ]  # the network's (note_rnn: between stacked LSTM layers)
     loss_weights: LossWeights
-    timing_head: Literal["mse", "bins"]       # mse: the documents' regression; bins: a sampled categorical
-    timing_bins: TimingBins                   # bins heads (and a network's binned timing inputs)
-    positive_pressure: NonNegativeFloat       # mse heads: MSE + pressure * max(-y_hat, 0)
+    timing_head: Literal[
+        "mse", "bins"
+    ]  # mse: the documents' regression; bins: a sampled categorical
+    timing_bins: TimingBins  # bins heads (and a network's binned timing inputs)
+    positive_pressure: NonNegativeFloat  # mse heads: MSE + pressure * max(-y_hat, 0)
     transpose_semitones: Annotated[int, Field(ge=0, le=24)]  # random transposition within +-N
     diagnostic_notes: Annotated[int, Field(ge=8)]  # length of the samples drawn after each epoch
-    val_batch_size: PositiveInt               # windows per validation and test batch
+    val_batch_size: PositiveInt  # windows per validation and test batch
 
 
 class NextNoteNetwork(nn.Module):
@@ -97,8 +109,13 @@ def to_batch(windows: np.ndarray, device: torch.device) -> NoteBatch:
     return tensor[:, :-1], tensor[:, -1]
 
 
-def draw_note(timing: TimingHeads, heads: tuple, temperatures: torch.Tensor, generator: torch.Generator,
-              dtype: torch.dtype) -> torch.Tensor:
+def draw_note(
+    timing: TimingHeads,
+    heads: tuple,
+    temperatures: torch.Tensor,
+    generator: torch.Generator,
+    dtype: torch.dtype,
+) -> torch.Tensor:
     """(B, 3): a pitch, step and duration drawn from each row's heads (pitch logits, then the timing
     heads' outputs), at each row's temperature."""
     logits, step, duration = heads
@@ -108,8 +125,13 @@ def draw_note(timing: TimingHeads, heads: tuple, temperatures: torch.Tensor, gen
 
 
 @torch.inference_mode()
-def sample(model: NextNoteNetwork, seeds: torch.Tensor, temperatures: torch.Tensor, num_notes: int,
-           generator: torch.Generator) -> torch.Tensor:
+def sample(
+    model: NextNoteNetwork,
+    seeds: torch.Tensor,
+    temperatures: torch.Tensor,
+    num_notes: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """(B, num_notes, 3) raw notes continuing each seed window at its row's temperature, one
     network step per note: the state carries the context."""
     model.eval()
@@ -121,8 +143,14 @@ def sample(model: NextNoteNetwork, seeds: torch.Tensor, temperatures: torch.Tens
     return torch.stack(notes, dim=1)
 
 
-def note_loss(model, logits: torch.Tensor, step: torch.Tensor, duration: torch.Tensor, target: torch.Tensor,
-              weights: LossWeights) -> tuple[torch.Tensor, dict]:
+def note_loss(
+    model,
+    logits: torch.Tensor,
+    step: torch.Tensor,
+    duration: torch.Tensor,
+    target: torch.Tensor,
+    weights: LossWeights,
+) -> tuple[torch.Tensor, dict]:
     """The weighted sum of pitch cross-entropy and the timing heads' losses, and each term, for
     predictions of (N, 3) target notes."""
     terms = {
@@ -130,7 +158,9 @@ def note_loss(model, logits: torch.Tensor, step: torch.Tensor, duration: torch.T
         "step": model.timing.loss(step, target[:, 1]),
         "duration": model.timing.loss(duration, target[:, 2]),
     }
-    return weights.pitch * terms["pitch"] + weights.step * terms["step"] + weights.duration * terms["duration"], terms
+    return weights.pitch * terms["pitch"] + weights.step * terms["step"] + weights.duration * terms[
+        "duration"
+    ], terms
 
 
 def nearest_temperature(temperatures: list[float], reference: float) -> float:
@@ -141,10 +171,17 @@ def nearest_temperature(temperatures: list[float], reference: float) -> float:
 class NextNoteFamily(Family):
     """The task's hooks; a subclass adds `Config` and `build`."""
 
-    code = ("etude/models/next_note/heads.py", "etude/models/next_note/metrics.py", "etude/sequences.py",
-            "etude/midi.py", "etude/music.py")
-    baselines = ("unigram pitch frequencies, the training median (MAE) and mean (RMSE) of step and duration, "
-                 "and repeating the last pitch")
+    code = (
+        "etude/models/next_note/heads.py",
+        "etude/models/next_note/metrics.py",
+        "etude/sequences.py",
+        "etude/midi.py",
+        "etude/music.py",
+    )
+    baselines = (
+        "unigram pitch frequencies, the training median (MAE) and mean (RMSE) of step and duration, "
+        "and repeating the last pitch"
+    )
     group_labels: ClassVar[dict[str, str]] = {"repeat_last": "repeat last pitch"}
 
     def representation(self, config) -> str:
@@ -163,9 +200,13 @@ class NextNoteFamily(Family):
     def model_meta(self, data: NoteSequences, config) -> dict:
         return {"stats": data.stats}
 
-    def train_batches(self, data: NoteSequences, config, epoch: int, device: torch.device) -> Iterator[NoteBatch]:
+    def train_batches(
+        self, data: NoteSequences, config, epoch: int, device: torch.device
+    ) -> Iterator[NoteBatch]:
         rng = np.random.default_rng([config.seed, epoch])
-        starts = rng.permutation(data.window_starts("train", config.seq_len + 1))[: config.samples_per_epoch]
+        starts = rng.permutation(data.window_starts("train", config.seq_len + 1))[
+            : config.samples_per_epoch
+        ]
         features = data.features()
         for i in range(0, len(starts) - config.batch_size + 1, config.batch_size):
             windows = windows_at(features, starts[i : i + config.batch_size], config.seq_len)
@@ -173,12 +214,14 @@ class NextNoteFamily(Family):
                 transpose(windows, config.transpose_semitones, config.vocab_size, rng)
             yield to_batch(windows, device)
 
-    def eval_batches(self, data: NoteSequences, config, split: str, limit: int | None,
-                     device: torch.device) -> Iterator[NoteBatch]:
+    def eval_batches(
+        self, data: NoteSequences, config, split: str, limit: int | None, device: torch.device
+    ) -> Iterator[NoteBatch]:
         features = data.features()
         what, _ = self.example(config)
-        for starts in evaluation_batches(data.window_starts(split, config.seq_len + 1), limit, config.val_batch_size,
-                                         split, what):
+        for starts in evaluation_batches(
+            data.window_starts(split, config.seq_len + 1), limit, config.val_batch_size, split, what
+        ):
             yield to_batch(windows_at(features, starts, config.seq_len), device)
 
     def loss(self, model, batch: NoteBatch, config, epoch: int | None) -> tuple[torch.Tensor, dict]:
@@ -188,28 +231,43 @@ class NextNoteFamily(Family):
         return note_loss(model, logits, step, duration, target, config.loss_weights)
 
     @torch.no_grad()
-    def epoch_measures(self, model, data: NoteSequences, config, epoch: int, device: torch.device) -> dict[str, float]:
+    def epoch_measures(
+        self, model, data: NoteSequences, config, epoch: int, device: torch.device
+    ) -> dict[str, float]:
         """Per epoch, `diagnostic_samples` continuations of validation windows (temperature 1, seeded by
         epoch) against the notes that really followed: the spread of sampled steps and durations (MSE
         heads collapse to the mean: the tutorial's timing collapse), 4-gram and repeated-pitch rates,
         and how much samples differ from each other."""
         model.eval()
         length = config.diagnostic_notes
-        starts = evenly_spaced(data.window_starts("validation", config.seq_len + length), config.diagnostic_samples)
+        starts = evenly_spaced(
+            data.window_starts("validation", config.seq_len + length), config.diagnostic_samples
+        )
         features = data.features()
         seeds = torch.from_numpy(features[starts[:, None] + np.arange(config.seq_len)]).to(device)
         generator = torch.Generator(device=device).manual_seed(config.seed + epoch)
-        notes = sample(model, seeds, torch.ones(len(seeds), device=device), length, generator).cpu().numpy()
+        notes = (
+            sample(model, seeds, torch.ones(len(seeds), device=device), length, generator)
+            .cpu()
+            .numpy()
+        )
         real = features[starts[:, None] + config.seq_len + np.arange(length)]
-        spread = notes[:, :, 1:].reshape(-1, 2).std(0) / np.maximum(real[:, :, 1:].reshape(-1, 2).std(0), 1e-12)
+        spread = notes[:, :, 1:].reshape(-1, 2).std(0) / np.maximum(
+            real[:, :, 1:].reshape(-1, 2).std(0), 1e-12
+        )
         sampled, followed = notes[:, :, 0].astype(np.int64), real[:, :, 0].astype(np.int64)
         data_diversity = pitch_class_diversity(followed)
-        return {"sample_step_std_ratio": float(spread[0]), "sample_duration_std_ratio": float(spread[1]),
-                "sample_ngram_repetition": float(np.mean([ngram_repetition(row) for row in sampled])),
-                "data_ngram_repetition": float(np.mean([ngram_repetition(row) for row in followed])),
-                "sample_repeated_pitch_rate": float((np.diff(sampled, axis=1) == 0).mean()),
-                "data_repeated_pitch_rate": float((np.diff(followed, axis=1) == 0).mean()),
-                "sample_diversity_ratio": pitch_class_diversity(sampled) / data_diversity if data_diversity else 0.0}
+        return {
+            "sample_step_std_ratio": float(spread[0]),
+            "sample_duration_std_ratio": float(spread[1]),
+            "sample_ngram_repetition": float(np.mean([ngram_repetition(row) for row in sampled])),
+            "data_ngram_repetition": float(np.mean([ngram_repetition(row) for row in followed])),
+            "sample_repeated_pitch_rate": float((np.diff(sampled, axis=1) == 0).mean()),
+            "data_repeated_pitch_rate": float((np.diff(followed, axis=1) == 0).mean()),
+            "sample_diversity_ratio": pitch_class_diversity(sampled) / data_diversity
+            if data_diversity
+            else 0.0,
+        }
 
     def verdicts(self, history: pd.DataFrame, config, settings, variant: str) -> list[Verdict]:
         """Step and duration collapse (the tutorial's MSE heads), repetitive samples, samples alike."""
@@ -217,10 +275,14 @@ class NextNoteFamily(Family):
         if not len(h):
             return []
         remedies = settings.remedies
-        more_context = {variant_key(variant, "seq_len"): round(remedies.context_factor * config.seq_len)}
+        more_context = {
+            variant_key(variant, "seq_len"): round(remedies.context_factor * config.seq_len)
+        }
         if config.timing_head == "mse":
-            remedy = ("distributional timing heads: an MSE head predicts the conditional mean, and more context "
-                      "(the documents' version 2 doubled seq_len) only narrows the gap")
+            remedy = (
+                "distributional timing heads: an MSE head predicts the conditional mean, and more context "
+                "(the documents' version 2 doubled seq_len) only narrows the gap"
+            )
             timing_fix = {variant_key(variant, "timing_head"): "bins"}
         else:
             remedy = "more context (the documents' version 2 doubled seq_len)"
@@ -228,21 +290,43 @@ class NextNoteFamily(Family):
         verdicts = []
         for head in ("step", "duration"):
             verdicts += collapse_verdict(
-                f"{head}_collapse", variant, h, f"sample_{head}_std_ratio", settings.collapse_std_ratio, settings,
-                f"the spread of sampled {head}s is", remedy, timing_fix)
-        sampled, data = (recent(h, f"{kind}_ngram_repetition", settings) for kind in ("sample", "data"))
+                f"{head}_collapse",
+                variant,
+                h,
+                f"sample_{head}_std_ratio",
+                settings.collapse_std_ratio,
+                settings,
+                f"the spread of sampled {head}s is",
+                remedy,
+                timing_fix,
+            )
+        sampled, data = (
+            recent(h, f"{kind}_ngram_repetition", settings) for kind in ("sample", "data")
+        )
         if sampled > 0 and sampled > settings.repetition_factor * data:
-            verdicts.append(Verdict(
-                "repetitive_generation", f"{sampled:.0%} of sampled pitch 4-grams recur within a sample against "
-                f"{data:.0%} in the data (repeated pitches {recent(h, 'sample_repeated_pitch_rate', settings):.0%} vs "
-                f"{recent(h, 'data_repeated_pitch_rate', settings):.0%}; medians of the last epochs)",
-                f"a longer context ({changes(config, more_context)}) or a higher sampling temperature",
-                more_context, int(h["epoch"].iloc[-1]) + 1))
+            verdicts.append(
+                Verdict(
+                    "repetitive_generation",
+                    f"{sampled:.0%} of sampled pitch 4-grams recur within a sample against "
+                    f"{data:.0%} in the data (repeated pitches {recent(h, 'sample_repeated_pitch_rate', settings):.0%} vs "
+                    f"{recent(h, 'data_repeated_pitch_rate', settings):.0%}; medians of the last epochs)",
+                    f"a longer context ({changes(config, more_context)}) or a higher sampling temperature",
+                    more_context,
+                    int(h["epoch"].iloc[-1]) + 1,
+                )
+            )
         fewer_steps = {variant_key(variant, "lr"): scaled(config.lr, remedies.mode_collapse_lr)}
         verdicts += collapse_verdict(
-            "mode_collapse", variant, h, "sample_diversity_ratio", settings.diversity_ratio, settings,
+            "mode_collapse",
+            variant,
+            h,
+            "sample_diversity_ratio",
+            settings.diversity_ratio,
+            settings,
             "samples differ from each other (pitch-class histograms)",
-            f"a lower learning rate ({changes(config, fewer_steps)}) and more epochs", fewer_steps)
+            f"a lower learning rate ({changes(config, fewer_steps)}) and more epochs",
+            fewer_steps,
+        )
         return verdicts
 
     def regularize(self, config, remedies, variant: str) -> dict[str, Any]:
@@ -253,44 +337,86 @@ class NextNoteFamily(Family):
         return overrides
 
     @torch.no_grad()
-    def evaluate(self, model, data: NoteSequences, config, settings: Evaluate,
-                 device: torch.device) -> dict[str, dict[str, float]]:
+    def evaluate(
+        self, model, data: NoteSequences, config, settings: Evaluate, device: torch.device
+    ) -> dict[str, dict[str, float]]:
         """Test-split metrics per head, each beside the baselines that a useful model must beat."""
         model.eval()
-        columns: dict[str, list[torch.Tensor]] = {k: [] for k in (
-            "ce", "top1", "top5", "repeat_last", "pitch", "step_median", "step_mean", "step",
-            "duration_median", "duration_mean", "duration")}
+        columns: dict[str, list[torch.Tensor]] = {
+            k: []
+            for k in (
+                "ce",
+                "top1",
+                "top5",
+                "repeat_last",
+                "pitch",
+                "step_median",
+                "step_mean",
+                "step",
+                "duration_median",
+                "duration_mean",
+                "duration",
+            )
+        }
         for inputs, target in self.eval_batches(data, config, "test", settings.max_windows, device):
             logits, step, duration, _ = model(inputs)
             pitch = target[:, 0].long()
             top = logits.topk(5, dim=1).indices
-            (step_median, step_mean), (duration_median, duration_mean) = map(model.timing.point, (step, duration))
-            for key, value in (("ce", F.cross_entropy(logits, pitch, reduction="none")), ("top1", top[:, 0] == pitch),
-                               ("top5", (top == pitch[:, None]).any(dim=1)),
-                               ("repeat_last", inputs[:, -1, 0].long() == pitch), ("pitch", pitch),
-                               ("step_median", step_median), ("step_mean", step_mean), ("step", target[:, 1]),
-                               ("duration_median", duration_median), ("duration_mean", duration_mean),
-                               ("duration", target[:, 2])):
+            (step_median, step_mean), (duration_median, duration_mean) = map(
+                model.timing.point, (step, duration)
+            )
+            for key, value in (
+                ("ce", F.cross_entropy(logits, pitch, reduction="none")),
+                ("top1", top[:, 0] == pitch),
+                ("top5", (top == pitch[:, None]).any(dim=1)),
+                ("repeat_last", inputs[:, -1, 0].long() == pitch),
+                ("pitch", pitch),
+                ("step_median", step_median),
+                ("step_mean", step_mean),
+                ("step", target[:, 1]),
+                ("duration_median", duration_median),
+                ("duration_mean", duration_mean),
+                ("duration", target[:, 2]),
+            ):
                 columns[key].append(value)
         test = {k: torch.cat(v).double().cpu().numpy() for k, v in columns.items()}
-        return {"model": model_metrics(test), "baseline": baseline_metrics(test, data, config.vocab_size),
-                "repeat_last": {"pitch_top1": float(test["repeat_last"].mean())},
-                "windows": {"count": float(len(test["ce"]))}}
+        return {
+            "model": model_metrics(test),
+            "baseline": baseline_metrics(test, data, config.vocab_size),
+            "repeat_last": {"pitch_top1": float(test["repeat_last"].mean())},
+            "windows": {"count": float(len(test["ce"]))},
+        }
 
-    def generate(self, model, data: NoteSequences, config, settings: Generate, out_dir: Path,
-                 device: torch.device) -> tuple[pd.DataFrame, dict[str, float]]:
+    def generate(
+        self,
+        model,
+        data: NoteSequences,
+        config,
+        settings: Generate,
+        out_dir: Path,
+        device: torch.device,
+    ) -> tuple[pd.DataFrame, dict[str, float]]:
         """Samples per temperature, seeded from test windows, the first `midi_files` written as MIDI;
         returns every sample's notes and their statistics."""
-        seed_starts = evenly_spaced(data.window_starts("test", config.seq_len), settings.num_samples)
+        seed_starts = evenly_spaced(
+            data.window_starts("test", config.seq_len), settings.num_samples
+        )
         if len(seed_starts) < settings.num_samples:
-            raise DataError(f"the test split has {len(seed_starts)} seed windows of {config.seq_len} notes, "
-                            f"generate.num_samples is {settings.num_samples}")
+            raise DataError(
+                f"the test split has {len(seed_starts)} seed windows of {config.seq_len} notes, "
+                f"generate.num_samples is {settings.num_samples}"
+            )
         seeds = torch.from_numpy(data.features()[seed_starts[:, None] + np.arange(config.seq_len)])
         temps = torch.tensor(settings.temperatures, dtype=torch.float32)
         generator = torch.Generator(device=device).manual_seed(config.seed)
         model.eval()
-        notes = sample(model, seeds.repeat(len(temps), 1, 1).to(device),
-                       temps.repeat_interleave(len(seeds)).to(device), settings.num_notes, generator)
+        notes = sample(
+            model,
+            seeds.repeat(len(temps), 1, 1).to(device),
+            temps.repeat_interleave(len(seeds)).to(device),
+            settings.num_notes,
+            generator,
+        )
         table = sample_table(notes.cpu().numpy().astype(np.float64), settings, len(seeds))
         out_dir.mkdir(parents=True, exist_ok=True)
         for (group, index), frame in table.groupby(["group", "sample"], sort=False):
@@ -301,38 +427,56 @@ class NextNoteFamily(Family):
             write_notes(excerpt, out_dir / f"test_s{index}.mid", settings.program)
         return table, sample_stats(table, data, settings, config.seed)
 
-    def judge_samples(self, data: NoteSequences, config, settings: Generate, samples: pd.DataFrame) -> dict:
+    def judge_samples(
+        self, data: NoteSequences, config, settings: Generate, samples: pd.DataFrame
+    ) -> dict:
         """Each temperature's samples against test (and, for the ceiling, training) excerpts of
         `num_notes` consecutive notes, on clock beats: performance MIDI has no musical ones."""
         from etude import music
 
-        groups = {group: [notes for _, notes in frame.groupby("sample")]
-                  for group, frame in samples.groupby("group", sort=False)}
-        test, train = (excerpts(data, split, settings, settings.reference_excerpts) for split in ("test", "train"))
-        return music.judge(groups, test, train, 60.0 / settings.clock_bpm, settings.clock_steps_per_beat)
+        groups = {
+            group: [notes for _, notes in frame.groupby("sample")]
+            for group, frame in samples.groupby("group", sort=False)
+        }
+        test, train = (
+            excerpts(data, split, settings, settings.reference_excerpts)
+            for split in ("test", "train")
+        )
+        return music.judge(
+            groups, test, train, 60.0 / settings.clock_bpm, settings.clock_steps_per_beat
+        )
 
     def report_sections(self, result: Results, config, settings) -> list[Section]:
         from etude.figures import piano_roll_figure
 
-        return [Section(piano_roll_figure(result, settings.piano_roll_seconds, first_sample_only=True))]
+        return [
+            Section(piano_roll_figure(result, settings.piano_roll_seconds, first_sample_only=True))
+        ]
 
     def comparison(self, result: Results, config, params: Params) -> tuple[str, dict[str, Any]]:
         """Pitch prediction, the spread of sampled step and duration against the test data's (an MSE
         head collapses it towards 0; 1 is the data's) beside the band real test excerpts land in under
         the same statistic, and OA against the test excerpts; at the temperature nearest the report's."""
-        temperature = nearest_temperature(params.generate.temperatures, params.report.reference_temperature)
+        temperature = nearest_temperature(
+            params.generate.temperatures, params.report.reference_temperature
+        )
         group, generation = temperature_group(temperature), result.generation
         band = params.generate.spread_band.percentile
-        title = (f"Next-note models at temperature {_label(temperature)} (σ ratio: generated / test spread, beside the "
-                 f"{band:g}-{100 - band:g} % band of real test excerpts as many and as long as the samples)")
-        row = {"model": config.model, "timing head": config.timing_head,
-               "pitch cross-entropy": result.evaluation["model"]["pitch_cross_entropy"],
-               "pitch top-1": result.evaluation["model"]["pitch_top1"],
-               "step σ ratio": generation[f"{group}_step_std_ratio"],
-               "test excerpts' step σ ratio": _spread_band(generation, "step"),
-               "duration σ ratio": generation[f"{group}_duration_std_ratio"],
-               "test excerpts' duration σ ratio": _spread_band(generation, "duration"),
-               "OA mean": result.music["groups"].get(group, {}).get("oa_mean")}
+        title = (
+            f"Next-note models at temperature {_label(temperature)} (σ ratio: generated / test spread, beside the "
+            f"{band:g}-{100 - band:g} % band of real test excerpts as many and as long as the samples)"
+        )
+        row = {
+            "model": config.model,
+            "timing head": config.timing_head,
+            "pitch cross-entropy": result.evaluation["model"]["pitch_cross_entropy"],
+            "pitch top-1": result.evaluation["model"]["pitch_top1"],
+            "step σ ratio": generation[f"{group}_step_std_ratio"],
+            "test excerpts' step σ ratio": _spread_band(generation, "step"),
+            "duration σ ratio": generation[f"{group}_duration_std_ratio"],
+            "test excerpts' duration σ ratio": _spread_band(generation, "duration"),
+            "OA mean": result.music["groups"].get(group, {}).get("oa_mean"),
+        }
         return title, row
 
 
@@ -342,5 +486,8 @@ def _label(temperature: float) -> str:
 
 
 def _spread_band(generation: dict, name: str) -> str:
-    low, high = generation.get(f"test_{name}_std_ratio_low"), generation.get(f"test_{name}_std_ratio_high")
+    low, high = (
+        generation.get(f"test_{name}_std_ratio_low"),
+        generation.get(f"test_{name}_std_ratio_high"),
+    )
     return "-" if low is None else f"{low:.2f}–{high:.2f}"
