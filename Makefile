@@ -35,6 +35,7 @@ snakemake: install
 
 test: install browser
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 # Scale-out on this machine (needs root): cluster/local.sh brings up SLURM, PostgreSQL, S3 (moto) and

@@ -2,11 +2,13 @@
 
 ingest     ingest throughput (symusic in a thread pool) vs a serial pretty_midi loop
 train      training samples/s on CPU: the PyTorch models beside the tutorial's Keras model, same run
-generate   sampler notes/s (LSTM state, Transformer key/value cache) vs re-running the window per note
+generate   sampler notes/s (LSTM state, Transformer key/value cache) vs re-running the window
+           per note
 dvc_noop   `dvc repro` and `dvc status` when nothing changed
 music      music.json's OA/KLD vs mgeval's procedure (gaussian_kde + quad) on the same distances
 mel        the mel stage and spectral-VAE training on maestro-bench rendered audio, with peak memory
-scale      the whole DAG on a MAESTRO directory stage by stage, projected to full MAESTRO and N nodes
+scale      the whole DAG on a MAESTRO directory stage by stage, projected to full MAESTRO and
+           N nodes
 """
 
 import statistics

@@ -1,11 +1,12 @@
 """Disk left by a default `dvc repro`, and what one `dvc exp run -S lr=0.0005` adds, per folder.
 
-Copies the project's tracked files into a fresh git repository (so that DVC experiments work), runs the
-full default pipeline there (~15 min on 2 cores), measures models/, checkpoints/, .dvc/cache/, mlruns/
-and the whole workspace (without .git), commits, runs one experiment and measures again. Sizes are
-st_size sums with hard-linked files counted once; MB = 1e6 bytes. Targets: models/ < 300 MB and
-checkpoints/ < 1 GB after the default run, .dvc/cache/ < 100 MB added by the experiment. Exits 0 when
-a target fails (a benchmark, not a test); 1 only when a command fails and nothing can be measured.
+Copies the project's tracked files into a fresh git repository (so that DVC experiments work),
+runs the full default pipeline there (~15 min on 2 cores), measures models/, checkpoints/,
+.dvc/cache/, mlruns/ and the whole workspace (without .git), commits, runs one experiment and
+measures again. Sizes are st_size sums with hard-linked files counted once; MB = 1e6 bytes.
+Targets: models/ < 300 MB and checkpoints/ < 1 GB after the default run, .dvc/cache/ < 100 MB
+added by the experiment. Exits 0 when a target fails (a benchmark, not a test); 1 only when a
+command fails and nothing can be measured.
 
     python -m bench.disk [--project PATH] [--keep DIR]
 """
@@ -75,7 +76,8 @@ def copy_project(source: Path, dest: Path) -> None:
 
 
 def timed(project: Path, cmd: list[str]) -> float:
-    """Wall seconds of `cmd`; echoes only DVC's stage lines (progress), the whole output's tail on failure."""
+    """Wall seconds of `cmd`; echoes only DVC's stage lines (progress), the whole output's tail on
+    failure."""
     print(f"\n$ {' '.join(cmd)}", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen(
@@ -95,8 +97,8 @@ def timed(project: Path, cmd: list[str]) -> float:
 
 
 def files(project: Path) -> dict[str, tuple[tuple[int, int], int]]:
-    """Every regular file outside .git: relative path -> ((st_dev, st_ino), st_size). Symlinks are skipped:
-    their targets are counted where they live."""
+    """Every regular file outside .git: relative path -> ((st_dev, st_ino), st_size). Symlinks are
+    skipped: their targets are counted where they live."""
     found = {}
     for dirpath, dirnames, filenames in os.walk(project):
         if Path(dirpath) == project:
@@ -183,7 +185,8 @@ def measure(source: Path, project: Path) -> None:
         rows,
     )
     print(
-        f"\nwall time: dvc repro {repro_s / 60:.1f} min, {' '.join(EXPERIMENT)} {exp_s / 60:.1f} min"
+        f"\nwall time: dvc repro {repro_s / 60:.1f} min, "
+        f"{' '.join(EXPERIMENT)} {exp_s / 60:.1f} min"
     )
 
 

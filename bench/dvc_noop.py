@@ -35,7 +35,8 @@ def dvc(*args: str) -> float:
             )
         )
         sys.exit(
-            f"\nNOT BENCHMARKED: `dvc {' '.join(args)}` (exit {done.returncode}) does not report the pipeline "
+            f"\nNOT BENCHMARKED: `dvc {' '.join(args)}` (exit {done.returncode}) "
+            f"does not report the pipeline "
             f"up to date.\nRun `dvc repro` to completion first, then this benchmark."
         )
     return seconds

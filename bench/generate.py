@@ -1,9 +1,10 @@
-"""Sampler speed (generated notes/s): etude's stateful batched samplers against re-running the window.
+"""Sampler speed (generated notes/s): etude's stateful batched samplers against re-running the
+window.
 
-LSTMs: the next-note task's sample, one LSTM step per note carrying the state, the whole generate stage's batch
-(temperatures x num_samples from params.yaml) at once. Reference: the TensorFlow tutorial's loop,
-one sample at a time, a full forward pass over the seq_len window for every note (sample_by_window
-below). Target: ours >= 100x the reference.
+LSTMs: the next-note task's sample, one LSTM step per note carrying the state, the whole generate
+stage's batch (temperatures x num_samples from params.yaml) at once. Reference: the TensorFlow
+tutorial's loop, one sample at a time, a full forward pass over the seq_len window for every note
+(sample_by_window below). Target: ours >= 100x the reference.
 
 Transformer: the same sampler, one cached forward step per note (each layer's keys and
 values of the last seq_len notes kept), against note_transformer.sample_uncached, the same model
@@ -32,7 +33,8 @@ TARGET_RATIO = 100.0
 
 @torch.no_grad()
 def sample_by_window(model, seed_window, temperature, num_notes, generator):
-    """(num_notes, 3) raw notes, the tutorial's way: the whole (seq_len, 3) window through the model per note."""
+    """(num_notes, 3) raw notes, the tutorial's way: the whole (seq_len, 3) window through the model
+    per note."""
     model.eval()
     window, notes = seed_window.clone(), []
     for _ in range(num_notes):

@@ -6,7 +6,8 @@ Runs the real library code on a MAESTRO directory (default ../shared/maestro-ben
 seconds per second, peak resident memory of the main process and of the largest worker beside the
 size of the data, and extrapolates to full MAESTRO (~200 h).
 
-    python -m bench.mel [--root ../shared/maestro-bench] [--work /tmp/etude-bench-mel] [--train-samples 512]
+    python -m bench.mel [--root ../shared/maestro-bench] [--work /tmp/etude-bench-mel]
+                        [--train-samples 512]
 """
 
 import argparse

@@ -28,7 +28,8 @@ TARGET_RATIO, OA_TOLERANCE = 10.0, 0.01
 
 
 def excerpts(data: NoteSequences, split: str, count: int, length: int, shuffle: int | None = None):
-    """`count` runs of `length` notes; `shuffle`: their pitches permuted with this seed (stand-in samples)."""
+    """`count` runs of `length` notes; `shuffle`: their pitches permuted with this seed (stand-in
+    samples)."""
     features, rng = data.features(), np.random.default_rng(shuffle)
     out = []
     for start in evenly_spaced(data.window_starts(split, length), count):
@@ -62,7 +63,8 @@ def main():
     data = NoteSequences.load(Path(NOTE_SEQUENCES))
     test = excerpts(data, "test", settings.reference_excerpts, settings.num_notes)
     train = excerpts(data, "train", settings.reference_excerpts, settings.num_notes)
-    # One stand-in group (test excerpts with shuffled pitches) and the ceiling: the reference takes minutes.
+    # One stand-in group (test excerpts with shuffled pitches) and the ceiling: the reference takes
+    # minutes.
     groups = {
         "shuffled": excerpts(data, "test", settings.num_samples, settings.num_notes, shuffle=0)
     }
@@ -95,7 +97,8 @@ def main():
     reference_s = time.perf_counter() - t0
 
     print(
-        f"\n{len(groups)} group of {settings.num_samples} and the ceiling, against {len(test)} test excerpts of "
+        f"\n{len(groups)} group of {settings.num_samples} and the ceiling, "
+        f"against {len(test)} test excerpts of "
         f"{settings.num_notes} notes; {len(music.FEATURES)} descriptors\n"
     )
     print_table(
@@ -107,10 +110,13 @@ def main():
     )
     ratio, gap = reference_s / ours_s, max(gaps)
     print(
-        f"\nspeed-up {ratio:.0f}x (target >= {TARGET_RATIO:g}x): {'met' if ratio >= TARGET_RATIO else 'MISSED'}; "
-        f"OA agreement {gap:.2g} (target <= {OA_TOLERANCE}): {'met' if gap <= OA_TOLERANCE else 'MISSED'}"
+        f"\nspeed-up {ratio:.0f}x (target >= {TARGET_RATIO:g}x): "
+        f"{'met' if ratio >= TARGET_RATIO else 'MISSED'}; "
+        f"OA agreement {gap:.2g} (target <= {OA_TOLERANCE}): "
+        f"{'met' if gap <= OA_TOLERANCE else 'MISSED'}"
     )
-    # The stand-ins are test excerpts themselves (timing and pitch sets kept): they score above the ceiling.
+    # The stand-ins are test excerpts themselves (timing and pitch sets kept): they score above the
+    # ceiling.
     print(
         f"OA mean: ceiling (train vs test) {ours['ceiling']['oa_mean']:.3f}, "
         f"shuffled test pitches {ours['groups']['shuffled']['oa_mean']:.3f}"

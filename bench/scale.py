@@ -42,7 +42,8 @@ DATA_STAGES = ("fetch", "ingest", "tokenize", "grids", "mel")
 # A stage's largest process, measured from a wrapper that only waits for `dvc repro`.
 PEAK_RSS = (
     "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
-    "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+    "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
+    "file=sys.stderr); "
     "sys.exit(code)"
 )
 
@@ -181,7 +182,8 @@ def measure(root: Path, project: Path, nodes: list[int], max_epochs: int | None)
     )
     data_s = sum(t for s, t in full_times.items() if s in DATA_STAGES)
     print(
-        f"\nfull MAESTRO: data stages {data_s / 60:.1f} min of {sum(full_times.values()) / 60:.1f} min on one "
+        f"\nfull MAESTRO: data stages {data_s / 60:.1f} min of "
+        f"{sum(full_times.values()) / 60:.1f} min on one "
         f"node; they run one after another whatever N, so they bound the cluster's speed-up"
     )
     print(

@@ -7,13 +7,14 @@ training step (family.train_batches, family.loss, Adam, gradient clipping) on da
 Keras rows: the tutorial's model for rnn_baseline's settings (seq_len, LSTM units, loss weights,
 positive pressure, lr from params.yaml): Input (seq_len, 3), pitch scaled by 1/vocab_size in the
 model, LSTM, three Dense heads, SparseCategoricalCrossentropy for pitch and the tutorial's
-mse_with_positive_pressure for step and duration, Adam, no gradient clipping (the tutorial has none).
-It trains on the very batches that rnn_baseline's PyTorch row draws (family.train_batches, handed
-over as numpy arrays), in two ways, and the faster one is the reference:
+mse_with_positive_pressure for step and duration, Adam, no gradient clipping (the tutorial has
+none). It trains on the very batches that rnn_baseline's PyTorch row draws (family.train_batches,
+handed over as numpy arrays), in two ways, and the faster one is the reference:
 
     train_on_batch        the tutorial's model.compile(...) and Keras' own train step (the one that
                           model.fit runs per batch), default compile options (no XLA on CPU)
-    tf.function XLA       a custom GradientTape train step compiled with tf.function(jit_compile=True)
+    tf.function XLA       a custom GradientTape train step compiled with
+                          tf.function(jit_compile=True)
 
 Each row is warmed up first (Keras traces and compiles there), then timed in blocks of batches taken
 in turn across the rows, so that other load on the machine falls on every row alike; the median over
@@ -22,9 +23,10 @@ a row's blocks is reported. Both frameworks use every core: torch's intra-op thr
 Run it on an idle machine (the first line printed gives the load): with more busy processes than
 cores, torch's OpenMP threads wait on each other at every op, and a PyTorch step was seen to take
 100x longer, while TensorFlow's thread pool slows down gently. The PyTorch LSTM has one bias
-vector more per layer than Keras' (params). Target: rnn_baseline in PyTorch >= 2x the faster Keras way.
-The last row times rnn_baseline's LSTM layer alone (forward and backward through oneDNN's kernels,
-without heads, loss or optimiser): the ceiling of any PyTorch training step built on nn.LSTM.
+vector more per layer than Keras' (params). Target: rnn_baseline in PyTorch >= 2x the faster Keras
+way. The last row times rnn_baseline's LSTM layer alone (forward and backward through oneDNN's
+kernels, without heads, loss or optimiser): the ceiling of any PyTorch training step built on
+nn.LSTM.
 
     python -m bench.train                          # the full run, about a minute on an idle machine
     python -m bench.train --blocks 1 --batches 2   # a smoke run
@@ -58,7 +60,8 @@ CPU = torch.device("cpu")
 KERAS_VARIANT = (
     "rnn_baseline"  # the variant whose settings the Keras model takes, and the one judged
 )
-# Batches per timed block for each PyTorch variant, fewer for the heavier ones; the Keras rows take KERAS_VARIANT's.
+# Batches per timed block for each PyTorch variant, fewer for the heavier ones; the Keras rows take
+# KERAS_VARIANT's.
 TORCH_VARIANTS = {"rnn_baseline": 50, "rnn_stacked": 15, "note_transformer": 15}
 
 
@@ -121,8 +124,9 @@ def torch_row(params, variant: str, block_batches: int) -> Row:
 
 
 def lstm_layer_row(params, block_batches: int) -> Row:
-    """KERAS_VARIANT's LSTM layer alone, forward and backward (oneDNN's kernels), on the same batches:
-    no heads, loss or optimiser. No training step built on nn.LSTM can be faster than this row."""
+    """KERAS_VARIANT's LSTM layer alone, forward and backward (oneDNN's kernels), on the same
+    batches: no heads, loss or optimiser. No training step built on nn.LSTM can be faster than this
+    row."""
     config, _family, model, batches = torch_setup(params, KERAS_VARIANT)
     (lstm,) = model.lstms
 
@@ -142,7 +146,8 @@ def lstm_layer_row(params, block_batches: int) -> Row:
 
 
 def import_tensorflow():
-    """TensorFlow, or None where the bench extra is not installed. Its C++ info lines are silenced."""
+    """TensorFlow, or None where the bench extra is not installed. Its C++ info lines are
+    silenced."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import tensorflow as tf
@@ -152,7 +157,8 @@ def import_tensorflow():
 
 
 def keras_model(tf, config):
-    """The tutorial's model; its dataset's pitch / vocab_size scaling is the model's first operation."""
+    """The tutorial's model; its dataset's pitch / vocab_size scaling is the model's first
+    operation."""
     keras = tf.keras
     (units,) = config.lstm_units
     inputs = keras.Input((config.seq_len, 3))
@@ -235,8 +241,8 @@ def thread_note(tf) -> str:
         tf.config.threading.get_inter_op_parallelism_threads(),
     )
     return (
-        note
-        + f"; TensorFlow {tf.__version__} (Keras {tf.keras.__version__}): intra-op {intra}, inter-op "
+        note + f"; TensorFlow {tf.__version__} (Keras {tf.keras.__version__}): "
+        f"intra-op {intra}, inter-op "
         f"{inter} (0: one thread per core, {cores} here), oneDNN "
         + ("off" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0" else "on")
     )
@@ -273,7 +279,8 @@ def main() -> None:
     tf = import_tensorflow()
     if tf is None:
         print(
-            "TensorFlow is not installed: `pip install -e .[bench]` for the Keras rows; PyTorch rows only\n"
+            "TensorFlow is not installed: `pip install -e .[bench]` for the Keras rows; "
+            "PyTorch rows only\n"
         )
 
     keras_rows = []
@@ -310,8 +317,8 @@ def main() -> None:
     if keras:
         ratio = next(row.rate for row in torch_rows if row.variant == KERAS_VARIANT) / keras
         print(
-            f"\nTarget: {KERAS_VARIANT} in PyTorch >= {TARGET_RATIO}x the faster Keras way: {ratio:.2f}x, "
-            + ("met" if ratio >= TARGET_RATIO else "MISSED")
+            f"\nTarget: {KERAS_VARIANT} in PyTorch >= {TARGET_RATIO}x the faster Keras way: "
+            f"{ratio:.2f}x, " + ("met" if ratio >= TARGET_RATIO else "MISSED")
         )
         print(
             f"Ceiling: its LSTM layer alone (forward and backward, nothing else) runs at "

@@ -19,7 +19,8 @@ from etude.params import Audio
 from etude.sources import SourceError, cache_dir, fetch_pinned, file_sha256
 
 RECORDING = "recording"
-# General MIDI drums: channel 10, whose kits SoundFonts keep in bank 128 (preset 0: the standard kit).
+# General MIDI drums: channel 10, whose kits SoundFonts keep in bank 128 (preset 0: the standard
+# kit).
 DRUM_CHANNEL = 9
 DRUM_BANK = 128
 DRUM_KIT = 0
@@ -113,8 +114,9 @@ def render(
     midi: bytes, settings: Audio, soundfont: Path, sample_rate: int, until_s: float | None = None
 ) -> np.ndarray:
     """Mono float32 audio of a MIDI file (its first `until_s` seconds if given): note events fed to
-    the synthesiser at exact sample offsets, drum tracks on the SoundFont's percussion kit. ValueError
-    for a file without notes, or with drums and a SoundFont without a kit: silence would hide why."""
+    the synthesiser at exact sample offsets, drum tracks on the SoundFont's percussion kit.
+    ValueError for a file without notes, or with drums and a SoundFont without a kit: silence would
+    hide why."""
     score = symusic.Score.from_midi(midi, ttype="second")
     pitched, drums = _events(score, settings, drums=False), _events(score, settings, drums=True)
     if not len(pitched) and not len(drums):
@@ -123,7 +125,8 @@ def render(
     sfid = synth.sfload(str(soundfont))
     synth.program_select(0, sfid, settings.bank, settings.preset)
     if len(drums):
-        # TinySoundFont falls back to a melodic preset when the kit is missing: drums played as piano.
+        # TinySoundFont falls back to a melodic preset when the kit is missing: drums played as
+        # piano.
         if synth.sfpreset_name(sfid, DRUM_BANK, DRUM_KIT) is None:
             raise ValueError(
                 f"{soundfont.name} has no percussion kit (bank {DRUM_BANK}, preset {DRUM_KIT}): "

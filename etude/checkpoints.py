@@ -31,7 +31,8 @@ FOLDER = "checkpoints"
 
 
 def run_folder(root: Path, variant: str, config, family: Family) -> Path:
-    """Where a run of `variant` with this configuration and the current code keeps its checkpoints."""
+    """Where a run of `variant` with this configuration and the current code keeps its
+    checkpoints."""
     return root / FOLDER / variant / f"{config_hash(config)}-{family.code_hash()}"
 
 
@@ -62,7 +63,8 @@ class RunCheckpoints:
         improved: bool,
         periodic: bool,
     ) -> None:
-        """Everything a resumed run needs after `epoch` epochs (`progress`: the loop's own state)."""
+        """Everything a resumed run needs after `epoch` epochs (`progress`: the loop's own
+        state)."""
         tmp = self.folder / "last.tmp"
         torch.save(
             {
@@ -87,7 +89,8 @@ class RunCheckpoints:
 
 
 def _link(source: Path, target: Path) -> None:
-    """`target` becomes a hard link of `source` (a copy where the file system has none), atomically."""
+    """`target` becomes a hard link of `source` (a copy where the file system has none),
+    atomically."""
     tmp = target.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
     try:
@@ -128,7 +131,8 @@ def _experiment_params(root: Path) -> dict[str, Params]:
 
 
 def used_folders(root: Path) -> dict[Path, str]:
-    """Checkpoint folders that a current configuration would resume from, with where it comes from."""
+    """Checkpoint folders that a current configuration would resume from, with where it comes
+    from."""
     used: dict[Path, str] = {}
     for source, params in {
         "params.yaml": load(root / "params.yaml"),

@@ -23,6 +23,6 @@ def seed_everything(seed: int, threads: int) -> None:
     if threads:
         torch.set_num_threads(threads)
     if torch.cuda.is_available():
-        # CPU kernels are deterministic already (and the global flag costs ~35 us per sampling step);
-        # warn_only: cuDNN's LSTM backward has no deterministic variant.
+        # CPU kernels are deterministic already (and the global flag costs ~35 us per sampling
+        # step); warn_only: cuDNN's LSTM backward has no deterministic variant.
         torch.use_deterministic_algorithms(True, warn_only=True)

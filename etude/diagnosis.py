@@ -67,7 +67,8 @@ def variant_key(variant: str, setting: str) -> str:
 
 
 def changes(config, overrides: dict[str, Any]) -> str:
-    """What overrides change, as a remedy's words say it: "lr 0.001 -> 0.0005, kl.beta 0.1 -> 0.05"."""
+    """What overrides change, as a remedy's words say it:
+    "lr 0.001 -> 0.0005, kl.beta 0.1 -> 0.05"."""
     parts = []
     for key, value in overrides.items():
         setting = key.split(".", 2)[2]  # variants.<variant>.<setting>
@@ -111,7 +112,8 @@ def lower_lr(config, remedies: Remedies, variant: str) -> dict[str, Any]:
 
 
 def more_dropout(dropout: float, remedies: Remedies, variant: str) -> dict[str, Any]:
-    """The usual remedy for overfitting, for a model with `dropout`: `variants.<variant>.dropout`."""
+    """The usual remedy for overfitting, for a model with `dropout`:
+    `variants.<variant>.dropout`."""
     if dropout >= remedies.dropout_max:
         return {}
     return {
@@ -129,9 +131,9 @@ def training_verdicts(
     regularize: dict[str, Any],
     variant: str,
 ) -> list[Verdict]:
-    """The pathologies any training can show: non-finite loss, loss spikes, exploding gradients, loss
-    rising mid-training (unstable) or only on validation (overfitting: `regularize` is the family's
-    remedy), a plateau, and early stopping before the loss had settled."""
+    """The pathologies any training can show: non-finite loss, loss spikes, exploding gradients,
+    loss rising mid-training (unstable) or only on validation (overfitting: `regularize` is the
+    family's remedy), a plateau, and early stopping before the loss had settled."""
     verdicts = []
     epochs = history["epoch"]
     non_finite = ~np.isfinite(history[["train_loss", "val_loss"]]).all(axis=1)
@@ -233,7 +235,8 @@ def _rising(
     epoch = int(h["epoch"].iloc[best + n]) + 1
     train_change = train[best + n] - train[best]
     evidence = (
-        f"validation loss {val[best]:.4g} at epoch {best + 1}, then above it for {len(after)} epochs "
+        f"validation loss {val[best]:.4g} at epoch {best + 1}, "
+        f"then above it for {len(after)} epochs "
         f"({val[-1]:.4g} at the end); training loss {train[best]:.4g} -> {train[best + n]:.4g}"
     )
     if train_change > 0:
@@ -264,8 +267,9 @@ def _rising(
 def _plateau(variant: str, h: pd.DataFrame, config, settings: Diagnosis) -> list[Verdict]:
     """The last third of training improved the best validation loss by less than
     `plateau_improvement`; histories shorter than `plateau_min_epochs` are not judged. Remedy: with
-    the learning rate decayed below `decayed_lr_share` of its start, a slower decay (the documents: 0.95 every 5
-    epochs -> 0.98 every 8); otherwise a higher learning rate ("if training is too slow")."""
+    the learning rate decayed below `decayed_lr_share` of its start, a slower decay (the documents:
+    0.95 every 5 epochs -> 0.98 every 8); otherwise a higher learning rate ("if training is too
+    slow")."""
     remedies = settings.remedies
     if len(h) < settings.plateau_min_epochs:
         return []
@@ -274,7 +278,8 @@ def _plateau(variant: str, h: pd.DataFrame, config, settings: Diagnosis) -> list
     if before - recent >= abs(before) * settings.plateau_improvement:
         return []
     evidence = (
-        f"best validation loss {before:.4g} -> {recent:.4g} over the last {len(h) - 2 * third} epochs "
+        f"best validation loss {before:.4g} -> {recent:.4g} "
+        f"over the last {len(h) - 2 * third} epochs "
         f"(< {settings.plateau_improvement:.0%})"
     )
     epoch = int(h["epoch"].iloc[2 * third]) + 1
@@ -339,8 +344,8 @@ def collapse_verdict(
     remedy: str,
     overrides: dict[str, Any],
 ) -> list[Verdict]:
-    """A ratio to the data (a spread, a diversity) that ends training below `threshold`, judged on its
-    median over the last `judge_epochs`; the epoch is the first of the final run below it."""
+    """A ratio to the data (a spread, a diversity) that ends training below `threshold`, judged on
+    its median over the last `judge_epochs`; the epoch is the first of the final run below it."""
     if column not in h or not len(h):
         return []
     smoothed = h[column].rolling(settings.judge_epochs, min_periods=1).median()

@@ -8,7 +8,8 @@ class EtudeError(Exception):
 
 
 class DataError(EtudeError, ValueError):
-    """The data cannot serve a stage or a variant: the message names the split and the setting to change."""
+    """The data cannot serve a stage or a variant: the message names the split and the setting to
+    change."""
 
 
 class TrainingError(EtudeError, RuntimeError):

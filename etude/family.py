@@ -129,7 +129,8 @@ class Family(ABC):
     # ---- model -----------------------------------------------------------------------------------
     @abstractmethod
     def model_meta(self, data, config) -> dict[str, Any]:
-        """JSON-serialisable facts from the data that rebuilding the model needs (shapes, statistics)."""
+        """JSON-serialisable facts from the data that rebuilding the model needs (shapes,
+        statistics)."""
 
     @abstractmethod
     def build(self, config, meta: dict[str, Any]) -> torch.nn.Module:
@@ -138,7 +139,8 @@ class Family(ABC):
     # ---- training --------------------------------------------------------------------------------
     @abstractmethod
     def train_batches(self, data, config, epoch: int, device: torch.device) -> Iterator[Batch]:
-        """An epoch's batches; the order depends on (seed, epoch) alone, so a resumed run draws the same."""
+        """An epoch's batches; the order depends on (seed, epoch) alone, so a resumed run draws the
+        same."""
 
     @abstractmethod
     def eval_batches(
@@ -168,7 +170,7 @@ class Family(ABC):
         by default, and the shared verdict then says "more data"."""
         return {}
 
-    # ---- evaluation, samples, report ----------------------------------------------------------------
+    # ---- evaluation, samples, report -------------------------------------------------------------
     @abstractmethod
     def evaluate(
         self, model, data, config, settings, device: torch.device
@@ -183,11 +185,13 @@ class Family(ABC):
 
     def judge_samples(self, data, config, settings, samples: pd.DataFrame) -> dict | None:
         """The samples judged against test excerpts of equal length, beside the ceiling (training
-        excerpts against the same): etude.music.judge's result, or None where samples are not notes."""
+        excerpts against the same): etude.music.judge's result, or None where samples are not
+        notes."""
         return None
 
     def report_sections(self, result: Results, config, settings) -> list[Section]:
-        """Figures and text for the variant's part of the report (`settings`: the `report:` params)."""
+        """Figures and text for the variant's part of the report (`settings`: the `report:`
+        params)."""
         return []
 
     def comparison(self, result: Results, config, params) -> tuple[str, dict[str, Any]] | None:
@@ -195,7 +199,7 @@ class Family(ABC):
         variants of every family giving the same title share one table. None: no such table."""
         return None
 
-    # ---- identity of results -------------------------------------------------------------------------
+    # ---- identity of results ---------------------------------------------------------------------
     def own_code(self) -> tuple[str, ...]:
         """The family's own source files: its class's module, its base classes' (below Family), then
         the files it declares in `code`; relative to the root."""
@@ -207,7 +211,8 @@ class Family(ABC):
         return tuple(dict.fromkeys((*modules, *self.code)))
 
     def code_files(self) -> tuple[str, ...]:
-        """Every source file whose change must re-run the family's variants, relative to the root."""
+        """Every source file whose change must re-run the family's variants, relative to the
+        root."""
         return tuple(dict.fromkeys((*SHARED_CODE, *self.own_code())))
 
     def code_hash(self) -> str:

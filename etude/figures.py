@@ -1,4 +1,5 @@
-"""Figures and players for the report, as self-contained HTML fragments (images and audio inlined)."""
+"""Figures and players for the report, as self-contained HTML fragments (images and audio
+inlined)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ def png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
-    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    return (
+        f'<img alt="figure" src="data:image/png;base64,'
+        f'{base64.b64encode(buf.getvalue()).decode()}">'
+    )
 
 
 def embedded_png(path: Path) -> str:
@@ -88,7 +92,8 @@ def audio_player(label: str, mp3: Path | bytes) -> str:
     page of many players decodes only the one played."""
     data = base64.b64encode(mp3.read_bytes() if isinstance(mp3, Path) else mp3).decode()
     return (
-        f'<figure style="display:inline-block;margin:4px"><figcaption>{html.escape(label)}</figcaption>'
+        '<figure style="display:inline-block;margin:4px">'
+        f"<figcaption>{html.escape(label)}</figcaption>"
         f'<audio controls preload="none" src="data:audio/mpeg;base64,{data}"></audio></figure>'
     )
 

@@ -8,14 +8,14 @@ Rows are lanes (rhythm: 9 pitch-register bands, or GM drum classes for drum trac
 is kept. Windows are consecutive from the first beat; those with fewer than `min_onsets` onsets are
 dropped. A piece left without a window, or whose tempo cannot be estimated (a single note or chord,
 onsets within less than one beat), is skipped with its reason; melody grids skip drum-only pieces,
-and both skip pieces whose listed time signature (groove source) has no `beats_per_bar` quarter notes
-a bar: their bars would straddle the windows. With no piece left (a drum corpus has no melody window)
-the set is empty, its skip records kept: the variants that read it stop at configure
+and both skip pieces whose listed time signature (groove source) has no `beats_per_bar` quarter
+notes a bar: their bars would straddle the windows. With no piece left (a drum corpus has no melody
+window) the set is empty, its skip records kept: the variants that read it stop at configure
 (etude.skips.empty_error).
 
-A rhythm set built mostly from drum notes (a drum corpus) has drum lanes: decoding writes each row as
-the GM drum note `grid.rhythm.drum_pitches` names, for a drum instrument (channel 10); otherwise rows
-decode to the pitch at the centre of their band.
+A rhythm set built mostly from drum notes (a drum corpus) has drum lanes: decoding writes each row
+as the GM drum note `grid.rhythm.drum_pitches` names, for a drum instrument (channel 10); otherwise
+rows decode to the pitch at the centre of their band.
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ def comb_fit(onsets: np.ndarray, weights: np.ndarray, periods: np.ndarray) -> tu
 
 def beat_grid(notes: pd.DataFrame, file_tempo_bpm: float, settings: Tempo) -> BeatGrid:
     """The piece's grid from the configured source. A file tempo that is missing or outside
-    min_bpm..max_bpm (a malformed tempo event of 1 microsecond per beat would make millions of windows)
-    is estimated instead, as the source column of the tempo table then says."""
+    min_bpm..max_bpm (a malformed tempo event of 1 microsecond per beat would make millions of
+    windows) is estimated instead, as the source column of the tempo table then says."""
     if settings.source == "fixed":
         return BeatGrid(settings.fixed_bpm, 0.0, "fixed")
     if settings.source == "file" and settings.min_bpm <= file_tempo_bpm <= settings.max_bpm:
@@ -167,7 +167,8 @@ def window_grids(notes: pd.DataFrame, beats: BeatGrid, grid: Grid) -> tuple[np.n
 def encode(
     notes: pd.DataFrame, beats: BeatGrid, grid: Grid, representation: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(windows, start, unit): grids (W, F, R, T) float32, each window's first grid line (s) and step (s)."""
+    """(windows, start, unit): grids (W, F, R, T) float32, each window's first grid line (s) and
+    step (s)."""
     features = FEATURES[representation]
     steps = grid.bars * grid.beats_per_bar * grid.steps_per_beat
     starts, units = window_grids(notes, beats, grid)
@@ -229,7 +230,8 @@ def _is_skyline(step: np.ndarray, pitch: np.ndarray) -> np.ndarray:
 
 
 def lane_pitches(grid: Grid, representation: str, drum_lanes: bool = False) -> np.ndarray:
-    """The pitch written for each row when decoding: band centres or GM drum notes (rhythm), base + row (melody)."""
+    """The pitch written for each row when decoding: band centres or GM drum notes (rhythm), base +
+    row (melody)."""
     if representation == "melody":
         return grid.melody.base_note + np.arange(grid.melody.rows)
     if drum_lanes:
@@ -248,8 +250,9 @@ def decode(
     grid_offset: float = 1.0,
     drum_lanes: bool = False,
 ) -> pd.DataFrame:
-    """Notes (pitch, velocity, start, end in seconds, is_drum) of one (F, R, T) grid whose first grid
-    line is at `start_s` with steps of `unit` seconds, with micro-timing scaled by `grid_offset`."""
+    """Notes (pitch, velocity, start, end in seconds, is_drum) of one (F, R, T) grid whose first
+    grid line is at `start_s` with steps of `unit` seconds, with micro-timing scaled by
+    `grid_offset`."""
     features = FEATURES[representation]
     rows, cells = np.nonzero(window[0] > onset_threshold)
     get = lambda name: window[features.index(name), rows, cells]
@@ -371,8 +374,9 @@ def piece_grids(
 
 
 def check_meter(time_signature: str | None, grid: Grid) -> None:
-    """Unusable when a bar of the piece's listed time signature (like 4-4, as the groove source checked)
-    is not `grid.beats_per_bar` quarter notes; pieces of sources that list none are taken as they come."""
+    """Unusable when a bar of the piece's listed time signature (like 4-4, as the groove source
+    checked) is not `grid.beats_per_bar` quarter notes; pieces of sources that list none are taken
+    as they come."""
     if pd.isna(time_signature):
         return
     numerator, denominator = (int(n) for n in time_signature.split("-"))
@@ -409,7 +413,8 @@ def build(notes: pd.DataFrame, pieces: pd.DataFrame, grid: Grid, representation:
     split = candidates.loc[piece, "split"].map(SPLIT_CODES).to_numpy(np.int8)
     if not (split == SPLIT_CODES["train"]).any():
         raise DataError(f"the training split has no {representation} window; {TRAINING_SPLIT_HINT}")
-    # Drum lanes when drum notes are most of what was encoded: a drum corpus, not a band with a drummer.
+    # Drum lanes when drum notes are most of what was encoded: a drum corpus, not a band with a
+    # drummer.
     drum_lanes = representation == "rhythm" and bool(
         notes.loc[notes["piece"].isin(piece), "is_drum"].mean() > 0.5
     )
@@ -428,7 +433,8 @@ def build(notes: pd.DataFrame, pieces: pd.DataFrame, grid: Grid, representation:
 
 
 def empty_set(grid: Grid, representation: str, skipped: pd.DataFrame) -> GridSet:
-    """The set of a corpus where no piece gave a window: shaped (0, F, R, T), with its skip records."""
+    """The set of a corpus where no piece gave a window: shaped (0, F, R, T), with its skip
+    records."""
     steps = grid.bars * grid.beats_per_bar * grid.steps_per_beat
     shape = (0, len(FEATURES[representation]), num_rows(grid, representation), steps)
     tempo = pd.DataFrame(

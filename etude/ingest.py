@@ -3,8 +3,8 @@
 Parsing uses symusic (a C++ MIDI parser, about 150x faster than pretty_midi on MAESTRO) in a pool
 of threads: symusic releases the GIL while parsing, and threads avoid copying results between
 processes, which cost more than the parsing itself. A file that cannot be used is quarantined with
-its reason in the pieces table; the run fails only when no usable file is left. What the later stages
-do with a usable piece they cannot use is etude.skips.
+its reason in the pieces table; the run fails only when no usable file is left. What the later
+stages do with a usable piece they cannot use is etude.skips.
 """
 
 from __future__ import annotations
@@ -54,20 +54,21 @@ class Parsed:
 
 
 def parse_midi(payload: bytes, settings: Ingest, listed_bpm: float = float("nan")) -> Parsed:
-    """Notes of one MIDI file in seconds, or the reason it cannot be used. `listed_bpm`: the tempo the
-    source's metadata lists (groove: info.csv bpm), used when the file has no tempo event."""
+    """Notes of one MIDI file in seconds, or the reason it cannot be used. `listed_bpm`: the tempo
+    the source's metadata lists (groove: info.csv bpm), used when the file has no tempo event."""
     if not payload:
         return Parsed(None, 0.0, "empty file")
     if not payload.startswith(b"MThd"):
         return Parsed(None, 0.0, "not a MIDI file (no MThd header)")
-    # symusic reports every malformed file (truncated, garbage after the header) as RuntimeError; anything
-    # else is a bug, which must stop the run rather than quarantine every file.
+    # symusic reports every malformed file (truncated, garbage after the header) as RuntimeError;
+    # anything else is a bug, which must stop the run rather than quarantine every file.
     try:
         score = symusic.Score.from_midi(payload, ttype="second")
     except RuntimeError as err:
         return Parsed(None, 0.0, f"unreadable MIDI: {err}")
     tempos = [t.qpm for t in score.tempos]
-    # Without a tempo event the seconds assume the MIDI default; a listed tempo times the ticks instead.
+    # Without a tempo event the seconds assume the MIDI default; a listed tempo times the ticks
+    # instead.
     scale = MIDI_DEFAULT_BPM / listed_bpm if not tempos and listed_bpm > 0 else 1.0
     duration = float(score.end()) * scale
     columns: dict[str, list[np.ndarray]] = {k: [] for k in NOTE_COLUMNS if k != "piece"}

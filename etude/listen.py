@@ -1,4 +1,5 @@
-"""MP3 previews of samples for the report: small enough that a self-contained page holds every variant's.
+"""MP3 previews of samples for the report: small enough that a self-contained page holds every
+variant's.
 
 Constant bitrate, so a clip's size is its bitrate times its length (which bounds the page) and
 browsers know its duration from its size without a seek table. LAME (through libsndfile) gives
@@ -20,8 +21,8 @@ from etude.params import Audio, ReportAudio
 def encode_mp3(
     samples: np.ndarray, sample_rate: int, target: Path | BinaryIO, settings: ReportAudio
 ) -> None:
-    """Mono audio as a constant-bitrate MP3 file or into a binary buffer; scaled down to full scale if
-    it exceeds it (dense drum patterns do), as the player would clip it."""
+    """Mono audio as a constant-bitrate MP3 file or into a binary buffer; scaled down to full scale
+    if it exceeds it (dense drum patterns do), as the player would clip it."""
     peak = float(np.abs(samples).max(initial=0.0))
     soundfile.write(
         target,
@@ -35,7 +36,8 @@ def encode_mp3(
 
 
 def render_file(midi_path: Path, settings: Audio, preview: ReportAudio, soundfont: Path) -> Path:
-    """`<stem>.mp3` beside a MIDI file: its first `preview.max_seconds` rendered with the SoundFont."""
+    """`<stem>.mp3` beside a MIDI file: its first `preview.max_seconds` rendered with the
+    SoundFont."""
     samples = audio.render(
         midi_path.read_bytes(), settings, soundfont, preview.sample_rate, preview.max_seconds
     )

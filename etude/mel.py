@@ -9,13 +9,14 @@ memory stays bounded by a few pieces and one shard whatever the corpus size (ful
 training split only and are applied when the data is loaded, not baked into the shards.
 
 A piece without a non-silent segment (audio shorter than one segment, or silent throughout) or whose
-audio cannot be loaded or rendered is skipped with its reason; the stage fails only when no piece is left.
+audio cannot be loaded or rendered is skipped with its reason; the stage fails only when no piece is
+left.
 
 Layout of the output folder:
   shard_NNNNN.npy    float16 (segments, n_mels, frames), memory-mapped when read
   segments.parquet   one row per segment: piece, split, start_s, level_db, shard, row
-  pieces.parquet     one row per piece: audio source, seconds, segments kept and skipped, path, and the
-                     reason the piece was skipped (null for the pieces used)
+  pieces.parquet     one row per piece: audio source, seconds, segments kept and skipped, path, and
+                     the reason the piece was skipped (null for the pieces used)
   stats.npz          per-bin mean and std (dB, training split) and the mel geometry
 """
 
@@ -66,7 +67,8 @@ def mel_filterbank(settings: Mel) -> torch.Tensor:
 
 
 def log_mel(segments: np.ndarray, settings: Mel, filterbank: torch.Tensor) -> np.ndarray:
-    """(n, samples) audio -> (n, n_mels, frames) dB below each segment's maximum, floored at -top_db."""
+    """(n, samples) audio -> (n, n_mels, frames) dB below each segment's maximum, floored at
+    -top_db."""
     x = torch.from_numpy(np.ascontiguousarray(segments, dtype=np.float32))
     spec = (
         torch.stft(
@@ -167,13 +169,14 @@ def _no_segment_reason(segments: int, kept: int, settings: Mel) -> str | None:
     return None
 
 
-# What a bad piece raises, so that it costs its piece and not the corpus; any other class (TypeError,
-# KeyError, ...) is a bug here and stops the stage. A recording: OSError when missing or unreadable;
-# soundfile's LibsndfileError (a RuntimeError), after which librosa falls back to audioread, whose stdlib
-# readers raise EOFError on a file of a few bytes, RuntimeError, ValueError, ArithmeticError or MemoryError
-# on a corrupt header (bad chunk, channel count, rate or length) and DecodeError (NoBackendError) when none
-# can read it; librosa's ParameterError for samples that are not finite. A rendering: RuntimeError from
-# symusic and TinySoundFont, ValueError from audio.render's own checks (no notes, no percussion kit).
+# What a bad piece raises, so that it costs its piece and not the corpus; any other class
+# (TypeError, KeyError, ...) is a bug here and stops the stage. A recording: OSError when missing or
+# unreadable; soundfile's LibsndfileError (a RuntimeError), after which librosa falls back to
+# audioread, whose stdlib readers raise EOFError on a file of a few bytes, RuntimeError, ValueError,
+# ArithmeticError or MemoryError on a corrupt header (bad chunk, channel count, rate or length) and
+# DecodeError (NoBackendError) when none can read it; librosa's ParameterError for samples that are
+# not finite. A rendering: RuntimeError from symusic and TinySoundFont, ValueError from
+# audio.render's own checks (no notes, no percussion kit).
 BAD_PIECE_ERRORS = (
     OSError,
     EOFError,
@@ -264,8 +267,8 @@ def build(
     out_dir: Path,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write the shards, segment and piece tables and statistics; return (segments, pieces), the pieces
-    table with a row for every usable piece, skipped ones included."""
+    """Write the shards, segment and piece tables and statistics; return (segments, pieces), the
+    pieces table with a row for every usable piece, skipped ones included."""
     candidates = usable(pieces)
     if candidates.empty:
         raise DataError("no usable piece in the pieces table")

@@ -88,8 +88,8 @@ SEED = 0
 
 _MAJOR = np.array([1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1], bool)
 _MINOR = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0], bool)
-# (24 keys, 12). A natural minor mask is its relative major's, so the minor half never changes the maximum;
-# it stays to mirror MusPy's 24 keys.
+# (24 keys, 12). A natural minor mask is its relative major's, so the minor half never changes the
+# maximum; it stays to mirror MusPy's 24 keys.
 SCALES = np.stack([np.roll(mask, root) for mask in (_MAJOR, _MINOR) for root in range(12)])
 
 SCALARS = (
@@ -153,7 +153,8 @@ class _Notes:
 def describe(
     notes: pd.DataFrame, beat_s: float, steps_per_beat: int, origin: float | None = None
 ) -> dict[str, float | np.ndarray]:
-    """The descriptors of one excerpt (module docstring); beat 0 at `origin`, default the first onset."""
+    """The descriptors of one excerpt (module docstring); beat 0 at `origin`, default the first
+    onset."""
     return _describe(_Notes.of(notes), beat_s, steps_per_beat, origin)
 
 
@@ -214,9 +215,9 @@ def judge(
     steps_per_beat: int,
     origin: float | None = None,
 ) -> dict:
-    """`compare` of each group against the test excerpts, and the ceiling a perfect model would score:
-    train excerpts against test excerpts. The test set is described, and its intra-set distances
-    computed, once for all groups."""
+    """`compare` of each group against the test excerpts, and the ceiling a perfect model would
+    score: train excerpts against test excerpts. The test set is described, and its intra-set
+    distances computed, once for all groups."""
     test_set = _Reference(_describe_set(test, beat_s, steps_per_beat, origin))
     compare_to_test = lambda excerpts: _compare_sets(
         _describe_set(excerpts, beat_s, steps_per_beat, origin), test_set
@@ -238,7 +239,8 @@ def _check_grid(beat_s: float, steps_per_beat: int) -> None:
 
 
 def _ticks(times: np.ndarray, origin: float, beat_s: float, per_beat: int) -> np.ndarray:
-    """Seconds to integer ticks after `origin`, rounded half up; notes before the origin start at 0."""
+    """Seconds to integer ticks after `origin`, rounded half up; notes before the origin start at
+    0."""
     return np.maximum(np.floor((times - origin) / beat_s * per_beat + 0.5), 0).astype(int)
 
 
@@ -264,14 +266,15 @@ def _polyphony(n: _Notes, origin: float, beat_s: float) -> float:
         return math.nan
     start = _ticks(n.pitch_start, origin, beat_s, TICKS_PER_BEAT)
     end = np.maximum(_ticks(n.pitch_end, origin, beat_s, TICKS_PER_BEAT), start + 1)
-    # Σ P of the binary pianoroll is the covered length of each pitch's own row; laying the rows end to end
-    # on one time line (pitch × row length) measures them all at once.
+    # Σ P of the binary pianoroll is the covered length of each pitch's own row; laying the rows end
+    # to end on one time line (pitch × row length) measures them all at once.
     pitch_row = n.pitch * (end.max() + 1)
     return _covered_length(start + pitch_row, end + pitch_row) / _covered_length(start, end)
 
 
 def _covered_length(start: np.ndarray, end: np.ndarray) -> int:
-    """Length of the union of the tick intervals [start, end): a dense pianoroll costs ticks × 128 cells."""
+    """Length of the union of the tick intervals [start, end): a dense pianoroll costs ticks × 128
+    cells."""
     order = np.argsort(start, kind="stable")
     start, end = start[order], end[order]
     covered_until = np.concatenate((start[:1], np.maximum.accumulate(end)[:-1]))
@@ -334,7 +337,8 @@ def _pitch_class_transition(n: _Notes) -> np.ndarray:
 
 @dataclass
 class _Set:
-    """Descriptors of a set of excerpts, one (n, d) matrix per descriptor, and the pooled raw values."""
+    """Descriptors of a set of excerpts, one (n, d) matrix per descriptor, and the pooled raw
+    values."""
 
     features: dict[str, np.ndarray]
     pooled: dict[str, np.ndarray]
@@ -388,8 +392,8 @@ def _finite_rows(matrix: np.ndarray) -> np.ndarray:
 
 
 def _distances(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    """Euclidean distances of the ordered pairs (i, j), i ≠ j, of `a` alone, or of all pairs of `a` × `b`;
-    a fixed-seed uniform subsample of MAX_DISTANCES of them when there are more."""
+    """Euclidean distances of the ordered pairs (i, j), i ≠ j, of `a` alone, or of all pairs of `a`
+    × `b`; a fixed-seed uniform subsample of MAX_DISTANCES of them when there are more."""
     n, m = (len(a), len(a) - 1) if b is None else (len(a), len(b))
     total = n * m
     index = np.arange(total)
@@ -419,10 +423,11 @@ def _overlap(intra: np.ndarray, inter: np.ndarray) -> tuple[float, float]:
 
 
 def _kde(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """`gaussian_kde(values)(grid)` with Scott's bandwidth σ̂·n^(−1/5) (σ̂ with ddof 1, as gaussian_kde), for an
-    evenly spaced grid: the values are split linearly between their two neighbouring grid points, then
-    convolved with the kernel. Exact evaluation costs len(values) × len(grid) kernel terms (80 ms at
-    4000 × 1000, 2.5 s per compared set); this costs ~1 ms and agrees to ~1e-4 of the peak density."""
+    """`gaussian_kde(values)(grid)` with Scott's bandwidth σ̂·n^(−1/5) (σ̂ with ddof 1, as
+    gaussian_kde), for an evenly spaced grid: the values are split linearly between their two
+    neighbouring grid points, then convolved with the kernel. Exact evaluation costs len(values) ×
+    len(grid) kernel terms (80 ms at 4000 × 1000, 2.5 s per compared set); this costs ~1 ms and
+    agrees to ~1e-4 of the peak density."""
     bandwidth = np.std(values, ddof=1) * len(values) ** -0.2
     step = grid[1] - grid[0]
     position = (values - grid[0]) / step
@@ -491,7 +496,8 @@ def _compare_sets(generated: _Set, reference: _Reference) -> dict:
 
 
 def _summary(rows: np.ndarray, key: str, name: str) -> dict[str, float | None]:
-    """Mean and std of a scalar descriptor over a set's excerpts; None for vectors, which have no one number."""
+    """Mean and std of a scalar descriptor over a set's excerpts; None for vectors, which have no
+    one number."""
     if name in VECTORS or len(rows) == 0:
         return {key: None, f"{key}_std": None}
     return {key: _json(rows.mean()), f"{key}_std": _json(rows.std())}

@@ -2,8 +2,8 @@
 
 YAML is read as YAML 1.2 (ruamel), so values that `dvc exp run -S` writes, such as `1e-05`, are
 numbers. Every field is required: the numbers live in params.yaml, not here. This module imports
-nothing of etude; etude.variants adds the families' sections and the variants on top of it and is the
-loader every stage and the Snakefile use.
+nothing of etude; etude.variants adds the families' sections and the variants on top of it and is
+the loader every stage and the Snakefile use.
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ class RhythmGrid(Strict):
             )
         if len(self.drum_pitches) != lanes:
             raise ValueError(
-                f"drum_pitches has {len(self.drum_pitches)} entries; band_edges define {lanes} lanes"
+                f"drum_pitches has {len(self.drum_pitches)} entries; "
+                f"band_edges define {lanes} lanes"
             )
         # A decoded drum sample encodes back to the lanes it came from.
         strays = {
@@ -245,7 +246,8 @@ class Training(Strict):
     keep_checkpoints: NonNegativeInt  # periodic checkpoints kept per run (last and best always)
     device: Literal["auto", "cpu", "cuda"]
     threads: NonNegativeInt
-    # A checkpoint to continue from: the next epoch, its best loss kept; lr, loss weights, epochs may differ.
+    # A checkpoint to continue from: the next epoch, its best loss kept; lr, loss weights, epochs
+    # may differ.
     resume_from: str | None
 
 
@@ -338,8 +340,8 @@ class Remedies(Strict):
 
 
 class Diagnosis(Strict):
-    """Thresholds of the verdicts on training and samples (etude.diagnosis), and how far their remedies
-    move a setting; each is described in params.yaml."""
+    """Thresholds of the verdicts on training and samples (etude.diagnosis), and how far their
+    remedies move a setting; each is described in params.yaml."""
 
     plateau_improvement: Annotated[float, Field(ge=0, lt=1)]
     plateau_min_epochs: PositiveInt

@@ -230,7 +230,7 @@ def stage_inputs(stage: Stage, params: Params, variant: str | None) -> list[str]
     return expand((stage.script, *stage.code, *stage.deps), params, variant)
 
 
-# ---- dvc.yaml ---------------------------------------------------------------------------------------
+# ---- dvc.yaml ------------------------------------------------------------------------------------
 def _dvc(text: str) -> str:
     return (
         text.replace("{variant}", "${key}")
@@ -241,7 +241,8 @@ def _dvc(text: str) -> str:
 
 def _dvc_items(params: Params) -> tuple[dict, int]:
     """foreach items: model, input and the family's own code files as code_0 … code_{n-1}. DVC
-    cannot splice a list into `deps`, so every item gets n slots; shorter lists repeat their module."""
+    cannot splice a list into `deps`, so every item gets n slots; shorter lists repeat their
+    module."""
     codes = {
         name: family_named(params.variants[name]["model"]).own_code() for name in params.variants
     }
@@ -298,7 +299,7 @@ def render_dvc(params: Params) -> str:
     )
 
 
-# ---- Snakemake ----------------------------------------------------------------------------------------
+# ---- Snakemake -----------------------------------------------------------------------------------
 def param_values(stage: Stage, params: Params, variant: str | None) -> str:
     """What a stage's result depends on among params, as one string: Snakemake's params trigger."""
     if stage.name == "configure":
@@ -322,7 +323,8 @@ def main() -> None:
     if args.check:
         if not target.exists() or target.read_text() != text:
             sys.exit(
-                "dvc.yaml is out of date with etude/pipeline.py and params.yaml: run `python -m etude.pipeline`"
+                "dvc.yaml is out of date with etude/pipeline.py and params.yaml: "
+                "run `python -m etude.pipeline`"
             )
         return
     target.write_text(text)

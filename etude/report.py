@@ -101,10 +101,10 @@ def verdicts_html(verdicts: list[Verdict]) -> str:
 
 
 def music_ranking(results: list[Results]) -> pd.DataFrame:
-    """Every symbolic variant's sample groups by closeness to the test data, with the ceiling beside:
-    training excerpts against the same test excerpts, what a perfect model would score. Ranked by the
-    gap to the variant's ceiling (OA mean over the descriptors, higher is closer): the note models and
-    the grid VAEs are judged on different excerpts, whose ceilings differ."""
+    """Every symbolic variant's sample groups by closeness to the test data, with the ceiling
+    beside: training excerpts against the same test excerpts, what a perfect model would score.
+    Ranked by the gap to the variant's ceiling (OA mean over the descriptors, higher is closer): the
+    note models and the grid VAEs are judged on different excerpts, whose ceilings differ."""
     rows = []
     for result in results:
         ceiling = result.music.get("ceiling") or {}
@@ -153,7 +153,8 @@ def variant_metrics_table(result: Results, family: Family) -> pd.DataFrame:
 
 
 def runs_table(experiment: str, variant: str) -> pd.DataFrame:
-    """MLflow train runs of a variant, the params that differ between them, and their test metrics."""
+    """MLflow train runs of a variant, the params that differ between them, and their test
+    metrics."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking.tracking_uri())
@@ -213,7 +214,8 @@ def add_variant(
     verdicts = [Verdict.from_dict(v) for v in result.train.get("diagnosis", [])]
     train_run = result.runs["train"]["run_id"]
     summary = (
-        f"Training {ending(result)}; best validation loss {result.train['best_val_loss']:.4f}; MLflow train "
+        f"Training {ending(result)}; "
+        f"best validation loss {result.train['best_val_loss']:.4f}; MLflow train "
         f"run `{train_run}`."
     )
     lines = "".join(f"- {v.line()}\n" for v in verdicts) or "- no pathology found\n"
@@ -244,7 +246,8 @@ def add_variant(
 def data_line(params: Params, pieces: pd.DataFrame) -> str:
     kept = usable(pieces)
     return (
-        f"{len(kept)} pieces ({kept['note_count'].sum()} notes, {kept['duration'].sum() / 3600:.2f} h) "
+        f"{len(kept)} pieces ({kept['note_count'].sum()} notes, "
+        f"{kept['duration'].sum() / 3600:.2f} h) "
         f"from `{params.data.source}`; {len(pieces) - len(kept)} quarantined. "
         f"Split: {kept['split'].value_counts().to_dict()}"
     )
@@ -263,7 +266,8 @@ def build(
     families = {r.name: family_named(configs[r.name].model) for r in results}
     notes = "; ".join(dict.fromkeys(f"{f.name}: {f.baselines}" for f in families.values()))
     page.add(
-        f"<p>Each variant's section shows its metrics beside baselines it must beat ({html.escape(notes)}).</p>"
+        "<p>Each variant's section shows its metrics beside baselines it must beat "
+        f"({html.escape(notes)}).</p>"
     )
     page.table(
         "Test-split metrics", _fmt(pd.DataFrame({r.name: r.evaluation["model"] for r in results}))

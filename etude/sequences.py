@@ -3,9 +3,9 @@
 Notes of each piece are sorted by start; step is the time from the previous note's start (0 for
 the first note and within chords), duration is end - start, both in seconds. All pieces are
 concatenated into flat arrays with piece offsets, stored in one npz. Normalisation statistics come
-from the training split only. Drum notes carry no pitch: a piece with nothing else is skipped. A corpus
-with no pitched note at all (a drum corpus) gives an empty set, its skip records kept: the variants
-that read it stop at configure (etude.skips.empty_error).
+from the training split only. Drum notes carry no pitch: a piece with nothing else is skipped. A
+corpus with no pitched note at all (a drum corpus) gives an empty set, its skip records kept: the
+variants that read it stop at configure (etude.skips.empty_error).
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ def build(notes: pd.DataFrame, pieces: pd.DataFrame, settings: Tokenize) -> Note
     step[first_of_piece] = 0.0
     duration = keep["end"].to_numpy() - start
 
-    # Ingest keeps only pieces with notes, so a usable piece without pitched notes had drum notes alone.
+    # Ingest keeps only pieces with notes, so a usable piece without pitched notes had drum notes
+    # alone.
     has_notes = candidates["id"].isin(np.unique(piece))
     skipped = skipped_table(pieces, dict.fromkeys(candidates.loc[~has_notes, "id"], ONLY_DRUMS))
     present = candidates[has_notes]
@@ -154,7 +155,8 @@ def build(notes: pd.DataFrame, pieces: pd.DataFrame, settings: Tokenize) -> Note
 
 
 def empty_set(skipped: pd.DataFrame) -> NoteSequences:
-    """The set of a corpus without a pitched note: no piece, no statistics (NaN), its skip records."""
+    """The set of a corpus without a pitched note: no piece, no statistics (NaN), its skip
+    records."""
     stats = {name: float("nan") for name in STAT_NAMES} | {"train_notes": 0.0}
     return NoteSequences(
         np.zeros(0, np.int16),

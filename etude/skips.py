@@ -1,10 +1,10 @@
 """Skip records: what every stage after ingest keeps of the usable pieces it cannot use.
 
-Every later stage follows the same rule for the usable pieces: a piece it cannot use raises `Unusable`
-with the reason, which the stage records in its own output (`skipped`: piece, path, reason), prints,
-and goes on. When nothing is left, a representation stage writes its output empty (skip records kept)
-and prints why (`empty_warning`): the DAG goes on, and only a variant reading it stops, at configure
-(`empty_error`), naming the file, the cause and the fix.
+Every later stage follows the same rule for the usable pieces: a piece it cannot use raises
+`Unusable` with the reason, which the stage records in its own output (`skipped`: piece, path,
+reason), prints, and goes on. When nothing is left, a representation stage writes its output empty
+(skip records kept) and prints why (`empty_warning`): the DAG goes on, and only a variant reading it
+stops, at configure (`empty_error`), naming the file, the cause and the fix.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ class Unusable(ValueError):
 
 
 def one_line(reason: str) -> str:
-    """A reason as one line: an exception's message may span several, and a stage prints one per piece."""
+    """A reason as one line: an exception's message may span several, and a stage prints one per
+    piece."""
     return " ".join(reason.split())
 
 
@@ -50,7 +51,8 @@ def skipped_table(pieces: pd.DataFrame, reasons: dict[int, str]) -> pd.DataFrame
 
 
 def skipped_arrays(skipped: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The skip records as npz arrays: fixed-width unicode, so no pickle and the same bytes for the same records."""
+    """The skip records as npz arrays: fixed-width unicode, so no pickle and the same bytes for the
+    same records."""
     return {
         "skipped_piece": skipped["piece"].to_numpy(np.int32),
         "skipped_path": skipped["path"].to_numpy(str),
@@ -82,14 +84,16 @@ def skip_counts(skipped: pd.DataFrame, most: int = 5) -> str:
 
 
 def nothing_left(what: str, skipped: pd.DataFrame, most: int = 5) -> str:
-    """Why a stage has no output: 'no rhythm window in any piece: 3 pieces skipped (2: reason; 1: reason)'."""
+    """Why a stage has no output:
+    'no rhythm window in any piece: 3 pieces skipped (2: reason; 1: reason)'."""
     if skipped.empty:
         return f"no {what}: the pieces table has no usable piece"
     return f"no {what} in any piece: {skip_counts(skipped, most)}"
 
 
 def drum_skips(skipped: pd.DataFrame) -> int:
-    """How many pieces were skipped for holding drum notes alone (every stage's reason starts alike)."""
+    """How many pieces were skipped for holding drum notes alone (every stage's reason starts
+    alike)."""
     return int(skipped["reason"].str.startswith(ONLY_DRUM_NOTES).sum()) if len(skipped) else 0
 
 
@@ -101,13 +105,16 @@ def why_empty(what: str, skipped: pd.DataFrame) -> str:
     if drums == len(skipped):
         return f"no piece has pitched notes (a drum corpus?): {skip_counts(skipped)}"
     if drums:
-        return f"every piece skipped, {drums} for holding drum notes alone (a drum corpus?): {skip_counts(skipped)}"
+        return (
+            f"every piece skipped, {drums} for holding drum notes alone (a drum corpus?): "
+            f"{skip_counts(skipped)}"
+        )
     return nothing_left(what, skipped)
 
 
 def empty_warning(stage: str, target: str, what: str, skipped: pd.DataFrame) -> str:
-    """The line a stage prints when it writes an empty representation instead of failing: the DAG goes
-    on, and only the variants that read it stop, at configure (`empty_error`)."""
+    """The line a stage prints when it writes an empty representation instead of failing: the DAG
+    goes on, and only the variants that read it stop, at configure (`empty_error`)."""
     return (
         f"{stage}: WARNING: {why_empty(what, skipped)}: {target} holds no {what}; "
         "variants reading it will stop at configure"
@@ -120,14 +127,16 @@ def empty_error(variant: str, target: str, what: str, skipped: pd.DataFrame) -> 
         "a corpus with pitched notes" if drum_skips(skipped) else "a corpus with pieces it can use"
     )
     return (
-        f"variant {variant}: {target} holds no {what}: {why_empty(what, skipped)}; remove {variant} from "
+        f"variant {variant}: {target} holds no {what}: {why_empty(what, skipped)}; "
+        f"remove {variant} from "
         f"`variants:` in params.yaml (then run `python -m etude.pipeline`) or use {other}"
     )
 
 
 class SkipRecords:
-    """What a representation that keeps skip records has: `skipped`, `source` (the file it was loaded
-    from, if any), `what` (one element, in messages) and `empty`; and why a variant cannot read it."""
+    """What a representation that keeps skip records has: `skipped`, `source` (the file it was
+    loaded from, if any), `what` (one element, in messages) and `empty`; and why a variant cannot
+    read it."""
 
     skipped: pd.DataFrame
     source: Path | None
@@ -135,7 +144,8 @@ class SkipRecords:
     empty: bool
 
     def empty_error(self, variant: str) -> str:
-        """Why `variant` cannot read this set (the file, the cause, the fix); "" when it holds any."""
+        """Why `variant` cannot read this set (the file, the cause, the fix); "" when it holds
+        any."""
         if not self.empty:
             return ""
         return empty_error(

@@ -107,7 +107,8 @@ def fetch_pinned(package: str, version: str, sha256: str, wheel: bool = False) -
     found = sorted(folder.glob(pattern))
     if done.returncode != 0 or not found:
         raise SourceError(
-            f"could not download {package}=={version} from PyPI into {folder}:\n{done.stderr[-2000:]}"
+            f"could not download {package}=={version} from PyPI into {folder}:\n"
+            f"{done.stderr[-2000:]}"
         )
     for target in found:
         actual = file_sha256(target)
@@ -206,7 +207,8 @@ def _maestro(root: Path) -> pd.DataFrame:
     for rec in meta.itertuples(index=False):
         midi = root / rec.midi_filename
         audio = root / rec.audio_filename
-        # A file listed but absent is kept as an empty payload: ingest quarantines it with its reason.
+        # A file listed but absent is kept as an empty payload: ingest quarantines it with its
+        # reason.
         payload = midi.read_bytes() if midi.is_file() else b""
         rows.append(
             _row(
@@ -253,7 +255,8 @@ def _groove(root: Path) -> pd.DataFrame:
         midi = root / rec["midi_filename"]
         audio = root / rec["audio_filename"] if isinstance(rec.get("audio_filename"), str) else None
         duration = rec.get("duration")
-        # A file listed but absent is kept as an empty payload: ingest quarantines it with its reason.
+        # A file listed but absent is kept as an empty payload: ingest quarantines it with its
+        # reason.
         payload = midi.read_bytes() if midi.is_file() else b""
         # The drummer stands as composer: a drum performance has no other author.
         rows.append(

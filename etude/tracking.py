@@ -130,7 +130,8 @@ def relocate(artifact_location: str) -> None:
 
 
 def log_to_run(run_link: Path, metrics: dict[str, float]) -> None:
-    """Add metrics to the (finished) run a link file names, e.g. test metrics to the training run."""
+    """Add metrics to the (finished) run a link file names, e.g. test metrics to the training
+    run."""
     import mlflow
 
     link = json.loads(Path(run_link).read_text())
@@ -211,7 +212,8 @@ def start_run(
     ) as run:
         if params and not resume_run_id:
             mlflow.log_params(flatten(params))
-        # No local path in the link: it is a stage output, the same bytes wherever the repository lies.
+        # No local path in the link: it is a stage output, the same bytes wherever the repository
+        # lies.
         link = {
             "run_id": run.info.run_id,
             "experiment_id": experiment_id,

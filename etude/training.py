@@ -84,7 +84,8 @@ def _restore(path: Path, model, optimizer, scheduler) -> Progress:
 
 
 def _same_kind(scheduler, state: dict | None) -> bool:
-    """A saved scheduler state fits only a scheduler of its kind (load_state_dict does not check)."""
+    """A saved scheduler state fits only a scheduler of its kind (load_state_dict does not
+    check)."""
     key = (
         "mode" if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) else "step_size"
     )
@@ -181,13 +182,15 @@ def train(
                 model, optimizer, family, data, config, state.epoch, device, progress_bar
             )
             improved = _bookkeeping(name, state, row, optimizer, scheduler, config, run)
-            # Throughput goes to MLflow only: the history file must not change between identical runs.
+            # Throughput goes to MLflow only: the history file must not change between identical
+            # runs.
             mlflow.log_metrics(
                 {k: v for k, v in row.items() if k != "epoch"}
                 | {"train_samples_per_s": samples_per_s},
                 step=int(row["epoch"]),
             )
-            # Saved after the bookkeeping: best.pt, like last.pt, continues after the epoch it holds.
+            # Saved after the bookkeeping: best.pt, like last.pt, continues after the epoch it
+            # holds.
             run.save(
                 model,
                 optimizer,
@@ -219,7 +222,8 @@ def train(
 def _start(
     name: str, config, run: RunCheckpoints, root: Path, model, optimizer, scheduler
 ) -> Progress:
-    """A fresh run, the interrupted run in this folder resumed, or the run `resume_from` continued."""
+    """A fresh run, the interrupted run in this folder resumed, or the run `resume_from`
+    continued."""
     if run.last.exists():
         state = _restore(run.last, model, optimizer, scheduler)
         print(f"train@{name}: resuming after epoch {state.epoch} from {run.last}")
@@ -238,7 +242,8 @@ def _start(
 def _bookkeeping(
     name: str, state: Progress, row: dict, optimizer, scheduler, config, run: RunCheckpoints
 ) -> bool:
-    """After an epoch: LR schedule, best loss, early stopping, history. Whether the epoch improved."""
+    """After an epoch: LR schedule, best loss, early stopping, history. Whether the epoch
+    improved."""
     row["lr"] = optimizer.param_groups[0]["lr"]
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         scheduler.step(row["val_loss"])
@@ -249,11 +254,13 @@ def _bookkeeping(
         if state.best_epoch < 0:
             raise TrainingError(
                 f"train@{name}: epoch {state.epoch + 1}: the loss is {row['train_loss']} (train), "
-                f"{row['val_loss']} (validation) before any finite epoch: training diverged at once; "
+                f"{row['val_loss']} (validation) before any finite epoch: "
+                "training diverged at once; "
                 f"lower variants.{name}.lr (now {config.lr:g})"
             )
         print(
-            f"WARNING: train@{name}: epoch {state.epoch + 1}: non-finite loss; training stops and publishes "
+            f"WARNING: train@{name}: epoch {state.epoch + 1}: non-finite loss; "
+            "training stops and publishes "
             f"epoch {state.best_epoch + 1}, the best finite one",
             flush=True,
         )
@@ -344,7 +351,8 @@ def _run_epoch(
         raise TrainingError("no training batch: fewer training windows than batch_size")
     samples_per_s = batches * config.batch_size / (time.perf_counter() - started)
     row = {"epoch": float(epoch)} | {f"train_{k}": v / batches for k, v in sums.items()}
-    # The loss before this epoch's first step: for epoch 0, the untrained model's, the reference for a spike.
+    # The loss before this epoch's first step: for epoch 0, the untrained model's, the reference for
+    # a spike.
     row["train_loss_first_batch"] = first_loss
     row |= {
         "grad_norm": float(np.median(grad_norms)) if grad_norms else math.nan,

@@ -1,4 +1,5 @@
-"""The loader every stage and the Snakefile use: params.yaml with the families' sections and variants.
+"""The loader every stage and the Snakefile use: params.yaml with the families' sections and
+variants.
 
 A variant's effective configuration is the shared training defaults, overlaid with its model
 family's section under `models:`, overlaid with the variant's own entry under `variants:`, and
@@ -47,7 +48,8 @@ def load_text(text: str, source: Path | str) -> Params:
 
 
 def check(params: Params, source: Path | str) -> None:
-    """Every family has its section under `models:`, valid against its Config; every variant resolves."""
+    """Every family has its section under `models:`, valid against its Config; every variant
+    resolves."""
     known = families()
     for name in params.models:
         if name not in known:

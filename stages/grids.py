@@ -1,7 +1,7 @@
 """grids: RhythmVAE and MelodyVAE grids, with each piece's beat grid and where its tempo came from;
-pieces without a window are skipped and recorded in each output. A representation with no window left
-(melody grids of a drum corpus) is written empty and a warning says why: only the variants that read it
-stop, at configure."""
+pieces without a window are skipped and recorded in each output. A representation with no window
+left (melody grids of a drum corpus) is written empty and a warning says why: only the variants that
+read it stop, at configure."""
 
 from pathlib import Path
 
@@ -29,7 +29,8 @@ def run(params, _variant):
         sources = gridset.tempo["source"].value_counts().to_dict()
         print(
             f"grids: {len(gridset.grids)} {representation} windows {gridset.grids.shape[1:]} from "
-            f"{len(gridset.tempo)} pieces, {len(gridset.skipped)} skipped, tempo {sources} -> {target}"
+            f"{len(gridset.tempo)} pieces, {len(gridset.skipped)} skipped, "
+            f"tempo {sources} -> {target}"
         )
 
 

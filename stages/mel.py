@@ -27,7 +27,8 @@ def run(params, _variant):
     sources = used.groupby("audio")["seconds"].sum().div(3600).round(3).to_dict()
     print(
         f"mel: {len(segments)} segments {params.mel.n_mels}x{mel.frames_per_segment(params.mel)} "
-        f"({segments['split'].value_counts().to_dict()}) from {len(used)} pieces, {skipped.sum()} skipped, "
+        f"({segments['split'].value_counts().to_dict()}) from {len(used)} pieces, "
+        f"{skipped.sum()} skipped, "
         f"{used['skipped_silent'].sum()} silent segments skipped; audio hours {sources} -> {MEL}"
     )
 

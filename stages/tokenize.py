@@ -20,7 +20,8 @@ def run(params, _variant):
     if seqs.empty:
         print(empty_warning("tokenize", NOTE_SEQUENCES, sequences.WHAT, seqs.skipped))
     print(
-        f"tokenize: {len(seqs.pitch)} notes in {len(seqs.piece_ids)} pieces, {len(seqs.skipped)} skipped "
+        f"tokenize: {len(seqs.pitch)} notes in {len(seqs.piece_ids)} pieces, "
+        f"{len(seqs.skipped)} skipped "
         f"-> {NOTE_SEQUENCES}"
     )
 

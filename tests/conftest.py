@@ -1,4 +1,5 @@
-"""Fixtures: the real embedded MAESTRO files, and throwaway copies of the project on a tiny profile."""
+"""Fixtures: the real embedded MAESTRO files, and throwaway copies of the project on a tiny
+profile."""
 
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 SLURM profile, concurrent runs on an MLflow server backed by PostgreSQL and S3, a DVC remote on S3,
 and queued experiments run in parallel.
 
-Each test needs some components up (`cluster/local.sh up`); `make test` skips it otherwise, and never
-starts them. `make test-cluster` brings them up, runs these tests (a component down is a failure
-there), and stops them.
+Each test needs some components up (`cluster/local.sh up`); `make test` skips it otherwise, and
+never starts them. `make test-cluster` brings them up, runs these tests (a component down is a
+failure there), and stops them.
 """
 
 import json
@@ -37,7 +37,10 @@ def require(*components: str) -> None:
         down = ", ".join(
             line.split(":")[0] for line in done.stdout.splitlines() if line.endswith("down")
         )
-        message = f"local cluster component(s) down: {down} (start them: cluster/local.sh up {' '.join(components)})"
+        message = (
+            f"local cluster component(s) down: {down} "
+            f"(start them: cluster/local.sh up {' '.join(components)})"
+        )
         if os.environ.get("ETUDE_CLUSTER_REQUIRED"):  # make test-cluster: they were meant to be up
             pytest.fail(message)
         pytest.skip(message)
@@ -78,7 +81,8 @@ def job_stats(plan: str) -> Counter:
 def test_snakemake_runs_the_whole_dag_as_slurm_jobs(tmp_path):
     require("slurm")
     project = make_project(tmp_path)
-    # The user's profile, with the local cluster's differences on top (see cluster/profile/config.yaml).
+    # The user's profile, with the local cluster's differences on top (see
+    # cluster/profile/config.yaml).
     snakemake = [
         "snakemake",
         "--profile",
@@ -102,7 +106,8 @@ def test_snakemake_runs_the_whole_dag_as_slurm_jobs(tmp_path):
     assert (
         len({name for _, name, _, _ in jobs}) == 1
     )  # one workflow run: its id is every job's name
-    # The plugin's comment names the rule (and wildcards) of each job: every job of the DAG went to SLURM.
+    # The plugin's comment names the rule (and wildcards) of each job: every job of the DAG went to
+    # SLURM.
     ran = Counter(re.match(r"rule_(\w+?)(_wildcards_|$)", comment).group(1) for *_, comment in jobs)
     assert ran == expected
     for job_id in ids:

@@ -98,7 +98,8 @@ def continued(project: Path, overrides: dict, tag: str) -> dict[str, Verdict]:
 
 
 def default_run(variant: str) -> dict[str, Verdict]:
-    """The verdicts of the default run's own training (dvc.lock pins them to this code and params)."""
+    """The verdicts of the default run's own training (dvc.lock pins them to this code and
+    params)."""
     return verdicts_of(REPO / "metrics" / variant / "train.json")
 
 
@@ -108,7 +109,7 @@ def check_command(verdict: Verdict, variant: str) -> None:
     assert all(k.startswith(f"variants.{variant}.") for k in verdict.overrides)
 
 
-# ---- training: any family --------------------------------------------------------------------------
+# ---- training: any family ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def healthy(project) -> dict[str, Verdict]:
     return diagnose(project, "rnn_baseline", SHORT, "healthy")
@@ -250,7 +251,8 @@ SPECTRAL_QUALITY = {
     ("overrides", "expected", "remedy"),
     [
         ({"lr": 0.02, "grad_clip": None}, "featureless", {"lr": 0.01, "kl.beta": 0.025}),
-        # Running statistics of the last batch only, no range penalty: outputs overshoot in eval mode.
+        # Running statistics of the last batch only, no range penalty: outputs overshoot in eval
+        # mode.
         (
             {
                 "epochs": 4,
@@ -279,9 +281,9 @@ SPECTRAL_QUALITY = {
 )
 def test_spectral_failures_and_the_default_run(project, overrides, expected, remedy):
     """A few batches of a broken set-up show each of the documents' failures, with their remedy; the
-    default configuration's own training (10 epochs, ~6 min) shows none of the other quality failures.
-    It misses high frequencies at that budget (the next test), and its prior samples are flat: the
-    documents' finding, kept."""
+    default configuration's own training (10 epochs, ~6 min) shows none of the other quality
+    failures. It misses high frequencies at that budget (the next test), and its prior samples are
+    flat: the documents' finding, kept."""
     sick = diagnose(project, "spectral_vae", SPECTRAL | overrides, f"spectral-{expected}")
     assert expected in sick, sorted(sick)
     assert sick[expected].overrides == {f"variants.spectral_vae.{k}": v for k, v in remedy.items()}
@@ -396,7 +398,8 @@ def test_note_rnn_rules_timing_collapse_and_repetition(settings, params):
     verdicts = {v.name: v for v in note_rnn.verdicts(sick, config, settings, "rnn_stacked")}
     assert set(verdicts) == {"step_collapse", "repetitive_generation"}
     assert verdicts["step_collapse"].epoch == 2 and "0.40x" in verdicts["step_collapse"].evidence
-    # MSE heads: the remedy is the distributional head; a bins head that collapses gets more context.
+    # MSE heads: the remedy is the distributional head; a bins head that collapses gets more
+    # context.
     assert (
         verdicts["step_collapse"].command
         == "dvc exp run -S ++variants.rnn_stacked.timing_head=bins"

@@ -19,11 +19,15 @@ from tests.conftest import REPO, edit_params, make_project, run
 NOT_RESULT_CODE = {
     "etude/params.py": "validation only: its effect on a variant reaches configs/<variant>.json",
     "etude/tracking.py": "logs to MLflow",
-    "etude/ingest.py": "builds the notes table; representations reach a variant as DVC dependencies",
+    "etude/ingest.py": (
+        "builds the notes table; representations reach a variant as DVC dependencies"
+    ),
     "etude/sources.py": "collects the corpus, as above; names the splits",
     "etude/figures.py": "draws the report",
     "etude/music.py": "judges samples in the generate stage, which depends on it",
-    "etude/diagnosis.py": "judges a finished training: train depends on it, and a change only re-judges",
+    "etude/diagnosis.py": (
+        "judges a finished training: train depends on it, and a change only re-judges"
+    ),
     "etude/listen.py": "renders MP3 previews in the generate and report stages, which depend on it",
     "etude/variants.py": "validation only, as params.py",
     "etude/errors.py": "exception classes",
@@ -32,7 +36,8 @@ NOT_RESULT_CODE = {
 
 
 def etude_imports(rel: str) -> set[str]:
-    """Source files of the etude modules that `rel` imports, at any depth and anywhere in the file."""
+    """Source files of the etude modules that `rel` imports, at any depth and anywhere in the
+    file."""
     seen, todo = set(), [rel]
     while todo:
         current = todo.pop()
@@ -90,7 +95,8 @@ def test_stage_table_and_checkpoint_hash_read_the_same_declaration(params, tmp_p
 
 TOY_FAMILY = '''
 """A pitch-bigram next-note network: the last pitch's embedding predicts the next pitch, step and
-duration. It reuses the next-note task (its timing heads and sampler too) and brings only its model."""
+duration. It reuses the next-note task (its timing heads and sampler too) and brings only its
+model."""
 
 from pydantic import PositiveInt
 from torch import nn
@@ -222,10 +228,12 @@ class ShallowConfig(GridVaeConfig):
 class Shallow(nn.Module):
     def __init__(self, config, shape, duration_range):
         super().__init__()
-        self.features, self.shape, self.duration_range = FEATURES[config.representation], shape, duration_range
+        self.features = FEATURES[config.representation]
+        self.shape, self.duration_range = shape, duration_range
         cells = math.prod(shape)
         self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(cells, config.hidden), nn.ReLU())
-        self.mu, self.logvar = nn.Linear(config.hidden, config.latent_dim), nn.Linear(config.hidden, config.latent_dim)
+        self.mu = nn.Linear(config.hidden, config.latent_dim)
+        self.logvar = nn.Linear(config.hidden, config.latent_dim)
         self.decoder = nn.Sequential(nn.Linear(config.latent_dim, config.hidden), nn.ReLU(),
                                      nn.Linear(config.hidden, cells))
 
@@ -254,7 +262,9 @@ class ShallowFamily(GridVaeFamily):
     def reconstruction(self, model, x, output, config):
         terms = super().reconstruction(model, x, output, config)
         weight = torch.tensor(config.onset_pos_weight)
-        bce = F.binary_cross_entropy_with_logits(output[:, 0], x[:, 0], pos_weight=weight, reduction="none")
+        bce = F.binary_cross_entropy_with_logits(
+            output[:, 0], x[:, 0], pos_weight=weight, reduction="none"
+        )
         return terms | {"onset": bce.flatten(1).sum(1)}
 
 

@@ -1,5 +1,5 @@
-"""RhythmVAE / MelodyVAE grids on the real embedded files, odd pieces (one note, a chord, less than a
-beat, drums alone) that are skipped with their reason, and the masked timeshift loss."""
+"""RhythmVAE / MelodyVAE grids on the real embedded files, odd pieces (one note, a chord, less than
+a beat, drums alone) that are skipped with their reason, and the masked timeshift loss."""
 
 import re
 
@@ -163,7 +163,8 @@ def test_masked_loss_keeps_timeshift_variance_where_unmasked_collapses(notes, pa
 
 
 def _notes(starts, pitches=None, piece=0, is_drum=False) -> pd.DataFrame:
-    """Notes at `starts` (seconds), 0.2 s long, velocity 90, by default in distinct lanes and rows."""
+    """Notes at `starts` (seconds), 0.2 s long, velocity 90, by default in distinct lanes and
+    rows."""
     starts = np.asarray(starts, dtype=float)
     pitches = [40 + 7 * i for i in range(len(starts))] if pitches is None else pitches
     return pd.DataFrame(
@@ -241,7 +242,8 @@ def test_encode_one_two_and_simultaneous_notes_on_a_fixed_grid(params, starts, o
 def _odd_corpus(
     real_notes: pd.DataFrame, real_split: str = "train"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A real piece (0) among a single note (1), a chord (2), two notes 2 s apart (3) and drum hits (4)."""
+    """A real piece (0) among a single note (1), a chord (2), two notes 2 s apart (3) and drum hits
+    (4)."""
     drums = _notes(np.arange(32) * 0.25, pitches=[36, 42, 38, 42] * 8, piece=4, is_drum=True)
     notes = pd.concat(
         [
@@ -309,10 +311,11 @@ def test_no_piece_with_a_window_gives_an_empty_set_that_names_why_at_configure(
     assert loaded.grids.shape == (0, 3, 9, 32) and len(loaded.split_index("train")) == 0
     pd.testing.assert_frame_equal(loaded.skipped, rhythm.skipped)
     assert loaded.empty_error("rhythm_vae") == (
-        f"variant rhythm_vae: {tmp_path / 'rhythm.npz'} holds no rhythm window: no rhythm window in any piece: "
-        "3 pieces skipped (2: a single onset time (one note or chord): no tempo to estimate; 1: no 2-bar window "
-        "with 5 onsets (grid.min_onsets=5)); remove rhythm_vae from `variants:` in params.yaml (then run "
-        "`python -m etude.pipeline`) or use a corpus with pieces it can use"
+        f"variant rhythm_vae: {tmp_path / 'rhythm.npz'} holds no rhythm window: "
+        "no rhythm window in any piece: 3 pieces skipped (2: a single onset time "
+        "(one note or chord): no tempo to estimate; 1: no 2-bar window with 5 onsets "
+        "(grid.min_onsets=5)); remove rhythm_vae from `variants:` in params.yaml "
+        "(then run `python -m etude.pipeline`) or use a corpus with pieces it can use"
     )
     with pytest.raises(
         DataError, match=r"^variant rhythm_vae: .*rhythm\.npz holds no rhythm window"
@@ -323,8 +326,10 @@ def test_no_piece_with_a_window_gives_an_empty_set_that_names_why_at_configure(
     # Drum pieces alone: melody grids are empty, and the cause says so.
     drums_only = grids.build(odd_notes, pieces[pieces["id"] == 4], params.grid, "melody")
     assert drums_only.empty and drums_only.empty_error("melody_vae").startswith(
-        "variant melody_vae: the melody grid set holds no melody window: no piece has pitched notes (a drum corpus?): "
-        "1 piece skipped (1: only drum notes (melody grids use pitched notes only)); remove melody_vae"
+        "variant melody_vae: the melody grid set holds no melody window: "
+        "no piece has pitched notes (a drum corpus?): "
+        "1 piece skipped (1: only drum notes (melody grids use pitched notes only)); "
+        "remove melody_vae"
     )
     assert drums_only.empty_error("melody_vae").endswith("or use a corpus with pitched notes")
     assert grids.build(odd_notes, pieces, params.grid, "rhythm").empty_error("rhythm_vae") == ""

@@ -1,11 +1,13 @@
-"""Timeshift judged on a corpus with real groove: drum performances in the Groove MIDI Dataset layout.
+"""Timeshift judged on a corpus with real groove: drum performances in the Groove MIDI Dataset
+layout.
 
-No pinned PyPI distribution ships Groove MIDI Dataset files or other drum performances (checked: the
-sdists of miditok 3.1.0, note-seq, magenta 2.1.3, muspy 0.5.0, mirdata 1.0.0, pretty_midi 0.2.11,
-groover 0.2.2; miditok's multitrack files hold sequenced pop drum parts, mostly on the grid). So the
-tests write drum performances with a swing they know: 16th-note hi-hats whose every second 16th is
-late by SWING of a 16th, a backbeat snare laid back by LAID_BACK, kick patterns varied per bar,
-velocity accents and seeded timing jitter, each file at its own tempo, in info.csv's layout.
+No pinned PyPI distribution ships Groove MIDI Dataset files or other drum performances (checked:
+the sdists of miditok 3.1.0, note-seq, magenta 2.1.3, muspy 0.5.0, mirdata 1.0.0, pretty_midi
+0.2.11, groover 0.2.2; miditok's multitrack files hold sequenced pop drum parts, mostly on the
+grid). So the tests write drum performances with a swing they know: 16th-note hi-hats whose every
+second 16th is late by SWING of a 16th, a backbeat snare laid back by LAID_BACK, kick patterns
+varied per bar, velocity accents and seeded timing jitter, each file at its own tempo, in
+info.csv's layout.
 """
 
 from __future__ import annotations
@@ -50,14 +52,16 @@ KICK_PATTERNS = (
 )  # 16th steps of a 4/4 bar
 BARS = 16
 BPMS = (84, 92, 100, 108, 116, 124)
-# 4-4 files by split; one more 3-4 file, one listed but absent, and one whose MIDI has no tempo event.
+# 4-4 files by split; one more 3-4 file, one listed but absent, and one whose MIDI has no tempo
+# event.
 SPLIT_COUNTS = {"train": 12, "validation": 3, "test": 3}
 WALTZ = "drummer2/session1/19_jazz_100_beat_3-4.mid"
 ABSENT = "drummer2/session1/20_rock_100_beat_4-4.mid"
 
 
 def corpus_path(number: int) -> tuple[str, float]:
-    """(midi_filename, bpm) of the corpus's 4-4 file `number`, named as in the Groove MIDI Dataset."""
+    """(midi_filename, bpm) of the corpus's 4-4 file `number`, named as in the Groove MIDI
+    Dataset."""
     bpm = BPMS[number % len(BPMS)]
     return f"drummer{1 + number % 2}/session1/{number}_funk_{bpm}_beat_4-4.mid", bpm
 
@@ -126,7 +130,8 @@ def info_row(path: str, bpm: float, split: str, signature: str = "4-4") -> dict:
 
 
 def write_corpus(root) -> pd.DataFrame:
-    """Groove MIDI Dataset layout under `root`: info.csv and drummer*/session*/*.mid; its metadata."""
+    """Groove MIDI Dataset layout under `root`: info.csv and drummer*/session*/*.mid; its
+    metadata."""
     rows, number = [], 0
     for split, count in SPLIT_COUNTS.items():
         for _ in range(count):
@@ -180,7 +185,7 @@ def rhythm(ingested, groove_params) -> grids.GridSet:
     return grids.build(notes, pieces, groove_params.grid, "rhythm")
 
 
-# ---- (a) the source ---------------------------------------------------------------------------------------------
+# ---- (a) the source ------------------------------------------------------------------------------
 def test_groove_source_reads_the_layout_splits_and_tempo(corpus, ingested):
     _, meta = corpus
     raw, notes, pieces = ingested
@@ -197,7 +202,8 @@ def test_groove_source_reads_the_layout_splits_and_tempo(corpus, ingested):
     # Every file's tempo: from its tempo event, or from info.csv where the MIDI has none.
     np.testing.assert_allclose(ok["file_tempo_bpm"], listed[ok.index], rtol=1e-6)
     assert notes["is_drum"].all()
-    # The file without a tempo event is timed at its listed tempo: its first backbeat snare on beat 2.
+    # The file without a tempo event is timed at its listed tempo: its first backbeat snare on beat
+    # 2.
     payload = raw.set_index("path").loc[NO_TEMPO_EVENT, "data"]
     assert not any(m.type == "set_tempo" for m in mido.MidiFile(file=io.BytesIO(payload)).tracks[0])
     no_tempo = int(by_path.loc[NO_TEMPO_EVENT, "id"])
@@ -287,7 +293,7 @@ def test_groove_source_loads_with_drums_included(tmp_path):
     assert V.load(target).data.source == "groove"
 
 
-# ---- (b) grids on the file's tempo ------------------------------------------------------------------------------
+# ---- (b) grids on the file's tempo ---------------------------------------------------------------
 def test_swung_notes_land_at_the_known_timeshift(rhythm, ingested, groove_params):
     _, _, pieces = ingested
     by_path = pieces.set_index("path")
@@ -317,7 +323,7 @@ def test_swung_notes_land_at_the_known_timeshift(rhythm, ingested, groove_params
     assert hats.all()
 
 
-# ---- (c) decoding to drums --------------------------------------------------------------------------------------
+# ---- (c) decoding to drums -----------------------------------------------------------------------
 def test_decoded_drum_samples_are_gm_drum_notes_on_channel_10(rhythm, groove_params, tmp_path):
     grid = rhythm.grid
     window, start, unit = rhythm.grids[0], float(rhythm.start[0]), float(rhythm.unit[0])
@@ -341,7 +347,7 @@ def test_decoded_drum_samples_are_gm_drum_notes_on_channel_10(rhythm, groove_par
     )
 
 
-# ---- (d) the measure: rhythm_vae against the mean --------------------------------------------------------------
+# ---- (d) the measure: rhythm_vae against the mean ------------------------------------------------
 EPOCHS = 40
 
 
@@ -396,8 +402,10 @@ def test_rhythm_vae_beats_the_mean_timeshift_on_swung_drums(
     ts_model, ts_mean = result["model"]["timeshift_mae"], result["baseline"]["timeshift_mae"]
     ratio = result["model"]["timeshift_std_ratio"]
     print(
-        f"\nswung drums, {EPOCHS} epochs in {seconds:.0f} s ({len(gridset.split_index('train'))} training "
-        f"windows): test timeshift MAE model {ts_model:.4f} vs mean {ts_mean:.4f}; decoded/true sigma {ratio:.3f}; "
+        f"\nswung drums, {EPOCHS} epochs in {seconds:.0f} s "
+        f"({len(gridset.split_index('train'))} training "
+        f"windows): test timeshift MAE model {ts_model:.4f} vs mean {ts_mean:.4f}; "
+        f"decoded/true sigma {ratio:.3f}; "
         f"onset F1 {result['model']['onset_f1']:.3f}"
     )
     assert ts_model < 0.5 * ts_mean
@@ -468,7 +476,7 @@ def test_an_untrained_timeshift_head_is_diagnosed_as_collapsed(
     )
 
 
-# ---- (e) the real pipeline on the drum corpus --------------------------------------------------------------------
+# ---- (e) the real pipeline on the drum corpus ----------------------------------------------------
 def keep_only_variants(path, keep: dict) -> None:
     """params.yaml's `variants:` reduced to `keep`'s names, each with its overrides merged in."""
     yaml = YAML()  # round-trip, as edit_params
@@ -521,7 +529,8 @@ def test_dvc_repro_on_a_drum_corpus_trains_rhythm_vae_and_leaves_the_pitched_rep
     ) in lines
     melody = [line for line in lines if line.startswith("grids: WARNING: ")]
     assert len(melody) == 1 and melody[0].startswith(
-        f"grids: WARNING: every piece skipped, {usable - 1} for holding drum notes alone (a drum corpus?): "
+        f"grids: WARNING: every piece skipped, {usable - 1} for holding drum notes alone "
+        "(a drum corpus?): "
     )
     assert melody[0].endswith(
         "data/tokens/melody.npz holds no melody window; variants reading it will stop at configure"
@@ -536,7 +545,8 @@ def test_dvc_repro_on_a_drum_corpus_trains_rhythm_vae_and_leaves_the_pitched_rep
         evaluation["baseline"]["timeshift_mae"],
     )
     print(
-        f"\ndvc repro on the drum corpus in {seconds:.0f} s: test timeshift MAE model {ts_model:.4f} vs mean "
+        f"\ndvc repro on the drum corpus in {seconds:.0f} s: "
+        f"test timeshift MAE model {ts_model:.4f} vs mean "
         f"{ts_mean:.4f}"
     )
     assert ts_model < ts_mean
@@ -547,7 +557,8 @@ def test_dvc_repro_on_a_drum_corpus_trains_rhythm_vae_and_leaves_the_pitched_rep
         instruments = pretty_midi.PrettyMIDI(str(path)).instruments
         assert instruments and all(i.is_drum for i in instruments), path.name
         assert {n.pitch for i in instruments for n in i.notes} <= drum_pitches, path.name
-    # The report lists every piece the pitched representations could not use, with the stage's reason.
+    # The report lists every piece the pitched representations could not use, with the stage's
+    # reason.
     gathered = run(
         [
             sys.executable,

@@ -95,7 +95,8 @@ HEADER = b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x01\xe0"  # format 0, one track,
     ids=["tag-only", "short-header", "garbage", "absurd-track-length", "truncated-track"],
 )
 def test_a_malformed_file_behind_the_header_is_quarantined(payload):
-    """symusic raises RuntimeError for each of these: the one class parse_midi turns into a reason."""
+    """symusic raises RuntimeError for each of these: the one class parse_midi turns into a
+    reason."""
     parsed = parse_midi(payload, SETTINGS)
     assert parsed.notes is None and parsed.error.startswith("unreadable MIDI: ")
 

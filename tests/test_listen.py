@@ -1,4 +1,5 @@
-"""MP3 previews of samples: rendering, drums, and playback of the report's players in a real headless Chromium."""
+"""MP3 previews of samples: rendering, drums, and playback of the report's players in a real
+headless Chromium."""
 
 import io
 from pathlib import Path
@@ -12,7 +13,8 @@ from etude import audio, listen
 from etude.figures import audio_players
 
 CHROMIUM = Path("/usr/bin/chromium")
-# Playwright adds its own automation flags; these keep Chromium off the network (none here) and off the GPU.
+# Playwright adds its own automation flags; these keep Chromium off the network (none here) and off
+# the GPU.
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -28,7 +30,8 @@ CHROMIUM_ARGS = [
 def _write_midi(
     path: Path, piano: list[tuple[float, float, int]], drums: list[tuple[float, int]] = ()
 ) -> Path:
-    """A MIDI file of piano notes (start_s, end_s, pitch) and General MIDI drum hits (start_s, pitch)."""
+    """A MIDI file of piano notes (start_s, end_s, pitch) and General MIDI drum hits (start_s,
+    pitch)."""
     pm = pretty_midi.PrettyMIDI()
     if piano:
         track = pretty_midi.Instrument(program=0)
@@ -71,7 +74,8 @@ def test_midi_renders_to_a_deterministic_mp3_of_its_length(tmp_path, params, sou
     expected_s = 2.75 + 0.4 + params.audio.tail_s  # last note's end, then the release tail
     assert len(decoded) / rate == pytest.approx(expected_s, abs=0.1)  # MP3 pads to whole frames
     assert _rms_db(decoded) > -40
-    # Constant bitrate: the size is bitrate x length (40 kbps at the defaults, see params.yaml report.audio).
+    # Constant bitrate: the size is bitrate x length (40 kbps at the defaults, see params.yaml
+    # report.audio).
     assert len(first) / expected_s == pytest.approx(5000, rel=0.1)
 
 
@@ -94,7 +98,8 @@ def test_drums_play_on_the_soundfont_kit(tmp_path, params, soundfont):
     listen.encode_mp3(rendered, 22050, mp3, params.report.audio)
     decoded, _ = soundfile.read(io.BytesIO(mp3.getvalue()))
     assert _rms_db(decoded) > -40
-    # Every drum at once exceeds full scale: the MP3 is scaled down rather than clipped by the player.
+    # Every drum at once exceeds full scale: the MP3 is scaled down rather than clipped by the
+    # player.
     dense = [(t, pitch) for t in np.arange(0, 2.0, 0.125) for pitch in (36, 38, 42, 49)]
     loud = audio.render(
         _write_midi(tmp_path / "dense.mid", [], dense).read_bytes(), params.audio, soundfont, 22050
@@ -104,9 +109,9 @@ def test_drums_play_on_the_soundfont_kit(tmp_path, params, soundfont):
     assert (
         np.abs(soundfile.read(tmp_path / "dense.mp3")[0]).max() < 1.1
     )  # MP3's ringing overshoots a little
-    # With piano beside them, the drums are added to the piano's sound and do not replace it. Not to the
-    # last bit: TinySoundFont steps envelopes per 64-sample block of each generate call, and the drums'
-    # events split those calls elsewhere.
+    # With piano beside them, the drums are added to the piano's sound and do not replace it. Not to
+    # the last bit: TinySoundFont steps envelopes per 64-sample block of each generate call, and the
+    # drums' events split those calls elsewhere.
     both = audio.render(
         _write_midi(tmp_path / "both.mid", _arpeggio(2.0), hits).read_bytes(),
         params.audio,

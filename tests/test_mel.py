@@ -1,4 +1,5 @@
-"""Audio rendering and the mel stage, on real MAESTRO files and the pinned SoundFont; pieces it cannot use."""
+"""Audio rendering and the mel stage, on real MAESTRO files and the pinned SoundFont; pieces it
+cannot use."""
 
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from etude.mel import MelSet
 
 
 def _midi(notes, pedals=()) -> bytes:
-    """A one-track MIDI file from (start_s, duration_s, pitch, velocity) and (start_s, duration_s) pedals."""
+    """A one-track MIDI file from (start_s, duration_s, pitch, velocity) and (start_s, duration_s)
+    pedals."""
     score = symusic.Score(1000, ttype="second")
     track = symusic.Track(program=0, ttype="second")
     for start, duration, pitch, velocity in notes:
@@ -32,7 +34,8 @@ def test_sustain_pedal_holds_notes_until_release_but_a_restruck_key_cuts_them():
     held = audio.sustained_ends(
         start, end, pitch, pedal_down=np.array([0.2]), pedal_up=np.array([3.0])
     )
-    # 60 is held by the pedal but re-struck at 1.5; 64 rings to the release; the note at 5 s is unpedalled.
+    # 60 is held by the pedal but re-struck at 1.5; 64 rings to the release; the note at 5 s is
+    # unpedalled.
     assert held.tolist() == [1.5, 3.0, 3.0, 5.5]
 
 
@@ -125,7 +128,8 @@ def test_mel_params_are_checked(params):
 
 
 def test_a_recording_on_disk_is_used_and_resampled(tmp_path, params):
-    """MAESTRO's own audio wins over rendering: a 44.1 kHz wav of a 440 Hz tone comes out at 22,050 Hz."""
+    """MAESTRO's own audio wins over rendering: a 44.1 kHz wav of a 440 Hz tone comes out at 22,050
+    Hz."""
     import soundfile
 
     sr = 44100
@@ -175,8 +179,8 @@ def test_a_recording_on_disk_is_used_and_resampled(tmp_path, params):
 def test_pieces_without_a_usable_segment_are_skipped_with_their_reason(
     tmp_path, params, sample_midi
 ):
-    """Too short, silent, without notes, a missing and a corrupt recording: each skipped and recorded,
-    the rest used; with nothing left the stage fails naming why."""
+    """Too short, silent, without notes, a missing and a corrupt recording: each skipped and
+    recorded, the rest used; with nothing left the stage fails naming why."""
     (tmp_path / "garbage.wav").write_text("not audio at all")
     empty = symusic.Score(1000, ttype="second")
     empty.tracks.append(symusic.Track(program=0, ttype="second"))
@@ -291,7 +295,8 @@ def test_a_recording_that_cannot_be_read_costs_its_piece(tmp_path, params, recor
 def test_a_bug_in_the_per_piece_path_stops_the_stage_instead_of_skipping_every_piece(
     tmp_path, params, monkeypatch
 ):
-    """Only what a bad piece raises is a skip: a TypeError from etude's own code must reach the caller."""
+    """Only what a bad piece raises is a skip: a TypeError from etude's own code must reach the
+    caller."""
     import soundfile
 
     sr = params.mel.sample_rate

@@ -1,5 +1,6 @@
-"""Sample-level music metrics on hand-made excerpts whose answers are worked out by hand, and the set-level
-OA / KLD comparison on sets whose overlap is known: identical, disjoint, nearer and farther, degenerate."""
+"""Sample-level music metrics on hand-made excerpts whose answers are worked out by hand, and the
+set-level OA / KLD comparison on sets whose overlap is known: identical, disjoint, nearer and
+farther, degenerate."""
 
 import json
 import math
@@ -92,7 +93,8 @@ def test_empty_beats():
     # Beats 0 and 3 sound, 1 and 2 do not; the last end (tick 84) makes n = 84 // 24 + 1 = 4 beats.
     notes = excerpt((60, 0.0, 0.25), (62, 1.5, 1.75))
     assert describe(notes)["empty_beat_rate"] == 0.5
-    # The beat grid starts at the first onset unless an origin is given: two more empty beats before it.
+    # The beat grid starts at the first onset unless an origin is given: two more empty beats before
+    # it.
     assert describe(notes, origin=-1.0)["empty_beat_rate"] == pytest.approx(4 / 6)
 
 
@@ -169,7 +171,8 @@ def test_bad_grid_is_refused():
 
 
 def random_excerpts(rng, count, used, pitch_low=21, notes=120):
-    """Excerpts of `notes` notes spread over about `used` distinct pitches (± 5) from pitch_low up."""
+    """Excerpts of `notes` notes spread over about `used` distinct pitches (± 5) from pitch_low
+    up."""
     out = []
     for _ in range(count):
         pitches = rng.choice(

@@ -93,7 +93,8 @@ def test_timing_bins_cover_zero_to_max_and_clamp_beyond(config):
 
 
 def fit_constant_head(config, kind: str, targets: torch.Tensor) -> TimingHeads:
-    """A timing head on a constant input learns the targets' marginal distribution (or their mean)."""
+    """A timing head on a constant input learns the targets' marginal distribution (or their
+    mean)."""
     torch.manual_seed(0)
     head = timing_heads(config.model_copy(update={"timing_head": kind}), 4)
     optimizer = torch.optim.Adam(head.parameters(), lr=0.05)

@@ -34,11 +34,15 @@ NO_WINDOW = "no 2-bar window with 5 onsets (grid.min_onsets=5)"
 ONE_INSTANT = "a single onset time (one note or chord): no tempo to estimate"
 UNDER_A_BEAT = "onsets span less than one beat at grid.tempo.min_bpm=60: no tempo to estimate"
 TOO_SHORT = "audio shorter than one mel segment (mel.segment_s=3 s)"
-SILENT = "silent: every segment of its first 12 s (mel.max_seconds_per_piece) is below mel.min_level_db=-60 dB"
+SILENT = (
+    "silent: every segment of its first 12 s (mel.max_seconds_per_piece) "
+    "is below mel.min_level_db=-60 dB"
+)
 
 
 def pretty(notes, is_drum: bool = False) -> bytes:
-    """A MIDI file written by pretty_midi: one instrument with (start, end, pitch, velocity) notes."""
+    """A MIDI file written by pretty_midi: one instrument with (start, end, pitch, velocity)
+    notes."""
     midi = pretty_midi.PrettyMIDI()
     instrument = pretty_midi.Instrument(program=0, is_drum=is_drum)  # is_drum: channel 10
     instrument.notes = [
@@ -51,8 +55,8 @@ def pretty(notes, is_drum: bool = False) -> bytes:
 
 
 def zero_length(count: int) -> bytes:
-    """Notes whose on and off share a tick, written by symusic (pretty_midi writes the off first, and
-    symusic then drops the note when it parses the file)."""
+    """Notes whose on and off share a tick, written by symusic (pretty_midi writes the off first,
+    and symusic then drops the note when it parses the file)."""
     score = symusic.Score(1000, ttype="second")
     track = symusic.Track(program=0, ttype="second")
     for i in range(count):
@@ -242,10 +246,13 @@ def test_no_piece_with_a_window_writes_empty_grids_and_configure_names_why(tmp_p
     stage("fetch", root)
     stage("ingest", root)
     done = stage("grids", root)
-    because = f"no rhythm window in any piece: 3 pieces skipped (1: {ONE_INSTANT}; 1: {NO_WINDOW}; 1: {UNDER_A_BEAT})"
+    because = (
+        "no rhythm window in any piece: 3 pieces skipped "
+        f"(1: {ONE_INSTANT}; 1: {NO_WINDOW}; 1: {UNDER_A_BEAT})"
+    )
     assert (
-        f"grids: WARNING: {because}: data/tokens/rhythm.npz holds no rhythm window; variants reading it will "
-        "stop at configure"
+        f"grids: WARNING: {because}: data/tokens/rhythm.npz holds no rhythm window; "
+        "variants reading it will stop at configure"
     ) in done.stdout.splitlines()
     for representation in ("rhythm", "melody"):
         gridset = GridSet.load(root / f"data/tokens/{representation}.npz")
@@ -258,9 +265,9 @@ def test_no_piece_with_a_window_writes_empty_grids_and_configure_names_why(tmp_p
     )
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
     assert failed.stderr.strip() == (
-        f"configure: error: variant rhythm_vae: data/tokens/rhythm.npz holds no rhythm window: {because}; remove "
-        "rhythm_vae from `variants:` in params.yaml (then run `python -m etude.pipeline`) or use a corpus with "
-        "pieces it can use"
+        "configure: error: variant rhythm_vae: data/tokens/rhythm.npz holds no rhythm window: "
+        f"{because}; remove rhythm_vae from `variants:` in params.yaml "
+        "(then run `python -m etude.pipeline`) or use a corpus with pieces it can use"
     )
     assert not (root / "configs/rhythm_vae.json").exists()
 
@@ -272,7 +279,8 @@ def test_a_drum_corpus_writes_empty_note_sequences_and_configure_names_why(tmp_p
     done = stage("tokenize", root)
     drums = "only drum notes (tokenize keeps pitched notes only)"
     assert done.stdout.splitlines()[-2:] == [
-        f"tokenize: WARNING: no piece has pitched notes (a drum corpus?): 1 piece skipped (1: {drums}): "
+        "tokenize: WARNING: no piece has pitched notes (a drum corpus?): "
+        f"1 piece skipped (1: {drums}): "
         "data/tokens/notes.npz holds no pitched note; variants reading it will stop at configure",
         "tokenize: 0 notes in 0 pieces, 1 skipped -> data/tokens/notes.npz",
     ]
@@ -282,7 +290,8 @@ def test_a_drum_corpus_writes_empty_note_sequences_and_configure_names_why(tmp_p
         [sys.executable, "-m", "stages.configure", "--variant", "rnn_baseline"], root, check=False
     )
     assert failed.returncode == 1 and failed.stderr.strip() == (
-        "configure: error: variant rnn_baseline: data/tokens/notes.npz holds no pitched note: no piece has pitched "
-        f"notes (a drum corpus?): 1 piece skipped (1: {drums}); remove rnn_baseline from `variants:` in params.yaml "
+        "configure: error: variant rnn_baseline: data/tokens/notes.npz holds no pitched note: "
+        f"no piece has pitched notes (a drum corpus?): 1 piece skipped (1: {drums}); "
+        "remove rnn_baseline from `variants:` in params.yaml "
         "(then run `python -m etude.pipeline`) or use a corpus with pitched notes"
     )

@@ -1,5 +1,6 @@
 """The report's tables across variants: each family's comparison, at the temperature nearest the
-report's reference even when that one was not sampled, and the labels its family gives its groups."""
+report's reference even when that one was not sampled, and the labels its family gives its
+groups."""
 
 from pathlib import Path
 

@@ -42,7 +42,8 @@ def test_steps_durations_chords_and_train_only_stats():
 
 
 def _drum_corpus() -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Pieces 0 (pitched, train), 1 (drums alone, train), 2 (quarantined), 3 (pitched and drums, test)."""
+    """Pieces 0 (pitched, train), 1 (drums alone, train), 2 (quarantined), 3 (pitched and drums,
+    test)."""
     notes = pd.DataFrame(
         {
             "piece": [0, 0, 1, 1, 3, 3],
@@ -84,8 +85,9 @@ def test_a_drum_only_piece_is_skipped_and_recorded_and_the_file_is_deterministic
 
 
 def test_no_pitched_note_writes_an_empty_set_that_names_why_at_configure(tmp_path, params):
-    """A drum corpus: the set is written empty with its skip records, and a variant reading it is told
-    the file, the cause and the fix; statistics need the training split, so none there still fails."""
+    """A drum corpus: the set is written empty with its skip records, and a variant reading it is
+    told the file, the cause and the fix; statistics need the training split, so none there still
+    fails."""
     notes, pieces = _drum_corpus()
     seqs = build(notes, pieces[pieces["id"].isin([1, 2])], Tokenize(sort_chords_by_pitch=True))
     assert seqs.empty and seqs.offsets.tolist() == [0] and seqs.stats["train_notes"] == 0
@@ -101,10 +103,11 @@ def test_no_pitched_note_writes_an_empty_set_that_names_why_at_configure(tmp_pat
     ]
     assert loaded.window_starts("train", 26).size == 0 and loaded.split_mask("test").size == 0
     assert loaded.empty_error("rnn_baseline") == (
-        f"variant rnn_baseline: {tmp_path / 'notes.npz'} holds no pitched note: no piece has pitched notes "
-        "(a drum corpus?): 1 piece skipped (1: only drum notes (tokenize keeps pitched notes only)); remove "
-        "rnn_baseline from `variants:` in params.yaml (then run `python -m etude.pipeline`) or use a corpus with "
-        "pitched notes"
+        f"variant rnn_baseline: {tmp_path / 'notes.npz'} holds no pitched note: "
+        "no piece has pitched notes (a drum corpus?): 1 piece skipped "
+        "(1: only drum notes (tokenize keeps pitched notes only)); remove rnn_baseline "
+        "from `variants:` in params.yaml (then run `python -m etude.pipeline`) "
+        "or use a corpus with pitched notes"
     )
     with pytest.raises(
         DataError, match=r"^variant rnn_baseline: .*notes\.npz holds no pitched note: no piece has"

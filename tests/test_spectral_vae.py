@@ -94,7 +94,8 @@ def test_training_resumes_after_a_kill_and_continues_with_new_lr_beta_and_epochs
     )
     run(["dvc", "repro", "configure@spectral_vae"], project)
 
-    # Killed after epoch 2, rerun: continues at epoch 3 and ends bit-identical to an uninterrupted run.
+    # Killed after epoch 2, rerun: continues at epoch 3 and ends bit-identical to an uninterrupted
+    # run.
     assert kill_when(TRAIN, project, "epoch 2/4") == -signal.SIGKILL
     resumed = run(TRAIN, project)
     assert "resuming after epoch 2" in resumed.stdout and "epoch 3/4" in resumed.stdout

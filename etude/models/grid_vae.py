@@ -217,8 +217,9 @@ class GridVaeFamily(VaeFamily):
     def epoch_measures(
         self, model: GridVAE, data: GridSet, config: GridVaeConfig, epoch: int, device: torch.device
     ) -> dict[str, float]:
-        """Per epoch, on the validation split: loss weights, KL per dimension, active units, onset F1
-        and the variance of decoded timeshift on onset cells (feature collapse below the threshold)."""
+        """Per epoch, on the validation split: loss weights, KL per dimension, active units, onset
+        F1 and the variance of decoded timeshift on onset cells (feature collapse below the
+        threshold)."""
         x, out, mu, logvar = encode_decode(
             model,
             self.eval_batches(data, config, "validation", config.val_max_windows, device),
@@ -279,7 +280,8 @@ class GridVaeFamily(VaeFamily):
         prior = model.activate(model.decode_raw(z)).cpu().numpy()
         return {
             "model": metrics,
-            # An all-empty grid (F1 0) and the training mean of velocity and timeshift on onset cells.
+            # An all-empty grid (F1 0) and the training mean of velocity and timeshift on onset
+            # cells.
             "baseline": {
                 "onset_precision": 0.0,
                 "onset_recall": 0.0,
@@ -353,7 +355,8 @@ class GridVaeFamily(VaeFamily):
                 start=notes["start"] - notes["start"].min(), end=notes["end"] - notes["start"].min()
             )
             write_notes(shifted, out_dir / f"{name}.mid", settings.program, is_drum=data.drum_lanes)
-        # Test windows decoded from their true grids, laid out like the prior's, to listen to beside them.
+        # Test windows decoded from their true grids, laid out like the prior's, to listen to beside
+        # them.
         windows = _data_excerpts(data, config, "test", settings.num_samples)
         lengths = [w.attrs["beat_s"] * grid.bars * grid.beats_per_bar for w in windows]
         offsets = np.cumsum([0.0, *lengths[:-1]])
@@ -374,8 +377,8 @@ class GridVaeFamily(VaeFamily):
     def verdicts(
         self, history: pd.DataFrame, config: GridVaeConfig, settings, variant: str
     ) -> list[Verdict]:
-        """After KL annealing: posterior collapse, timeshift collapse (decoded spread or variance), prior
-        samples alike (mode collapse) or of another density than the data."""
+        """After KL annealing: posterior collapse, timeshift collapse (decoded spread or variance),
+        prior samples alike (mode collapse) or of another density than the data."""
         h = history[history["epoch"] >= config.kl.start_epoch + config.kl.anneal_epochs].dropna(
             subset=["val_loss"]
         )
@@ -440,7 +443,8 @@ class GridVaeFamily(VaeFamily):
         )
         density = recent(h, "prior_density_ratio", settings)
         if not 1 / settings.density_ratio <= density <= settings.density_ratio:
-            # A first guess that moves the threshold with the excess, kept a probability that outputs cross.
+            # A first guess that moves the threshold with the excess, kept a probability that
+            # outputs cross.
             threshold = min(remedies.onset_threshold_max, config.onset_threshold * density)
             verdicts.append(
                 Verdict(
@@ -456,8 +460,9 @@ class GridVaeFamily(VaeFamily):
     def judge_samples(
         self, data: GridSet, config: GridVaeConfig, settings: Generate, samples: pd.DataFrame
     ) -> dict:
-        """Each group's decoded windows against test (and, for the ceiling, training) windows decoded
-        from their true grids, each on its own beat: the sample's at the median test step."""
+        """Each group's decoded windows against test (and, for the ceiling, training) windows
+        decoded from their true grids, each on its own beat: the sample's at the median test
+        step."""
         from etude import music
 
         grid = data.grid
@@ -491,9 +496,9 @@ class GridVaeFamily(VaeFamily):
 def _prior_probe(
     model: GridVAE, data_onsets: np.ndarray, config: GridVaeConfig, epoch: int, device: torch.device
 ) -> dict[str, float]:
-    """`diagnostic_samples` prior samples (seeded by epoch) against validation windows: onset density
-    ratio, and how much they differ from each other (mean pairwise Hamming distance of onset grids)
-    relative to the data's: near 0, every z decodes the same pattern."""
+    """`diagnostic_samples` prior samples (seeded by epoch) against validation windows: onset
+    density ratio, and how much they differ from each other (mean pairwise Hamming distance of onset
+    grids) relative to the data's: near 0, every z decodes the same pattern."""
     model.eval()
     generator = torch.Generator().manual_seed(config.seed + epoch)
     z = torch.randn(config.diagnostic_samples, config.latent_dim, generator=generator).to(device)
@@ -524,7 +529,8 @@ def _excerpt(notes: pd.DataFrame, origin: float, beat_s: float) -> pd.DataFrame:
 def _data_excerpts(
     data: GridSet, config: GridVaeConfig, split: str, limit: int
 ) -> list[pd.DataFrame]:
-    """Up to `limit` windows of a split, evenly spaced, decoded from their true grids on their own beat."""
+    """Up to `limit` windows of a split, evenly spaced, decoded from their true grids on their own
+    beat."""
     grid = data.grid
     return [
         _excerpt(

@@ -1,4 +1,5 @@
-"""Next-note LSTM over (pitch, step, duration): the TensorFlow tutorial model and its stacked version.
+"""Next-note LSTM over (pitch, step, duration): the TensorFlow tutorial model and its stacked
+version.
 
 This module holds the network; the task (windows, loss, sampler, metrics, samples) is
 etude.models.next_note.

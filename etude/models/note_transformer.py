@@ -42,7 +42,8 @@ class NoteTransformerConfig(NextNoteConfig):
     def _head_width(self):
         if self.d_model % (2 * self.heads):
             raise ValueError(
-                f"d_model ({self.d_model}) must divide into `heads` ({self.heads}) heads of even width"
+                f"d_model ({self.d_model}) must divide into `heads` ({self.heads}) "
+                "heads of even width"
             )
         return self
 

@@ -1,4 +1,5 @@
-"""Spectral VAE: a convolutional VAE over log-mel segments (the PyTorch "MusicVAE" of the documents).
+"""Spectral VAE: a convolutional VAE over log-mel segments (the PyTorch "MusicVAE" of the
+documents).
 
 Encoder: stride-2 blocks Conv2d -> BatchNorm -> GELU (-> Dropout2d), one per entry of `channels`,
 then linear mu and log sigma^2. Decoder: linear -> the encoder's last feature map -> mirrored
@@ -191,13 +192,14 @@ def loss_terms(
 ) -> dict[str, torch.Tensor]:
     """Per-segment terms (B,), each a sum over the segment's bins and frames.
 
-    Normalisation: recon is sum_{f,t} w_f (x_hat - x)^2 / mean_f(w_f), the squared error of the whole
-    segment with the weights only redistributing emphasis between bands. On this scale the loss is a
-    Gaussian log-likelihood (up to 1/2) and beta = 1 is the ELBO, so beta 0.05 is a weak prior
-    pressure, as the documents intend. The reference divided by sum_f w_f over the batch, which
-    left recon ~B*T times a per-element mean and beta at an arbitrary, tiny effective weight.
-    spectral: squared difference of |FFT2| (full spectrum, orthonormal: by Parseval on recon's scale).
-    range: distance of each output value outside [min - m R, max + m R] of its input segment."""
+    Normalisation: recon is sum_{f,t} w_f (x_hat - x)^2 / mean_f(w_f), the squared error of the
+    whole segment with the weights only redistributing emphasis between bands. On this scale the
+    loss is a Gaussian log-likelihood (up to 1/2) and beta = 1 is the ELBO, so beta 0.05 is a weak
+    prior pressure, as the documents intend. The reference divided by sum_f w_f over the batch,
+    which left recon ~B*T times a per-element mean and beta at an arbitrary, tiny effective weight.
+    spectral: squared difference of |FFT2| (full spectrum, orthonormal: by Parseval on recon's
+    scale). range: distance of each output value outside [min - m R, max + m R] of its input
+    segment."""
     w = (weights / weights.mean()).to(x.device)[:, None]
     recon = (w * (out - x) ** 2).flatten(1).sum(1)
     magnitude = lambda t: torch.fft.fft2(t, norm="ortho").abs()
@@ -238,7 +240,8 @@ def _prior(
 
 
 def spectrogram_image(groups: dict[str, np.ndarray], floor_db: float, path: Path) -> None:
-    """One row per group (inputs, their reconstructions, prior samples), dB below the segment max."""
+    """One row per group (inputs, their reconstructions, prior samples), dB below the segment
+    max."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -267,7 +270,8 @@ def spectrogram_image(groups: dict[str, np.ndarray], floor_db: float, path: Path
 
 
 def to_audio(db: np.ndarray, mel: MelSet, config: SpectralVaeConfig) -> np.ndarray:
-    """Griffin-Lim from a dB mel spectrogram, peak-normalised (levels are relative to the segment max)."""
+    """Griffin-Lim from a dB mel spectrogram, peak-normalised (levels are relative to the segment
+    max)."""
     g = mel.geometry
     power = 10 ** (np.maximum(db, -g["top_db"]) / 10)
     stft = librosa.feature.inverse.mel_to_stft(
@@ -341,8 +345,8 @@ class SpectralVaeFamily(VaeFamily):
         epoch: int,
         device: torch.device,
     ) -> dict[str, float]:
-        """Per epoch, on the validation segments: loss weights, per-value MSE, output range against the
-        input's, featureless reconstructions, KL and active units (posterior collapse)."""
+        """Per epoch, on the validation segments: loss weights, per-value MSE, output range against
+        the input's, featureless reconstructions, KL and active units (posterior collapse)."""
         batches = self.eval_batches(data, config, "validation", config.val_max_windows, device)
         x, out, mu, logvar = encode_decode(model, batches, lambda out: out[:, 0])
         x = x[:, 0]
@@ -395,7 +399,8 @@ class SpectralVaeFamily(VaeFamily):
             out, mu, logvar = model(x)
             x, out = x[:, 0].cpu().numpy(), out[:, 0].cpu().numpy()
             scores.add(x, out)
-            # The per-bin mean of the training split: 0 in normalised units, every frame the average spectrum.
+            # The per-bin mean of the training split: 0 in normalised units, every frame the average
+            # spectrum.
             baseline.add(x, np.zeros_like(x))
             mus.append(mu.cpu().numpy()), logvars.append(logvar.cpu().numpy())
             test_variation.append(time_variation_db(mel.denormalise(x)))
@@ -553,9 +558,11 @@ class SpectralVaeFamily(VaeFamily):
             verdicts.append(
                 Verdict(
                     "flat_prior",
-                    f"prior samples change over time {flatness:.2f}x as much as validation segments "
+                    f"prior samples change over time {flatness:.2f}x "
+                    "as much as validation segments "
                     "(median of the last epochs): z ~ N(0, I) decodes off the data",
-                    f"a larger beta draws the posterior to the prior ({changes(config, fix)}; the documents train "
+                    "a larger beta draws the posterior to the prior "
+                    f"({changes(config, fix)}; the documents train "
                     "100+ epochs)",
                     fix,
                     epoch,
@@ -573,7 +580,8 @@ class SpectralVaeFamily(VaeFamily):
         line = "Audio used: " + ", ".join(
             f"{source} ({seconds / 3600:.2f} h)" for source, seconds in hours.items()
         )
-        # The clips stay WAV among the samples and become MP3 only in the page, which must stay small.
+        # The clips stay WAV among the samples and become MP3 only in the page, which must stay
+        # small.
         clips: dict[str, list[tuple[str, bytes]]] = {}
         for row in result.samples.itertuples():
             wav, rate = soundfile.read(result.samples_dir / row.file, dtype="float32")

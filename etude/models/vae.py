@@ -62,7 +62,8 @@ def kl_term(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float) -> torch.T
 
 
 def kl_weight(kl, epoch: int | None) -> float:
-    """KL weight at `epoch` under the KlSchedule `kl`; None: the weight once the schedule is done."""
+    """KL weight at `epoch` under the KlSchedule `kl`; None: the weight once the schedule is
+    done."""
     if epoch is None:
         return kl.beta
     if epoch < kl.start_epoch:
@@ -76,7 +77,8 @@ def kl_weight(kl, epoch: int | None) -> float:
 
 
 def latent_stats(mu: np.ndarray, logvar: np.ndarray, active_threshold: float) -> dict[str, float]:
-    """KL in total and per dimension, and active units: dimensions whose Var_x(mu) exceeds the threshold."""
+    """KL in total and per dimension, and active units: dimensions whose Var_x(mu) exceeds the
+    threshold."""
     kl = kl_per_dim(torch.from_numpy(mu), torch.from_numpy(logvar)).mean(0).numpy()
     variance = mu.var(axis=0, ddof=1) if len(mu) > 1 else np.zeros(mu.shape[1])
     return {

@@ -20,7 +20,8 @@ from etude.params import Strict
 
 
 class TimingBins(Strict):
-    """Log-spaced bins of seconds: [0, min_s), then `count - 1` bins up to max_s; longer values fall in the last."""
+    """Log-spaced bins of seconds: [0, min_s), then `count - 1` bins up to max_s; longer values fall
+    in the last."""
 
     count: Annotated[int, Field(ge=2)]
     min_s: PositiveFloat
@@ -49,9 +50,10 @@ def timing_bin(seconds: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
 
 
 def soft_labels(count: int, width: float) -> torch.Tensor:
-    """(count, count): row i is the training target for bin i, a Gaussian over bin indices centred on i
-    (the identity for width 0). Bins are ordered: a neighbouring bin is a near miss, not a wrong class,
-    and one-hot targets teach the heads a confidence that held-out timing does not bear out."""
+    """(count, count): row i is the training target for bin i, a Gaussian over bin indices centred
+    on i (the identity for width 0). Bins are ordered: a neighbouring bin is a near miss, not a
+    wrong class, and one-hot targets teach the heads a confidence that held-out timing does not bear
+    out."""
     if width == 0:
         return torch.eye(count)
     index = torch.arange(count, dtype=torch.float64)
@@ -131,7 +133,8 @@ class BinnedTimingHeads(nn.Module):
         )
 
     def point(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(median, mean) of each prediction in seconds: the best answers under MAE and under RMSE."""
+        """(median, mean) of each prediction in seconds: the best answers under MAE and under
+        RMSE."""
         probs = torch.softmax(output.double(), dim=-1)
         edges = self.edges.double()
         mean = (probs * (edges[:-1] + edges[1:]) / 2).sum(-1)
@@ -147,7 +150,8 @@ TimingHeads = MseTimingHeads | BinnedTimingHeads
 
 
 def timing_heads(config, width: int) -> TimingHeads:
-    """The heads a next-note configuration asks for (`timing_head`, `timing_bins`, `positive_pressure`)."""
+    """The heads a next-note configuration asks for (`timing_head`, `timing_bins`,
+    `positive_pressure`)."""
     if config.timing_head == "mse":
         return MseTimingHeads(width, config.positive_pressure)
     return BinnedTimingHeads(width, config.timing_bins)

@@ -76,7 +76,8 @@ def temperature_group(temperature: float) -> str:
 
 
 def sample_table(notes: np.ndarray, settings: Generate, per_temperature: int) -> pd.DataFrame:
-    """One row per generated note: group (t<temperature>), sample index, pitch, timing in seconds."""
+    """One row per generated note: group (t<temperature>), sample index, pitch, timing in
+    seconds."""
     frames = []
     rows = ((t, i) for t in settings.temperatures for i in range(per_temperature))
     for row, (temperature, index) in enumerate(rows):
@@ -123,7 +124,8 @@ def excerpts(data: NoteSequences, split: str, settings: Generate, count: int) ->
 def sample_stats(
     table: pd.DataFrame, data: NoteSequences, settings: Generate, seed: int
 ) -> dict[str, float]:
-    """Per temperature: diversity and timing spread of samples, next to test windows of equal length.
+    """Per temperature: diversity and timing spread of samples, next to test windows of equal
+    length.
 
     A std ratio far below 1 or a repeated-pitch rate far above the test data's is the tutorial's
     known failure: generation collapsing onto one note or one rhythm. The test data's own band of

@@ -97,7 +97,8 @@ def windows_at(features: np.ndarray, starts: np.ndarray, seq_len: int) -> np.nda
 
 
 def transpose(windows: np.ndarray, semitones: int, vocab: int, rng: np.random.Generator) -> None:
-    """Shift each window by a random interval that keeps all of its pitches inside the vocabulary."""
+    """Shift each window by a random interval that keeps all of its pitches inside the
+    vocabulary."""
     pitch = windows[:, :, 0]
     shift = rng.integers(-semitones, semitones + 1, size=len(windows))
     shift = np.clip(shift, -pitch.min(axis=1), vocab - 1 - pitch.max(axis=1))
@@ -179,8 +180,8 @@ class NextNoteFamily(Family):
         "etude/music.py",
     )
     baselines = (
-        "unigram pitch frequencies, the training median (MAE) and mean (RMSE) of step and duration, "
-        "and repeating the last pitch"
+        "unigram pitch frequencies, the training median (MAE) and mean (RMSE) "
+        "of step and duration, and repeating the last pitch"
     )
     group_labels: ClassVar[dict[str, str]] = {"repeat_last": "repeat last pitch"}
 
@@ -234,10 +235,10 @@ class NextNoteFamily(Family):
     def epoch_measures(
         self, model, data: NoteSequences, config, epoch: int, device: torch.device
     ) -> dict[str, float]:
-        """Per epoch, `diagnostic_samples` continuations of validation windows (temperature 1, seeded by
-        epoch) against the notes that really followed: the spread of sampled steps and durations (MSE
-        heads collapse to the mean: the tutorial's timing collapse), 4-gram and repeated-pitch rates,
-        and how much samples differ from each other."""
+        """Per epoch, `diagnostic_samples` continuations of validation windows (temperature 1,
+        seeded by epoch) against the notes that really followed: the spread of sampled steps and
+        durations (MSE heads collapse to the mean: the tutorial's timing collapse), 4-gram and
+        repeated-pitch rates, and how much samples differ from each other."""
         model.eval()
         length = config.diagnostic_notes
         starts = evenly_spaced(
@@ -270,7 +271,8 @@ class NextNoteFamily(Family):
         }
 
     def verdicts(self, history: pd.DataFrame, config, settings, variant: str) -> list[Verdict]:
-        """Step and duration collapse (the tutorial's MSE heads), repetitive samples, samples alike."""
+        """Step and duration collapse (the tutorial's MSE heads), repetitive samples, samples
+        alike."""
         h = history.dropna(subset=["val_loss"])
         if not len(h):
             return []
@@ -280,8 +282,8 @@ class NextNoteFamily(Family):
         }
         if config.timing_head == "mse":
             remedy = (
-                "distributional timing heads: an MSE head predicts the conditional mean, and more context "
-                "(the documents' version 2 doubled seq_len) only narrows the gap"
+                "distributional timing heads: an MSE head predicts the conditional mean, "
+                "and more context (the documents' version 2 doubled seq_len) only narrows the gap"
             )
             timing_fix = {variant_key(variant, "timing_head"): "bins"}
         else:
@@ -308,9 +310,12 @@ class NextNoteFamily(Family):
                 Verdict(
                     "repetitive_generation",
                     f"{sampled:.0%} of sampled pitch 4-grams recur within a sample against "
-                    f"{data:.0%} in the data (repeated pitches {recent(h, 'sample_repeated_pitch_rate', settings):.0%} vs "
-                    f"{recent(h, 'data_repeated_pitch_rate', settings):.0%}; medians of the last epochs)",
-                    f"a longer context ({changes(config, more_context)}) or a higher sampling temperature",
+                    f"{data:.0%} in the data (repeated pitches "
+                    f"{recent(h, 'sample_repeated_pitch_rate', settings):.0%} vs "
+                    f"{recent(h, 'data_repeated_pitch_rate', settings):.0%}; "
+                    "medians of the last epochs)",
+                    f"a longer context ({changes(config, more_context)}) "
+                    "or a higher sampling temperature",
                     more_context,
                     int(h["epoch"].iloc[-1]) + 1,
                 )
@@ -396,8 +401,8 @@ class NextNoteFamily(Family):
         out_dir: Path,
         device: torch.device,
     ) -> tuple[pd.DataFrame, dict[str, float]]:
-        """Samples per temperature, seeded from test windows, the first `midi_files` written as MIDI;
-        returns every sample's notes and their statistics."""
+        """Samples per temperature, seeded from test windows, the first `midi_files` written as
+        MIDI; returns every sample's notes and their statistics."""
         seed_starts = evenly_spaced(
             data.window_starts("test", config.seq_len), settings.num_samples
         )
@@ -455,16 +460,19 @@ class NextNoteFamily(Family):
 
     def comparison(self, result: Results, config, params: Params) -> tuple[str, dict[str, Any]]:
         """Pitch prediction, the spread of sampled step and duration against the test data's (an MSE
-        head collapses it towards 0; 1 is the data's) beside the band real test excerpts land in under
-        the same statistic, and OA against the test excerpts; at the temperature nearest the report's."""
+        head collapses it towards 0; 1 is the data's) beside the band real test excerpts land in
+        under the same statistic, and OA against the test excerpts; at the temperature nearest the
+        report's."""
         temperature = nearest_temperature(
             params.generate.temperatures, params.report.reference_temperature
         )
         group, generation = temperature_group(temperature), result.generation
         band = params.generate.spread_band.percentile
         title = (
-            f"Next-note models at temperature {_label(temperature)} (σ ratio: generated / test spread, beside the "
-            f"{band:g}-{100 - band:g} % band of real test excerpts as many and as long as the samples)"
+            f"Next-note models at temperature {_label(temperature)} "
+            "(σ ratio: generated / test spread, beside the "
+            f"{band:g}-{100 - band:g} % band of real test excerpts "
+            "as many and as long as the samples)"
         )
         row = {
             "model": config.model,
