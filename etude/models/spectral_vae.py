@@ -38,6 +38,7 @@ from torch import nn
 from etude.diagnosis import Verdict, changes, raised, recent, scaled, variant_key
 from etude.family import Results, Section
 from etude.mel import MelSet
+from etude.models import vae
 from etude.models.spectral_metrics import (
     SpectrogramMetrics,
     featureless_share,
@@ -45,15 +46,7 @@ from etude.models.spectral_metrics import (
     time_variation_db,
     to_db,
 )
-from etude.models.vae import (
-    Batch,
-    VaeConfig,
-    VaeFamily,
-    collapse_warning,
-    encode_decode,
-    kl_weight,
-    latent_stats,
-)
+from etude.models.vae import Batch, VaeConfig, VaeFamily, collapse_warning
 from etude.params import Evaluate, Generate, Strict
 
 
@@ -217,7 +210,7 @@ def range_penalty(x: torch.Tensor, out: torch.Tensor, margin: float) -> torch.Te
 def loss_weights(config: SpectralVaeConfig, epoch: int | None) -> dict[str, float]:
     return {
         "recon": 1.0,
-        "kl": kl_weight(config.kl, epoch),
+        "kl": vae.kl_weight(config.kl, epoch),
         "spectral": config.spectral_weight,
         "range": config.output_reg_weight,
     }
@@ -225,7 +218,7 @@ def loss_weights(config: SpectralVaeConfig, epoch: int | None) -> dict[str, floa
 
 def _latent(mu: np.ndarray, logvar: np.ndarray, config: SpectralVaeConfig) -> dict[str, float]:
     """KL and active units; per-dimension KL stays out (128 columns would drown the history)."""
-    stats = latent_stats(mu, logvar, config.active_unit_threshold)
+    stats = vae.latent_stats(mu, logvar, config.active_unit_threshold)
     return {"kl": stats["kl"], "active_units": stats["active_units"]}
 
 
@@ -348,7 +341,7 @@ class SpectralVaeFamily(VaeFamily):
         """Per epoch, on the validation segments: loss weights, per-value MSE, output range against
         the input's, featureless reconstructions, KL and active units (posterior collapse)."""
         batches = self.eval_batches(data, config, "validation", config.val_max_windows, device)
-        x, out, mu, logvar = encode_decode(model, batches, lambda out: out[:, 0])
+        x, out, mu, logvar = vae.encode_decode(model, batches, lambda out: out[:, 0])
         x = x[:, 0]
         row = {f"weight_{k}": v for k, v in loss_weights(config, epoch).items()}
         row |= {
@@ -434,7 +427,7 @@ class SpectralVaeFamily(VaeFamily):
         picked = test[
             np.linspace(0, len(test) - 1, settings.audio_examples).round().astype(np.int64)
         ]
-        x, out, _, _ = encode_decode(
+        x, out, _, _ = vae.encode_decode(
             model, [self.batch(data, picked, device)], lambda out: out[:, 0]
         )
         x = x[:, 0]
@@ -484,89 +477,63 @@ class SpectralVaeFamily(VaeFamily):
         if not len(h):
             return []
         last, verdicts, remedies = h.iloc[-1], [], settings.remedies
-        epoch = int(last["epoch"]) + 1
+
+        def judged(name: str, evidence: str, remedy: str, fix: dict) -> None:
+            """A verdict at the last epoch; `remedy`'s {} names what `fix` changes."""
+            remedy = remedy.format(changes(config, fix))
+            verdicts.append(Verdict(name, evidence, remedy, fix, int(last["epoch"]) + 1))
+
         if last["val_featureless_share"] > config.featureless_warning_share:
-            fix = {
-                variant_key(variant, "lr"): scaled(config.lr, remedies.featureless_lr),
-                variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_down),
-            }
-            verdicts.append(
-                Verdict(
-                    "featureless",
-                    f"{last['val_featureless_share']:.0%} of validation reconstructions are blank "
-                    f"(dB std < {config.featureless_std_db:g})",
-                    f"a lower learning rate and beta ({changes(config, fix)})",
-                    fix,
-                    epoch,
-                )
+            judged(
+                "featureless",
+                f"{last['val_featureless_share']:.0%} of validation reconstructions are blank "
+                f"(dB std < {config.featureless_std_db:g})",
+                "a lower learning rate and beta ({})",
+                {
+                    variant_key(variant, "lr"): scaled(config.lr, remedies.featureless_lr),
+                    variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_down),
+                },
             )
-        span = last["val_input_max"] - last["val_input_min"]
-        margin = config.range_margin * span
+        margin = config.range_margin * (last["val_input_max"] - last["val_input_min"])
         allowed = (last["val_input_min"] - margin, last["val_input_max"] + margin)
         if last["val_output_min"] < allowed[0] or last["val_output_max"] > allowed[1]:
-            fix = {
-                variant_key(variant, "output_reg_weight"): raised(
-                    config.output_reg_weight, remedies.output_reg_factor, remedies.output_reg_min
-                )
-            }
-            verdicts.append(
-                Verdict(
-                    "range_mismatch",
-                    f"validation outputs in [{last['val_output_min']:.2f}, "
-                    f"{last['val_output_max']:.2f}] for inputs in [{last['val_input_min']:.2f}, "
-                    f"{last['val_input_max']:.2f}]",
-                    f"a larger output-range penalty ({changes(config, fix)})",
-                    fix,
-                    epoch,
-                )
+            weight = raised(
+                config.output_reg_weight, remedies.output_reg_factor, remedies.output_reg_min
+            )
+            judged(
+                "range_mismatch",
+                f"validation outputs in [{last['val_output_min']:.2f}, "
+                f"{last['val_output_max']:.2f}] for inputs in [{last['val_input_min']:.2f}, "
+                f"{last['val_input_max']:.2f}]",
+                "a larger output-range penalty ({})",
+                {variant_key(variant, "output_reg_weight"): weight},
             )
         if last["val_hf_energy_ratio"] < settings.hf_energy_ratio:
-            fix = {
-                variant_key(variant, "spectral_weight"): raised(
-                    config.spectral_weight, remedies.spectral_factor, remedies.spectral_min
-                )
-            }
-            verdicts.append(
-                Verdict(
-                    "missing_high_frequencies",
-                    f"reconstructions carry {last['val_hf_energy_ratio']:.2f}x the input's "
-                    f"energy in the top {config.hf_fraction:.0%} of bins",
-                    f"a larger spectral loss weight ({changes(config, fix)})",
-                    fix,
-                    epoch,
-                )
+            weight = raised(config.spectral_weight, remedies.spectral_factor, remedies.spectral_min)
+            judged(
+                "missing_high_frequencies",
+                f"reconstructions carry {last['val_hf_energy_ratio']:.2f}x the input's "
+                f"energy in the top {config.hf_fraction:.0%} of bins",
+                "a larger spectral loss weight ({})",
+                {variant_key(variant, "spectral_weight"): weight},
             )
         if last["val_active_units"] == 0:
-            fix = {
-                variant_key(variant, "kl.anneal_epochs"): max(
-                    round(remedies.anneal_factor * config.kl.anneal_epochs),
-                    remedies.anneal_min_epochs,
-                )
-            }
-            verdicts.append(
-                Verdict(
-                    "posterior_collapse",
-                    f"0/{config.latent_dim} active units (KL {last['val_kl']:.3g} nats)",
-                    f"KL annealing ({changes(config, fix)}) or a smaller beta",
-                    fix,
-                    epoch,
-                )
+            anneal = round(remedies.anneal_factor * config.kl.anneal_epochs)
+            judged(
+                "posterior_collapse",
+                f"0/{config.latent_dim} active units (KL {last['val_kl']:.3g} nats)",
+                "KL annealing ({}) or a smaller beta",
+                {variant_key(variant, "kl.anneal_epochs"): max(anneal, remedies.anneal_min_epochs)},
             )
         flatness = recent(h, "prior_time_variation_ratio", settings)
         if flatness < config.flat_prior_ratio:
-            fix = {variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_up)}
-            verdicts.append(
-                Verdict(
-                    "flat_prior",
-                    f"prior samples change over time {flatness:.2f}x "
-                    "as much as validation segments "
-                    "(median of the last epochs): z ~ N(0, I) decodes off the data",
-                    "a larger beta draws the posterior to the prior "
-                    f"({changes(config, fix)}; the documents train "
-                    "100+ epochs)",
-                    fix,
-                    epoch,
-                )
+            judged(
+                "flat_prior",
+                f"prior samples change over time {flatness:.2f}x as much as validation segments "
+                "(median of the last epochs): z ~ N(0, I) decodes off the data",
+                "a larger beta draws the posterior to the prior "
+                "({}; the documents train 100+ epochs)",
+                {variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_up)},
             )
         return verdicts
 
