@@ -338,6 +338,10 @@ class GridSet(SkipRecords):
             )
 
     @property
+    def set_name(self) -> str:
+        return f"the {self.representation} grid set"
+
+    @property
     def what(self) -> str:
         """What one element of the set is, in messages."""
         return f"{self.representation} window"

@@ -97,6 +97,8 @@ class NoteSequences(SkipRecords):
     def what(self) -> str:
         return WHAT
 
+    set_name = "the note sequence set"
+
     def features(self) -> np.ndarray:
         """(N, 3) float32: pitch, step, duration."""
         return np.stack([self.pitch.astype(np.float32), self.step, self.duration], axis=1)

@@ -141,6 +141,7 @@ class SkipRecords:
     skipped: pd.DataFrame
     source: Path | None
     what: str
+    set_name: str  # names it in messages when it was not loaded from a file
     empty: bool
 
     def empty_error(self, variant: str) -> str:
@@ -148,6 +149,4 @@ class SkipRecords:
         any."""
         if not self.empty:
             return ""
-        return empty_error(
-            variant, str(self.source or f"the {self.what} set"), self.what, self.skipped
-        )
+        return empty_error(variant, str(self.source or self.set_name), self.what, self.skipped)
