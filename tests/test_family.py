@@ -93,6 +93,15 @@ def test_stage_table_and_checkpoint_hash_read_the_same_declaration(params, tmp_p
     assert family.code_hash() == before
 
 
+def rendered_changes(project) -> list[str]:
+    """Render dvc.yaml, then the files that adding a family touched: git's view of the project."""
+    run(["python", "-m", "etude.pipeline"], project)
+    changed = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True
+    ).stdout
+    return sorted(line[3:] for line in changed.splitlines())
+
+
 TOY_FAMILY = '''
 """A pitch-bigram next-note network: the last pitch's embedding predicts the next pitch, step and
 duration. It reuses the next-note task (its timing heads and sampler too) and brings only its
@@ -170,15 +179,7 @@ def test_a_new_family_is_one_module_and_params_entries(tmp_path):
             },
         },
     )
-    run(["python", "-m", "etude.pipeline"], project)
-    changed = subprocess.run(
-        ["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True
-    ).stdout
-    assert sorted(line[3:] for line in changed.splitlines()) == [
-        "dvc.yaml",
-        "etude/models/pitch_bigram.py",
-        "params.yaml",
-    ]
+    assert rendered_changes(project) == ["dvc.yaml", "etude/models/pitch_bigram.py", "params.yaml"]
 
     repro = run(["dvc", "repro", "generate@bigram", "evaluate@bigram"], project)
     assert "Running stage 'train@bigram'" in repro.stdout
@@ -290,11 +291,7 @@ def test_a_new_vae_family_on_grids_is_one_module_of_network_and_loss_and_params_
             },
         },
     )
-    run(["python", "-m", "etude.pipeline"], project)
-    changed = subprocess.run(
-        ["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True
-    ).stdout
-    assert sorted(line[3:] for line in changed.splitlines()) == [
+    assert rendered_changes(project) == [
         "dvc.yaml",
         "etude/models/shallow_grid_vae.py",
         "params.yaml",
