@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel
 
-from etude.diagnosis import Verdict
+from etude.diagnosis import SHARED_REMEDIES, Judge, Remedy, Verdict
 from etude.errors import DataError
 
 # Code every family's results depend on, besides the family's own: the interface, the training loop
@@ -88,6 +88,8 @@ class Family(ABC):
     baselines: ClassVar[str]  # one sentence for the report: what its metrics are compared with
     # Report labels of `evaluate`'s reference groups, where the group key alone does not say it.
     group_labels: ClassVar[dict[str, str]] = {}
+    # The family's own remedies, by the names diagnosis.ladders uses (etude.diagnosis.Remedy).
+    remedies: ClassVar[dict[str, Remedy]] = {}
 
     # ---- data ------------------------------------------------------------------------------------
     @abstractmethod
@@ -160,15 +162,15 @@ class Family(ABC):
         """Extra per-epoch history columns: the validation statistics a pathology shows in."""
         return {}
 
-    def verdicts(self, history: pd.DataFrame, config, settings, variant: str) -> list[Verdict]:
-        """Verdicts on the pathologies this family is known for, from the history columns its
-        `epoch_measures` adds; `settings`: the `diagnosis:` thresholds and remedies."""
-        return []
+    def judge(self, config, settings, variant: str) -> Judge:
+        """What turns this family's measures into verdicts with remedies (`settings`: the
+        `diagnosis:` params): the shared remedies and the family's own."""
+        return Judge(config, settings, SHARED_REMEDIES | self.remedies, variant)
 
-    def regularize(self, config, remedies, variant: str) -> dict[str, Any]:
-        """The overrides that remedy overfitting (`remedies`: the `diagnosis.remedies` params); none
-        by default, and the shared verdict then says "more data"."""
-        return {}
+    def verdicts(self, history: pd.DataFrame, judge: Judge) -> list[Verdict]:
+        """Verdicts on the pathologies this family is known for, from the history columns its
+        `epoch_measures` adds, fired or not (each keeps its measure)."""
+        return []
 
     # ---- evaluation, samples, report -------------------------------------------------------------
     @abstractmethod

@@ -337,6 +337,7 @@ class Remedies(Strict):
     spectral_factor: Growth
     spectral_min: PositiveFloat
     onset_threshold_max: Shrink
+    free_bits_step: PositiveFloat
 
 
 class Diagnosis(Strict):
@@ -359,6 +360,8 @@ class Diagnosis(Strict):
     kl_floor: PositiveFloat
     judge_epochs: PositiveInt
     remedies: Remedies
+    # verdict -> remedies tried in order (etude.diagnosis.SHARED_REMEDIES or a family's)
+    ladders: dict[str, list[str]]
 
 
 class Tracking(Strict):

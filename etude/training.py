@@ -206,15 +206,9 @@ def train(
                 flush=True,
             )
         history = pd.DataFrame(state.history)
-        verdicts = diagnosis.training_verdicts(
-            history,
-            summary(state),
-            config,
-            settings,
-            family.regularize(config, settings.remedies, name),
-            name,
-        )
-        verdicts += family.verdicts(history, config, settings, name)
+        judge = family.judge(config, settings, name)
+        verdicts = diagnosis.training_verdicts(history, summary(state), judge)
+        verdicts += family.verdicts(history, judge)
         _publish(family, config, meta, run.best, state, paths, verdicts)
     return state
 
@@ -303,13 +297,17 @@ def _publish(
     save_model(paths.model_dir, family, config, meta, model)
     paths.history.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(state.history).to_csv(paths.history, index=False)
-    result = summary(state) | {"diagnosis": [v.to_dict() for v in verdicts]}
+    sick = diagnosis.fired(verdicts)
+    result = summary(state) | {
+        "diagnosis": [v.to_dict() for v in sick],
+        "measures": diagnosis.measures(verdicts),
+    }
     paths.summary.write_text(json.dumps(result, indent=2) + "\n")
     mlflow.log_metrics({k: float(v) for k, v in summary(state).items()})
-    tracking.tag_verdicts(verdicts)
+    tracking.tag_verdicts(sick)
     mlflow.log_artifact(str(paths.history))
     tracking.log_model(paths.model_dir)
-    for verdict in verdicts:
+    for verdict in sick:
         print(f"train@{paths.model_dir.name}: {verdict.line()}", flush=True)
 
 

@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ValidationError, create_model
 
+from etude.diagnosis import SHARED_REMEDIES
 from etude.models import families
 from etude.params import (
     PARAMS_FILE,
@@ -67,6 +68,14 @@ def check(params: Params, source: Path | str) -> None:
             raise ParamsError(
                 describe(err, family.Config, prefix=f"models.{name}.", source=source)
             ) from None
+    remedies = set(SHARED_REMEDIES).union(*(family.remedies for family in known.values()))
+    for verdict, ladder in params.diagnosis.ladders.items():
+        for rung in ladder:
+            if rung not in remedies:
+                raise ParamsError(
+                    f"{source}: diagnosis.ladders.{verdict}: no remedy {rung!r}"
+                    f"{suggest(rung, remedies)}"
+                )
     for name in params.variants:
         variant_config(params, name)
 

@@ -16,7 +16,7 @@ import pytest
 
 from etude import params as P
 from etude import variants as V
-from etude.diagnosis import Verdict, training_verdicts
+from etude.diagnosis import Verdict, fired, training_verdicts
 from etude.models import family_named
 from etude.pipeline import variant_input
 from etude.training import TrainPaths, train
@@ -290,9 +290,10 @@ def test_spectral_failures_and_the_default_run(project, overrides, expected, rem
     assert not (SPECTRAL_QUALITY - {"missing_high_frequencies"}) & set(default_run("spectral_vae"))
 
 
-def test_the_default_runs_missing_high_frequencies_go_with_its_last_ratio(params):
+def test_the_default_runs_missing_high_frequencies_go_with_its_last_ratios(params):
     """The default run's own history: 0.34x the input's high-frequency energy at the end, a verdict;
-    the same history ending above the threshold is none."""
+    the same history ending above the threshold for the judged epochs is none, and one good last
+    epoch alone is not enough."""
     recorded = pd.read_csv(REPO / "metrics/spectral_vae/history.csv")
     config, settings, spectral = (
         variant_config(params, "spectral_vae"),
@@ -301,10 +302,14 @@ def test_the_default_runs_missing_high_frequencies_go_with_its_last_ratio(params
     )
 
     def verdicts(h):
-        return {v.name for v in spectral.verdicts(h, config, settings, "spectral_vae")}
+        judge = spectral.judge(config, settings, "spectral_vae")
+        return {v.name for v in fired(spectral.verdicts(h, judge))}
 
     assert "missing_high_frequencies" in verdicts(recorded)
     recorded.loc[recorded.index[-1], "val_hf_energy_ratio"] = 1.5 * settings.hf_energy_ratio
+    assert "missing_high_frequencies" in verdicts(recorded)
+    last = recorded.index[-settings.judge_epochs :]
+    recorded.loc[last, "val_hf_energy_ratio"] = 1.5 * settings.hf_energy_ratio
     assert "missing_high_frequencies" not in verdicts(recorded)
 
 
@@ -321,31 +326,27 @@ def settings() -> P.Diagnosis:
 
 def test_generic_rules_name_the_epoch_and_the_remedy(settings, params):
     config = variant_config(params, "rnn_baseline")
+    judge = family_named("note_rnn").judge(config, settings, "v")
     falling = np.linspace(1.0, 0.5, 9)
     summary = {"best_epoch": 8, "epochs_run": 9, "stopped_early": False}
     assert (
-        training_verdicts(
-            history(train_loss=falling, val_loss=falling), summary, config, settings, {}, "v"
-        )
+        fired(training_verdicts(history(train_loss=falling, val_loss=falling), summary, judge))
         == []
     )
 
     flat = np.r_[np.linspace(1.0, 0.5, 6), [0.5, 0.5, 0.5]]
-    plateau = training_verdicts(
-        history(train_loss=flat, val_loss=flat, lr=np.full(9, config.lr)),
-        summary,
-        config,
-        settings,
-        {},
-        "v",
+    plateau = fired(
+        training_verdicts(
+            history(train_loss=flat, val_loss=flat, lr=np.full(9, config.lr)), summary, judge
+        )
     )
     assert [v.name for v in plateau] == ["plateau"] and plateau[0].overrides == {
         "variants.v.lr": 0.01
     }
 
     spike = np.r_[falling[:4], [2.0], falling[5:]]
-    (verdict,) = training_verdicts(
-        history(train_loss=spike, val_loss=falling), summary, config, settings, {}, "v"
+    (verdict,) = fired(
+        training_verdicts(history(train_loss=spike, val_loss=falling), summary, judge)
     )
     assert (verdict.name, verdict.epoch, verdict.overrides) == (
         "loss_spike",
@@ -356,27 +357,25 @@ def test_generic_rules_name_the_epoch_and_the_remedy(settings, params):
     norms = np.r_[[1.0, 1.2, 0.9, 1.1], [50.0], [1.0] * 4]
     names = [
         v.name
-        for v in training_verdicts(
-            history(train_loss=falling, val_loss=falling, grad_norm=norms, grad_norm_max=norms),
-            summary,
-            config,
-            settings,
-            {},
-            "v",
+        for v in fired(
+            training_verdicts(
+                history(train_loss=falling, val_loss=falling, grad_norm=norms, grad_norm_max=norms),
+                summary,
+                judge,
+            )
         )
     ]
     assert names == ["gradient_explosion"]
 
     rising = np.r_[falling[:5], [0.8, 0.9, 1.0, 1.1]]
     both = history(train_loss=rising, val_loss=rising)
-    assert [v.name for v in training_verdicts(both, summary, config, settings, {}, "v")] == [
-        "rising_loss"
-    ]
+    assert [v.name for v in fired(training_verdicts(both, summary, judge))] == ["rising_loss"]
     overfit = history(train_loss=falling, val_loss=rising)
-    (verdict,) = training_verdicts(
-        overfit, summary, config, settings, {"variants.v.dropout": 0.2}, "v"
-    )
-    assert verdict.name == "overfitting" and verdict.overrides == {"variants.v.dropout": 0.2}
+    (verdict,) = fired(training_verdicts(overfit, summary, judge))
+    # One LSTM layer: dropout would act nowhere, so the remedy is augmentation.
+    assert verdict.name == "overfitting" and verdict.overrides == {
+        "variants.v.transpose_semitones": 6
+    }
 
 
 def test_note_rnn_rules_timing_collapse_and_repetition(settings, params):
@@ -392,10 +391,13 @@ def test_note_rnn_rules_timing_collapse_and_repetition(settings, params):
         data_repeated_pitch_rate=[0.02, 0.02],
         sample_diversity_ratio=[0.9, 0.9],
     )
-    assert note_rnn.verdicts(healthy, config, settings, "rnn_stacked") == []
+    assert fired(note_rnn.verdicts(healthy, note_rnn.judge(config, settings, "rnn_stacked"))) == []
     # Judged on the median of the last epochs (judge_epochs): here both.
     sick = healthy.assign(sample_step_std_ratio=[0.6, 0.2], sample_ngram_repetition=[0.1, 0.6])
-    verdicts = {v.name: v for v in note_rnn.verdicts(sick, config, settings, "rnn_stacked")}
+    verdicts = {
+        v.name: v
+        for v in fired(note_rnn.verdicts(sick, note_rnn.judge(config, settings, "rnn_stacked")))
+    }
     assert set(verdicts) == {"step_collapse", "repetitive_generation"}
     assert verdicts["step_collapse"].epoch == 2 and "0.40x" in verdicts["step_collapse"].evidence
     # MSE heads: the remedy is the distributional head; a bins head that collapses gets more
@@ -406,7 +408,9 @@ def test_note_rnn_rules_timing_collapse_and_repetition(settings, params):
     )
     binned = variant_config(params, "rnn_stacked_bins")
     (collapse,) = [
-        v for v in note_rnn.verdicts(sick, binned, settings, "v") if v.name == "step_collapse"
+        v
+        for v in fired(note_rnn.verdicts(sick, note_rnn.judge(binned, settings, "v")))
+        if v.name == "step_collapse"
     ]
     assert collapse.command == "dvc exp run -S ++variants.v.seq_len=100"
 

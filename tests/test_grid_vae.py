@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from etude.diagnosis import fired
 from etude.models import grid_vae
 from etude.models.grid_vae import FAMILY, GridVAE, loss_weights
 from etude.variants import variant_config
@@ -70,24 +71,48 @@ def history(config, **columns) -> pd.DataFrame:
     return pd.DataFrame(base | columns)
 
 
-def test_a_healthy_history_draws_no_verdict(config, params):
-    assert FAMILY.verdicts(history(config), config, params.diagnosis, "rhythm_vae") == []
+def sick(h: pd.DataFrame, config, params) -> list:
+    return fired(FAMILY.verdicts(h, FAMILY.judge(config, params.diagnosis, "rhythm_vae")))
+
+
+def test_a_healthy_history_draws_no_verdict_and_keeps_every_measure(config, params):
+    judged = FAMILY.verdicts(history(config), FAMILY.judge(config, params.diagnosis, "rhythm_vae"))
+    assert fired(judged) == []
+    assert {v.name for v in judged} == {
+        "posterior_collapse",
+        "timeshift_collapse",
+        "mode_collapse",
+        "prior_density",
+    }
+    (density,) = [v for v in judged if v.name == "prior_density"]
+    assert density.value == 1.0 and density.limit == params.diagnosis.density_ratio
 
 
 def test_the_prior_density_remedy_moves_the_threshold_at_most_to_its_param(config, params):
-    (verdict,) = FAMILY.verdicts(
-        history(config, prior_density_ratio=50.0), config, params.diagnosis, "rhythm_vae"
-    )
+    (verdict,) = sick(history(config, prior_density_ratio=50.0), config, params)
     assert verdict.name == "prior_density"
     ceiling = params.diagnosis.remedies.onset_threshold_max
     assert verdict.overrides == {"variants.rhythm_vae.onset_threshold": ceiling}
 
 
-def test_remedy_words_name_the_values_in_force_and_proposed(config, params):
-    (verdict,) = FAMILY.verdicts(
-        history(config, timeshift_std_ratio=0.1), config, params.diagnosis, "rhythm_vae"
+def test_remedies_climb_the_ladder_and_never_repeat_a_setting_in_force(config, params):
+    """timeshift_collapse's ladder is timeshift_weight, slower_kl, onset_mask: the first proposes a
+    larger weight; with it stepped as far as the doctor allows (skipped), the next is slower KL
+    annealing; mask_to_onsets is already true, so nothing is left after that."""
+    (verdict,) = sick(history(config, timeshift_std_ratio=0.1), config, params)
+    assert verdict.name == "timeshift_collapse" and verdict.rung == "timeshift_weight"
+    weight = verdict.overrides["variants.rhythm_vae.loss.timeshift"]
+    assert set(verdict.overrides) == {"variants.rhythm_vae.loss.timeshift"}
+    assert f"loss.timeshift {config.loss.timeshift:g} -> {weight:g}" in verdict.remedy
+    judge = FAMILY.judge(config, params.diagnosis, "rhythm_vae")
+    rung, words, overrides = judge.prescribe("timeshift_collapse", skip={"timeshift_weight"})
+    anneal = overrides["variants.rhythm_vae.kl.anneal_epochs"]
+    assert (
+        rung == "slower_kl" and f"kl.anneal_epochs {config.kl.anneal_epochs} -> {anneal}" in words
     )
-    assert verdict.name == "timeshift_collapse"
-    anneal = verdict.overrides["variants.rhythm_vae.kl.anneal_epochs"]
-    assert f"kl.anneal_epochs {config.kl.anneal_epochs} -> {anneal}" in verdict.remedy
-    assert f"loss.timeshift {config.loss.timeshift:g} -> " in verdict.remedy
+    assert config.mask_to_onsets
+    assert judge.prescribe("timeshift_collapse", skip={"timeshift_weight", "slower_kl"}) == (
+        "",
+        "nothing left to try on diagnosis.ladders.timeshift_collapse",
+        {},
+    )

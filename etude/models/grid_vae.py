@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 from torch import nn
 
 from etude.batches import evenly_spaced
-from etude.diagnosis import Verdict, changes, collapse_verdict, raised, recent, scaled, variant_key
+from etude.diagnosis import Judge, Remedy, Verdict, collapse_verdict, fired, raised, recent
 from etude.family import Results, Section
 from etude.grids import FEATURES, GridSet, decode
 from etude.midi import write_notes
@@ -374,87 +374,92 @@ class GridVaeFamily(VaeFamily):
         }
         return table, stats
 
-    def verdicts(
-        self, history: pd.DataFrame, config: GridVaeConfig, settings, variant: str
-    ) -> list[Verdict]:
+    # Remedies of the grid VAEs' pathologies (the MelodyVAE fixes), by the names diagnosis.ladders
+    # uses; the onset threshold moves with the measured density excess.
+    remedies: ClassVar[dict[str, Remedy]] = VaeFamily.remedies | {
+        "timeshift_weight": Remedy(
+            "a larger timeshift weight",
+            lambda c, r, v: {
+                "loss.timeshift": raised(c.loss.timeshift, r.timeshift_factor, r.timeshift_min)
+            },
+        ),
+        "onset_mask": Remedy(
+            "timeshift errors on onset cells only", lambda c, r, v: {"mask_to_onsets": True}
+        ),
+        "density_threshold": Remedy(
+            "a decoding threshold that matches the data's density",
+            lambda c, r, v: {
+                "onset_threshold": round(min(r.onset_threshold_max, c.onset_threshold * v), 3)
+            },
+        ),
+    }
+
+    def verdicts(self, history: pd.DataFrame, judge: Judge) -> list[Verdict]:
         """After KL annealing: posterior collapse, timeshift collapse (decoded spread or variance),
         prior samples alike (mode collapse) or of another density than the data."""
+        config, settings = judge.config, judge.settings
         h = history[history["epoch"] >= config.kl.start_epoch + config.kl.anneal_epochs].dropna(
             subset=["val_loss"]
         )
         if not len(h):
             return []
-        last, verdicts, remedies = h.iloc[-1], [], settings.remedies
-        anneal = max(
-            round(remedies.anneal_factor * config.kl.anneal_epochs), remedies.anneal_min_epochs
-        )
-        slower_kl = {variant_key(variant, "kl.anneal_epochs"): anneal}
+        last = h.iloc[-1]
         kl_dims = last[[c for c in h.columns if c.startswith("val_kl_dim_")]]
-        if last["val_active_units"] == 0 or (kl_dims < settings.kl_floor).all():
-            verdicts.append(
-                Verdict(
-                    "posterior_collapse",
-                    f"{last['val_active_units']:.0f}/{config.latent_dim} active units, KL per "
-                    f"dimension at most {kl_dims.max():.3g} nats (floor {settings.kl_floor:g})",
-                    f"slower KL annealing ({changes(config, slower_kl)}), or free bits",
-                    slower_kl,
-                )
+        verdicts = [
+            judge(
+                "posterior_collapse",
+                bool(last["val_active_units"] == 0 or (kl_dims < settings.kl_floor).all()),
+                f"{last['val_active_units']:.0f}/{config.latent_dim} active units, KL per "
+                f"dimension at most {kl_dims.max():.3g} nats (floor {settings.kl_floor:g})",
+                float(kl_dims.max()),
+                settings.kl_floor,
+                "higher",
             )
-        timeshift_fix = slower_kl | {
-            variant_key(variant, "loss.timeshift"): raised(
-                config.loss.timeshift, remedies.timeshift_factor, remedies.timeshift_min
-            ),
-            variant_key(variant, "mask_to_onsets"): True,
-        }
+        ]
         timeshift = collapse_verdict(
             "timeshift_collapse",
-            variant,
             h,
             "timeshift_std_ratio",
             settings.collapse_std_ratio,
-            settings,
+            judge,
             "decoded timeshift spread on onset cells (validation) is",
-            f"slower KL annealing and a larger timeshift weight, errors on onset cells only "
-            f"({changes(config, timeshift_fix)})",
-            timeshift_fix,
         )
-        if not timeshift and last["timeshift_variance"] < config.collapse_variance:
+        if not fired(timeshift) and last["timeshift_variance"] < config.collapse_variance:
             timeshift = [
-                Verdict(
+                judge(
                     "timeshift_collapse",
+                    True,
                     f"decoded timeshift variance {last['timeshift_variance']:.4f} "
                     f"< {config.collapse_variance:g} after KL annealing",
-                    f"slower KL annealing ({changes(config, slower_kl)})",
-                    slower_kl,
+                    float(last["timeshift_variance"]),
+                    config.collapse_variance,
+                    "higher",
                 )
             ]
         verdicts += timeshift
-        smaller_beta = {variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_down)}
         verdicts += collapse_verdict(
             "mode_collapse",
-            variant,
             h,
             "prior_diversity_ratio",
             settings.diversity_ratio,
-            settings,
+            judge,
             "prior samples differ from each other (onset Hamming distance)",
-            f"a smaller beta ({changes(config, smaller_beta)}): the decoder then reads z",
-            smaller_beta,
         )
         density = recent(h, "prior_density_ratio", settings)
-        if not 1 / settings.density_ratio <= density <= settings.density_ratio:
-            # A first guess that moves the threshold with the excess, kept a probability that
-            # outputs cross.
-            threshold = min(remedies.onset_threshold_max, config.onset_threshold * density)
-            verdicts.append(
-                Verdict(
-                    "prior_density",
-                    f"prior samples hold {density:.2f}x the onsets of validation windows at "
-                    f"onset_threshold {config.onset_threshold:g} (median of the last epochs)",
-                    "a decoding threshold that matches the data's density",
-                    {variant_key(variant, "onset_threshold"): round(threshold, 3)},
-                )
+        # Measured as the excess either way (x or /), so one limit serves both sides.
+        excess = max(density, 1 / density) if density > 0 else np.inf
+        verdicts.append(
+            judge(
+                "prior_density",
+                bool(excess > settings.density_ratio),
+                f"prior samples hold {density:.2f}x the onsets of validation windows at "
+                f"onset_threshold {config.onset_threshold:g} (median of the last epochs)",
+                float(min(excess, np.finfo(np.float32).max)),
+                settings.density_ratio,
+                "lower",
+                remedy_value=density,  # the threshold follows the density itself, not its excess
             )
+        )
         return verdicts
 
     def judge_samples(

@@ -8,13 +8,13 @@ etude.models.next_note.
 from __future__ import annotations
 
 import itertools
-from typing import Annotated, Any
+from typing import Annotated, ClassVar
 
 import torch
 from pydantic import Field, PositiveInt
 from torch import nn
 
-from etude.diagnosis import variant_key
+from etude.diagnosis import Remedy, more_dropout
 from etude.models.next_note.heads import timing_heads
 from etude.models.next_note.task import NextNoteConfig, NextNoteFamily, NextNoteNetwork
 
@@ -67,12 +67,13 @@ class NoteRnnFamily(NextNoteFamily):
     def build(self, config: NoteRnnConfig, meta: dict) -> NoteRNN:
         return NoteRNN(config, meta["stats"])
 
-    def regularize(self, config: NoteRnnConfig, remedies, variant: str) -> dict[str, Any]:
-        """Dropout acts only between stacked LSTM layers: a single layer gets augmentation alone."""
-        overrides = super().regularize(config, remedies, variant)
-        if len(config.lstm_units) == 1:
-            overrides.pop(variant_key(variant, "dropout"), None)
-        return overrides
+    # Dropout acts only between stacked LSTM layers: a single layer has none to raise.
+    remedies: ClassVar[dict[str, Remedy]] = NextNoteFamily.remedies | {
+        "more_dropout": Remedy(
+            "more dropout between the LSTM layers",
+            lambda c, r, v: more_dropout(c, r, v) if len(c.lstm_units) > 1 else {},
+        )
+    }
 
 
 FAMILY = NoteRnnFamily()

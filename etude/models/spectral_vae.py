@@ -18,7 +18,7 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import librosa
 import numpy as np
@@ -35,7 +35,7 @@ from pydantic import (
 )
 from torch import nn
 
-from etude.diagnosis import Verdict, changes, raised, recent, scaled, variant_key
+from etude.diagnosis import Judge, Remedy, Verdict, raised, recent, scaled
 from etude.family import Results, Section
 from etude.mel import MelSet
 from etude.models import vae
@@ -468,73 +468,106 @@ class SpectralVaeFamily(VaeFamily):
         }
         return pd.DataFrame(rows), stats
 
-    def verdicts(
-        self, history: pd.DataFrame, config: SpectralVaeConfig, settings, variant: str
-    ) -> list[Verdict]:
+    # Remedies of the documents' spectral failures, by the names diagnosis.ladders uses.
+    remedies: ClassVar[dict[str, Remedy]] = VaeFamily.remedies | {
+        "featureless_lr": Remedy(
+            "a lower learning rate", lambda c, r, v: {"lr": scaled(c.lr, r.featureless_lr)}
+        ),
+        "output_range": Remedy(
+            "a larger output-range penalty",
+            lambda c, r, v: {
+                "output_reg_weight": raised(
+                    c.output_reg_weight, r.output_reg_factor, r.output_reg_min
+                )
+            },
+        ),
+        "spectral_weight": Remedy(
+            "a larger spectral loss weight",
+            lambda c, r, v: {
+                "spectral_weight": raised(c.spectral_weight, r.spectral_factor, r.spectral_min)
+            },
+        ),
+    }
+
+    def verdicts(self, history: pd.DataFrame, judge: Judge) -> list[Verdict]:
         """The documents' three failures (blank reconstructions, outputs beyond the input's range,
-        missing high frequencies), posterior collapse, and flat prior samples; at the last epoch."""
+        missing high frequencies), posterior collapse, and flat prior samples. Measures that swing
+        from epoch to epoch (the high-frequency ratio, the prior's flatness) are judged on their
+        median over the last `judge_epochs` epochs, the others at the last epoch."""
+        config, settings = judge.config, judge.settings
         h = history.dropna(subset=["val_loss"])
         if not len(h):
             return []
-        last, verdicts, remedies = h.iloc[-1], [], settings.remedies
-
-        def judged(name: str, evidence: str, remedy: str, fix: dict) -> None:
-            """A verdict at the last epoch; `remedy`'s {} names what `fix` changes."""
-            remedy = remedy.format(changes(config, fix))
-            verdicts.append(Verdict(name, evidence, remedy, fix, int(last["epoch"]) + 1))
-
-        if last["val_featureless_share"] > config.featureless_warning_share:
-            judged(
+        last, epoch = h.iloc[-1], int(h["epoch"].iloc[-1]) + 1
+        blank = float(last["val_featureless_share"])
+        verdicts = [
+            judge(
                 "featureless",
-                f"{last['val_featureless_share']:.0%} of validation reconstructions are blank "
+                blank > config.featureless_warning_share,
+                f"{blank:.0%} of validation reconstructions are blank "
                 f"(dB std < {config.featureless_std_db:g})",
-                "a lower learning rate and beta ({})",
-                {
-                    variant_key(variant, "lr"): scaled(config.lr, remedies.featureless_lr),
-                    variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_down),
-                },
+                blank,
+                config.featureless_warning_share,
+                "lower",
+                epoch,
             )
-        margin = config.range_margin * (last["val_input_max"] - last["val_input_min"])
-        allowed = (last["val_input_min"] - margin, last["val_input_max"] + margin)
-        if last["val_output_min"] < allowed[0] or last["val_output_max"] > allowed[1]:
-            weight = raised(
-                config.output_reg_weight, remedies.output_reg_factor, remedies.output_reg_min
-            )
-            judged(
+        ]
+        span = last["val_input_max"] - last["val_input_min"]
+        margin = config.range_margin * span
+        overshoot = max(
+            last["val_input_min"] - margin - last["val_output_min"],
+            last["val_output_max"] - last["val_input_max"] - margin,
+        ) / (span or 1.0)
+        verdicts.append(
+            judge(
                 "range_mismatch",
+                bool(overshoot > 0),
                 f"validation outputs in [{last['val_output_min']:.2f}, "
                 f"{last['val_output_max']:.2f}] for inputs in [{last['val_input_min']:.2f}, "
                 f"{last['val_input_max']:.2f}]",
-                "a larger output-range penalty ({})",
-                {variant_key(variant, "output_reg_weight"): weight},
+                float(overshoot),
+                0.0,
+                "lower",
+                epoch,
             )
-        if last["val_hf_energy_ratio"] < settings.hf_energy_ratio:
-            weight = raised(config.spectral_weight, remedies.spectral_factor, remedies.spectral_min)
-            judged(
+        )
+        hf = recent(h, "val_hf_energy_ratio", settings)
+        verdicts.append(
+            judge(
                 "missing_high_frequencies",
-                f"reconstructions carry {last['val_hf_energy_ratio']:.2f}x the input's "
-                f"energy in the top {config.hf_fraction:.0%} of bins",
-                "a larger spectral loss weight ({})",
-                {variant_key(variant, "spectral_weight"): weight},
+                hf < settings.hf_energy_ratio,
+                f"reconstructions carry {hf:.2f}x the input's energy in the top "
+                f"{config.hf_fraction:.0%} of bins (median of the last epochs)",
+                hf,
+                settings.hf_energy_ratio,
+                "higher",
+                epoch,
             )
-        if last["val_active_units"] == 0:
-            anneal = round(remedies.anneal_factor * config.kl.anneal_epochs)
-            judged(
+        )
+        verdicts.append(
+            judge(
                 "posterior_collapse",
+                bool(last["val_active_units"] == 0),
                 f"0/{config.latent_dim} active units (KL {last['val_kl']:.3g} nats)",
-                "KL annealing ({}) or a smaller beta",
-                {variant_key(variant, "kl.anneal_epochs"): max(anneal, remedies.anneal_min_epochs)},
+                float(last["val_active_units"]),
+                0.0,
+                "higher",
+                epoch,
             )
+        )
         flatness = recent(h, "prior_time_variation_ratio", settings)
-        if flatness < config.flat_prior_ratio:
-            judged(
+        verdicts.append(
+            judge(
                 "flat_prior",
+                flatness < config.flat_prior_ratio,
                 f"prior samples change over time {flatness:.2f}x as much as validation segments "
                 "(median of the last epochs): z ~ N(0, I) decodes off the data",
-                "a larger beta draws the posterior to the prior "
-                "({}; the documents train 100+ epochs)",
-                {variant_key(variant, "kl.beta"): scaled(config.kl.beta, remedies.beta_up)},
+                flatness,
+                config.flat_prior_ratio,
+                "higher",
+                epoch,
             )
+        )
         return verdicts
 
     def report_sections(

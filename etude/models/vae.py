@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from typing import Annotated, Protocol
+from typing import Annotated, ClassVar, Protocol
 
 import numpy as np
 import torch
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from etude.batches import evaluation_batches, shuffled_batches
-from etude.diagnosis import more_dropout
+from etude.diagnosis import Remedy, scaled
 from etude.family import Family, Representation
 from etude.params import Strict
 
@@ -167,5 +167,26 @@ class VaeFamily(Family):
         weights = self.loss_weights(model, config, epoch)
         return sum(weights[k] * v for k, v in terms.items()), terms
 
-    def regularize(self, config, remedies, variant: str) -> dict:
-        return more_dropout(config.dropout, remedies, variant)
+    # Remedies of both VAEs' pathologies, by the names diagnosis.ladders uses.
+    remedies: ClassVar[dict[str, Remedy]] = {
+        "slower_kl": Remedy(
+            "slower KL annealing",
+            lambda c, r, v: {
+                "kl.anneal_epochs": max(
+                    round(r.anneal_factor * c.kl.anneal_epochs), r.anneal_min_epochs
+                )
+            },
+        ),
+        "smaller_beta": Remedy(
+            "a smaller beta: the decoder then reads z",
+            lambda c, r, v: {"kl.beta": scaled(c.kl.beta, r.beta_down)},
+        ),
+        "free_bits": Remedy(
+            "free bits: each latent dimension keeps some KL",
+            lambda c, r, v: {"kl.free_bits": c.kl.free_bits + r.free_bits_step},
+        ),
+        "larger_beta": Remedy(
+            "a larger beta draws the posterior to the prior",
+            lambda c, r, v: {"kl.beta": scaled(c.kl.beta, r.beta_up)},
+        ),
+    }

@@ -22,13 +22,12 @@ from torch import nn
 
 from etude.batches import evaluation_batches, evenly_spaced
 from etude.diagnosis import (
+    Judge,
+    Remedy,
     Verdict,
-    changes,
     collapse_verdict,
-    more_dropout,
     recent,
     scaled,
-    variant_key,
 )
 from etude.errors import DataError
 from etude.family import Family, Results, Section
@@ -270,76 +269,73 @@ class NextNoteFamily(Family):
             else 0.0,
         }
 
-    def verdicts(self, history: pd.DataFrame, config, settings, variant: str) -> list[Verdict]:
+    # Remedies of the next-note pathologies, by the names diagnosis.ladders uses.
+    remedies: ClassVar[dict[str, Remedy]] = {
+        "timing_bins": Remedy(
+            "distributional timing heads: an MSE head predicts the conditional mean, and more "
+            "context only narrows the gap",
+            lambda c, r, v: {"timing_head": "bins"},
+        ),
+        "longer_context": Remedy(
+            "a longer context (the documents' version 2 doubled seq_len)",
+            lambda c, r, v: {"seq_len": round(r.context_factor * c.seq_len)},
+        ),
+        "gentler_lr": Remedy(
+            "a lower learning rate and more epochs",
+            lambda c, r, v: {"lr": scaled(c.lr, r.mode_collapse_lr)},
+        ),
+        "transposition": Remedy(
+            "more data by transposition augmentation",
+            lambda c, r, v: {
+                "transpose_semitones": max(r.transpose_semitones, c.transpose_semitones)
+            },
+        ),
+    }
+
+    def verdicts(self, history: pd.DataFrame, judge: Judge) -> list[Verdict]:
         """Step and duration collapse (the tutorial's MSE heads), repetitive samples, samples
         alike."""
-        h = history.dropna(subset=["val_loss"])
+        h, settings = history.dropna(subset=["val_loss"]), judge.settings
         if not len(h):
             return []
-        remedies = settings.remedies
-        more_context = {
-            variant_key(variant, "seq_len"): round(remedies.context_factor * config.seq_len)
-        }
-        if config.timing_head == "mse":
-            remedy = (
-                "distributional timing heads: an MSE head predicts the conditional mean, "
-                "and more context (the documents' version 2 doubled seq_len) only narrows the gap"
-            )
-            timing_fix = {variant_key(variant, "timing_head"): "bins"}
-        else:
-            remedy = "more context (the documents' version 2 doubled seq_len)"
-            timing_fix = more_context
         verdicts = []
         for head in ("step", "duration"):
             verdicts += collapse_verdict(
                 f"{head}_collapse",
-                variant,
                 h,
                 f"sample_{head}_std_ratio",
                 settings.collapse_std_ratio,
-                settings,
+                judge,
                 f"the spread of sampled {head}s is",
-                remedy,
-                timing_fix,
             )
         sampled, data = (
             recent(h, f"{kind}_ngram_repetition", settings) for kind in ("sample", "data")
         )
-        if sampled > 0 and sampled > settings.repetition_factor * data:
-            verdicts.append(
-                Verdict(
-                    "repetitive_generation",
-                    f"{sampled:.0%} of sampled pitch 4-grams recur within a sample against "
-                    f"{data:.0%} in the data (repeated pitches "
-                    f"{recent(h, 'sample_repeated_pitch_rate', settings):.0%} vs "
-                    f"{recent(h, 'data_repeated_pitch_rate', settings):.0%}; "
-                    "medians of the last epochs)",
-                    f"a longer context ({changes(config, more_context)}) "
-                    "or a higher sampling temperature",
-                    more_context,
-                    int(h["epoch"].iloc[-1]) + 1,
-                )
+        excess = sampled / data if data > 0 else (np.inf if sampled > 0 else 0.0)
+        verdicts.append(
+            judge(
+                "repetitive_generation",
+                bool(sampled > 0 and sampled > settings.repetition_factor * data),
+                f"{sampled:.0%} of sampled pitch 4-grams recur within a sample against "
+                f"{data:.0%} in the data (repeated pitches "
+                f"{recent(h, 'sample_repeated_pitch_rate', settings):.0%} vs "
+                f"{recent(h, 'data_repeated_pitch_rate', settings):.0%}; "
+                "medians of the last epochs)",
+                float(min(excess, np.finfo(np.float32).max)),
+                settings.repetition_factor,
+                "lower",
+                int(h["epoch"].iloc[-1]) + 1,
             )
-        fewer_steps = {variant_key(variant, "lr"): scaled(config.lr, remedies.mode_collapse_lr)}
+        )
         verdicts += collapse_verdict(
             "mode_collapse",
-            variant,
             h,
             "sample_diversity_ratio",
             settings.diversity_ratio,
-            settings,
+            judge,
             "samples differ from each other (pitch-class histograms)",
-            f"a lower learning rate ({changes(config, fewer_steps)}) and more epochs",
-            fewer_steps,
         )
         return verdicts
-
-    def regularize(self, config, remedies, variant: str) -> dict[str, Any]:
-        """Overfitting: more data by transposition augmentation, and more dropout."""
-        overrides = more_dropout(config.dropout, remedies, variant)
-        if config.transpose_semitones == 0:
-            overrides[variant_key(variant, "transpose_semitones")] = remedies.transpose_semitones
-        return overrides
 
     @torch.no_grad()
     def evaluate(
