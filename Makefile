@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install browser run snakemake test test-cluster bench bench-disk mlflow-ui clean
+.PHONY: install browser run doctor snakemake test test-cluster bench bench-disk mlflow-ui clean
 
 # TinySoundFont renders MIDI for the spectral VAE. Its wheel declares pyaudio, which it imports only
 # for live playback and which needs the PortAudio system headers to build: installed without it.
@@ -29,6 +29,10 @@ browser:
 
 run: install
 	dvc repro
+
+# Each verdict's remedy as a queued DVC experiment, judged against other seeds (metrics/doctor.json).
+doctor: install
+	etude doctor
 
 snakemake: install
 	snakemake --cores 2

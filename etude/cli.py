@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
+from etude.device import stop_with_parent
 from etude.errors import EtudeError
 from etude.params import Params, ParamsError
 from etude.variants import load, variant_config
@@ -22,6 +24,7 @@ def stage_main(
     if per_variant:
         parser.add_argument("--variant", required=True, help="a key of `variants:` in params.yaml")
     args = parser.parse_args()
+    stop_with_parent()
     try:
         params = load()
         variant = getattr(args, "variant", None)
@@ -30,3 +33,31 @@ def stage_main(
         body(params, variant)
     except USER_ERRORS as err:
         sys.exit(f"{name}: error: {err}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`etude doctor`: the project's commands beside the stages."""
+    from etude import doctor
+
+    parser = argparse.ArgumentParser(prog="etude")
+    commands = parser.add_subparsers(dest="command", required=True)
+    treat = commands.add_parser(
+        "doctor",
+        help="run each verdict's remedy as a DVC experiment and judge it against seed noise",
+    )
+    treat.add_argument("--variant", action="append", help="only this variant (repeatable)")
+    treat.add_argument(
+        "--exp", help="read the verdicts of this DVC experiment, not the workspace's"
+    )
+    treat.add_argument("--jobs", type=int, help="experiments at once (default: doctor.jobs)")
+    args = parser.parse_args(argv)
+    try:
+        params = load()
+        for name in args.variant or []:
+            variant_config(params, name)
+        found = doctor.Doctor(Path.cwd(), args.variant, args.jobs, args.exp).run()
+    except USER_ERRORS as err:
+        sys.exit(f"etude {args.command}: error: {err}")
+    except KeyboardInterrupt:
+        sys.exit(130)
+    print(doctor.summary_markdown(found))

@@ -40,13 +40,14 @@ class Verdict:
     better: Better = "lower"  # ... healthy on this side of it
     fired: bool = True  # False: judged and healthy; kept for its measure
     rung: str = ""  # the ladder's remedy that `overrides` apply
+    remedy_value: float | None = None  # what a remedy that moves with the measure read
 
     @property
     def command(self) -> str:
         if not self.overrides:
             return ""
         return "dvc exp run " + " ".join(
-            f"-S ++{key}={_literal(value)}" for key, value in self.overrides.items()
+            f"-S ++{key}={literal(value)}" for key, value in self.overrides.items()
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,11 +72,12 @@ def measures(verdicts: list[Verdict]) -> dict[str, dict[str, Any]]:
     """Every judged rule's measure by verdict name, fired or not: what `etude doctor` compares."""
     return {
         v.name: {"value": v.value, "limit": v.limit, "better": v.better, "fired": v.fired}
+        | ({"remedy_value": v.remedy_value} if v.remedy_value is not None else {})
         for v in verdicts
     }
 
 
-def _literal(value: Any) -> str:
+def literal(value: Any) -> str:
     """A value as Hydra's override grammar reads it back with the same type."""
     if isinstance(value, float):
         return f"{value:.6g}" if "e" not in f"{value:.6g}" else repr(value)
@@ -108,7 +110,7 @@ def changes(config, overrides: dict[str, Any]) -> str:
     parts = []
     for key, value in overrides.items():
         setting = setting_of(key)
-        parts.append(f"{setting} {_literal(in_force(config, setting))} -> {_literal(value)}")
+        parts.append(f"{setting} {literal(in_force(config, setting))} -> {literal(value)}")
     return ", ".join(parts)
 
 
@@ -200,7 +202,17 @@ class Judge:
         at = value if remedy_value is None else remedy_value
         rung, words, overrides = self.prescribe(name, at) if fired else ("", "", {})
         return Verdict(
-            name, evidence, words, overrides, epoch, float(value), float(limit), better, fired, rung
+            name,
+            evidence,
+            words,
+            overrides,
+            epoch,
+            float(value),
+            float(limit),
+            better,
+            fired,
+            rung,
+            None if remedy_value is None else float(remedy_value),
         )
 
     def prescribe(

@@ -90,6 +90,9 @@ class Family(ABC):
     group_labels: ClassVar[dict[str, str]] = {}
     # The family's own remedies, by the names diagnosis.ladders uses (etude.diagnosis.Remedy).
     remedies: ClassVar[dict[str, Remedy]] = {}
+    # Test metrics (keys of eval.json's "model") the doctor weighs a remedy's side effects on, each
+    # with its better side: "lower" or "higher".
+    headline_metrics: ClassVar[dict[str, str]] = {}
 
     # ---- data ------------------------------------------------------------------------------------
     @abstractmethod

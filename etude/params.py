@@ -364,6 +364,17 @@ class Diagnosis(Strict):
     ladders: dict[str, list[str]]
 
 
+class Doctor(Strict):
+    """`etude doctor`: how remedies are tried and judged; each key is described in params.yaml."""
+
+    seeds: NonNegativeInt
+    max_rounds: PositiveInt
+    steps_per_remedy: PositiveInt
+    noise_factor: PositiveFloat
+    jobs: NonNegativeInt
+    poll_seconds: PositiveFloat
+
+
 class Tracking(Strict):
     experiment: Annotated[str, Field(min_length=1)]
 
@@ -383,6 +394,7 @@ class Params(Training):
     generate: Generate
     report: Report
     diagnosis: Diagnosis
+    doctor: Doctor
     tracking: Tracking
 
 

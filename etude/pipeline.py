@@ -167,7 +167,13 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "report",
-        code=("etude/report.py", "etude/figures.py", "etude/listen.py", ALL_FAMILIES),
+        code=(
+            "etude/report.py",
+            "etude/doctor.py",
+            "etude/figures.py",
+            "etude/listen.py",
+            ALL_FAMILIES,
+        ),
         deps=(
             "metrics",
             "samples",

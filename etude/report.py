@@ -18,6 +18,7 @@ import pandas as pd
 
 from etude import pipeline, tracking
 from etude.diagnosis import Verdict
+from etude.doctor import DOCTOR_JSON, summary_rows
 from etude.family import Family, Results, Section
 from etude.figures import audio_players, curves_figure
 from etude.ingest import QUARANTINED, usable
@@ -296,6 +297,7 @@ def build(
             _fmt(ranking),
             index=False,
         )
+    remedies_tried(page, Path(DOCTOR_JSON))
     for result in results:
         add_variant(page, result, families[result.name], configs[result.name], params, html_path)
     quarantined = pieces[pieces["status"] == QUARANTINED][["path", "error"]]
@@ -309,6 +311,22 @@ def build(
         f"<style>{STYLE}</style></head><body>{''.join(page.html)}</body></html>\n"
     )
     md_path.write_text("\n".join(page.markdown))
+
+
+def remedies_tried(page: Page, path: Path) -> None:
+    """What `etude doctor` tried for each verdict: remedy, measure before -> after beside the seeds'
+    noise, cleared or not, side effects, and the command that keeps it."""
+    if not path.exists():
+        line = "Remedies tried: none yet; `etude doctor` runs each verdict's remedy and judges it."
+        page.add(f"<p>{html.escape(line)}</p>", line + "\n")
+        return
+    found = json.loads(path.read_text())
+    rows = summary_rows(found)
+    title = f"Remedies tried (etude doctor on the {found['parent']}'s run, {path})"
+    if rows:
+        page.table(title, pd.DataFrame(rows), index=False)
+    else:
+        page.add(f"<p>{html.escape(title)}: no verdicts to treat.</p>", f"{title}: none\n")
 
 
 def _relative(target: Path, html_path: Path) -> str:

@@ -246,6 +246,44 @@ def tag_verdicts(verdicts: list) -> None:
     )
 
 
+def tag_doctor_runs(experiment: str, treated: dict[str, dict[str, Any]], parent: str) -> None:
+    """The runs of each doctor experiment (by its DVC name), tagged `doctor.parent` (the experiment
+    the verdicts were read from, "workspace" for the workspace's run), `doctor.verdicts` and
+    `doctor.round`; the parent's train run id too, where one is found."""
+    import mlflow
+
+    if not treated:
+        return
+    experiment_id = init(experiment)
+    client = mlflow.MlflowClient()
+    for name, entry in treated.items():
+        parent_run = _train_run(client, experiment_id, entry["variant"], parent)
+        for run in client.search_runs(
+            [experiment_id], filter_string=f"tags.dvc_exp_name = '{name}'"
+        ):
+            tags = {
+                "doctor.parent": parent or "workspace",
+                "doctor.verdicts": ",".join(sorted(entry["verdicts"])),
+                "doctor.round": str(entry["round"]),
+            }
+            if parent_run:
+                tags["doctor.parent_run"] = parent_run
+            for key, value in tags.items():
+                client.set_tag(run.info.run_id, key, value)
+
+
+def _train_run(client, experiment_id: str, variant: str, exp_name: str) -> str:
+    """The newest train run of `variant` under DVC experiment `exp_name` ("" for the workspace)."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.stage = 'train' and tags.variant = '{variant}' "
+        f"and tags.dvc_exp_name = '{exp_name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else ""
+
+
 def music_metrics(music: dict) -> dict[str, float]:
     """music.json as MLflow metrics: `music.<group>.oa_mean`, `.kld_mean` and each feature's `.oa`,
     `.kld` (the ceiling as group `ceiling`); undefined values are left out."""

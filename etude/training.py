@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from etude import diagnosis, tracking
 from etude.checkpoints import RunCheckpoints, run_folder
-from etude.device import pick_device, seed_everything
+from etude.device import pick_device, seed_everything, share_cores
 from etude.errors import TrainingError
 from etude.family import Family
 from etude.model_card import save_model
@@ -178,15 +178,16 @@ def train(
         if state.epoch == 0:
             mlflow.log_param("parameter_count", sum(p.numel() for p in model.parameters()))
         while state.epoch < config.epochs and not (state.stopped_early or state.diverged):
+            threads = share_cores(config.threads)
             row, samples_per_s = _run_epoch(
                 model, optimizer, family, data, config, state.epoch, device, progress_bar
             )
             improved = _bookkeeping(name, state, row, optimizer, scheduler, config, run)
-            # Throughput goes to MLflow only: the history file must not change between identical
-            # runs.
+            # Throughput and threads go to MLflow only: the history file must not change between
+            # identical runs.
             mlflow.log_metrics(
                 {k: v for k, v in row.items() if k != "epoch"}
-                | {"train_samples_per_s": samples_per_s},
+                | {"train_samples_per_s": samples_per_s, "threads": threads},
                 step=int(row["epoch"]),
             )
             # Saved after the bookkeeping: best.pt, like last.pt, continues after the epoch it

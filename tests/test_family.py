@@ -166,6 +166,7 @@ def test_a_new_family_is_one_module_and_params_entries(tmp_path):
                     "diagnostic_notes": 16,
                     "dropout": 0.0,
                     "val_batch_size": 1024,
+                    "baselines": {"smoothing": 1.0, "interpolation": [0.6, 0.3, 0.1]},
                 }
             },
             "variants": {

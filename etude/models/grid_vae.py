@@ -375,6 +375,12 @@ class GridVaeFamily(VaeFamily):
         return table, stats
 
     # Remedies of the grid VAEs' pathologies (the MelodyVAE fixes), by the names diagnosis.ladders
+    headline_metrics: ClassVar[dict[str, str]] = {
+        "onset_f1": "higher",
+        "velocity_mae": "lower",
+        "timeshift_mae": "lower",
+    }
+
     # uses; the onset threshold moves with the measured density excess.
     remedies: ClassVar[dict[str, Remedy]] = VaeFamily.remedies | {
         "timeshift_weight": Remedy(

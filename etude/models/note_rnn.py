@@ -8,7 +8,7 @@ etude.models.next_note.
 from __future__ import annotations
 
 import itertools
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from pydantic import Field, PositiveInt
@@ -21,6 +21,9 @@ from etude.models.next_note.task import NextNoteConfig, NextNoteFamily, NextNote
 
 class NoteRnnConfig(NextNoteConfig):
     lstm_units: Annotated[list[PositiveInt], Field(min_length=1)]
+    # scalar: pitch / vocab_size, the documents' input; embedding: a learned vector per pitch
+    pitch_input: Literal["scalar", "embedding"]
+    pitch_embedding: PositiveInt  # its width (embedding only)
 
 
 class NoteRNN(NextNoteNetwork):
@@ -39,7 +42,13 @@ class NoteRNN(NextNoteNetwork):
             "scale",
             torch.tensor([float(config.vocab_size), stats["step_std"], stats["duration_std"]]),
         )
-        sizes = [3, *config.lstm_units]
+        self.embed = (
+            nn.Embedding(config.vocab_size, config.pitch_embedding)
+            if config.pitch_input == "embedding"
+            else None
+        )
+        width = 2 + (config.pitch_embedding if self.embed is not None else 1)
+        sizes = [width, *config.lstm_units]
         self.lstms = nn.ModuleList(
             nn.LSTM(i, o, batch_first=True) for i, o in itertools.pairwise(sizes)
         )
@@ -50,6 +59,9 @@ class NoteRNN(NextNoteNetwork):
     def forward(self, notes: torch.Tensor, state: list | None = None):
         """Heads at the last time step, and the LSTM state to continue from."""
         h = (notes - self.shift) / self.scale
+        if self.embed is not None:
+            pitch = notes[..., 0].long().clamp(0, self.embed.num_embeddings - 1)
+            h = torch.cat([self.embed(pitch), h[..., 1:]], dim=-1)
         new_state = []
         for i, lstm in enumerate(self.lstms):
             if i:
@@ -69,10 +81,14 @@ class NoteRnnFamily(NextNoteFamily):
 
     # Dropout acts only between stacked LSTM layers: a single layer has none to raise.
     remedies: ClassVar[dict[str, Remedy]] = NextNoteFamily.remedies | {
+        "pitch_embedding": Remedy(
+            "pitch as a learned embedding instead of pitch / 128",
+            lambda c, r, v: {"pitch_input": "embedding"},
+        ),
         "more_dropout": Remedy(
             "more dropout between the LSTM layers",
             lambda c, r, v: more_dropout(c, r, v) if len(c.lstm_units) > 1 else {},
-        )
+        ),
     }
 
 

@@ -468,6 +468,12 @@ class SpectralVaeFamily(VaeFamily):
         }
         return pd.DataFrame(rows), stats
 
+    headline_metrics: ClassVar[dict[str, str]] = {
+        "rmse_db": "lower",
+        "spectral_convergence": "lower",
+        "log_spectral_distance_db": "lower",
+    }
+
     # Remedies of the documents' spectral failures, by the names diagnosis.ladders uses.
     remedies: ClassVar[dict[str, Remedy]] = VaeFamily.remedies | {
         "featureless_lr": Remedy(

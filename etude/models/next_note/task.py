@@ -32,7 +32,15 @@ from etude.diagnosis import (
 from etude.errors import DataError
 from etude.family import Family, Results, Section
 from etude.midi import write_notes
-from etude.models.next_note.heads import TimingBins, TimingHeads, draw_class
+from etude.models.next_note import baselines
+from etude.models.next_note.baselines import BaselineSettings
+from etude.models.next_note.heads import (
+    TimingBins,
+    TimingHeads,
+    draw_class,
+    timing_bin,
+    timing_edges,
+)
 from etude.models.next_note.metrics import (
     baseline_metrics,
     excerpts,
@@ -72,6 +80,7 @@ class NextNoteConfig(Strict):
     transpose_semitones: Annotated[int, Field(ge=0, le=24)]  # random transposition within +-N
     diagnostic_notes: Annotated[int, Field(ge=8)]  # length of the samples drawn after each epoch
     val_batch_size: PositiveInt  # windows per validation and test batch
+    baselines: BaselineSettings  # the trivial predictors a model must beat (baselines.py)
 
 
 class NextNoteNetwork(nn.Module):
@@ -258,6 +267,7 @@ class NextNoteFamily(Family):
         sampled, followed = notes[:, :, 0].astype(np.int64), real[:, :, 0].astype(np.int64)
         data_diversity = pitch_class_diversity(followed)
         return {
+            "val_baseline_pitch_ce": self.validation_baseline(data, config),
             "sample_step_std_ratio": float(spread[0]),
             "sample_duration_std_ratio": float(spread[1]),
             "sample_ngram_repetition": float(np.mean([ngram_repetition(row) for row in sampled])),
@@ -268,6 +278,24 @@ class NextNoteFamily(Family):
             if data_diversity
             else 0.0,
         }
+
+    def validation_baseline(self, data: NoteSequences, config) -> float:
+        """The best pitch cross-entropy of the baseline ladder on the validation loss's own windows:
+        what `below_baseline` compares the validation pitch loss with."""
+        starts = evenly_spaced(
+            data.window_starts("validation", config.seq_len + 1), config.val_max_windows
+        )
+        features = data.features()
+        windows = features[starts[:, None] + np.arange(config.seq_len + 1)]
+        context = baselines.context_of(windows[:, :-1], windows[:, -1, 0])
+        return baselines.best(baselines.pitch_ladder(data, context, config.baselines))[1]
+
+    headline_metrics: ClassVar[dict[str, str]] = {
+        "pitch_cross_entropy": "lower",
+        "pitch_top1": "higher",
+        "step_mae": "lower",
+        "duration_mae": "lower",
+    }
 
     # Remedies of the next-note pathologies, by the names diagnosis.ladders uses.
     remedies: ClassVar[dict[str, Remedy]] = {
@@ -327,6 +355,24 @@ class NextNoteFamily(Family):
                 int(h["epoch"].iloc[-1]) + 1,
             )
         )
+        if "val_baseline_pitch_ce" in h:
+            model, table = (
+                recent(h, "val_pitch_loss", settings),
+                recent(h, "val_baseline_pitch_ce", settings),
+            )
+            verdicts.append(
+                judge(
+                    "below_baseline",
+                    model >= table,
+                    f"validation pitch cross-entropy {model:.3f} nats against {table:.3f} for the "
+                    "best trivial baseline (n-gram tables fitted on the training split; medians of "
+                    "the last epochs)",
+                    model - table,
+                    0.0,
+                    "lower",
+                    int(h["epoch"].iloc[-1]) + 1,
+                )
+            )
         verdicts += collapse_verdict(
             "mode_collapse",
             h,
@@ -357,6 +403,10 @@ class NextNoteFamily(Family):
                 "duration_median",
                 "duration_mean",
                 "duration",
+                "previous",
+                "before_previous",
+                "step_bin_ce",
+                "duration_bin_ce",
             )
         }
         for inputs, target in self.eval_batches(data, config, "test", settings.max_windows, device):
@@ -378,15 +428,60 @@ class NextNoteFamily(Family):
                 ("duration_median", duration_median),
                 ("duration_mean", duration_mean),
                 ("duration", target[:, 2]),
+                ("previous", inputs[:, -1, 0]),
+                ("before_previous", inputs[:, -2, 0]),
             ):
                 columns[key].append(value)
-        test = {k: torch.cat(v).double().cpu().numpy() for k, v in columns.items()}
+            if config.timing_head == "bins":
+                for head, output, seconds in (
+                    ("step", step, target[:, 1]),
+                    ("duration", duration, target[:, 2]),
+                ):
+                    bins = timing_bin(seconds, model.timing.edges)
+                    columns[f"{head}_bin_ce"].append(
+                        F.cross_entropy(output, bins, reduction="none")
+                    )
+        test = {k: torch.cat(v).double().cpu().numpy() for k, v in columns.items() if v}
+        metrics = model_metrics(test)
+        if config.timing_head == "bins":
+            metrics |= {
+                f"{head}_bin_cross_entropy": float(test[f"{head}_bin_ce"].mean())
+                for head in ("step", "duration")
+            }
         return {
-            "model": model_metrics(test),
+            "model": metrics,
             "baseline": baseline_metrics(test, data, config.vocab_size),
+            "baseline_ladder": self.baseline_ladder(data, config, test),
             "repeat_last": {"pitch_top1": float(test["repeat_last"].mean())},
             "windows": {"count": float(len(test["ce"]))},
         }
+
+    def baseline_ladder(self, data: NoteSequences, config, test: dict[str, np.ndarray]) -> dict:
+        """The trivial predictors on the test targets: pitch cross-entropy of each n-gram table,
+        the training median's MAE, and the binned unigram's cross-entropy of each timing."""
+        context = baselines.Context(
+            test["pitch"].astype(np.int64),
+            test["previous"].astype(np.int64),
+            test["before_previous"].astype(np.int64),
+        )
+        ladder = {
+            f"{name}_cross_entropy": ce
+            for name, ce in baselines.pitch_ladder(data, context, config.baselines).items()
+        }
+        edges = timing_edges(config.timing_bins)
+        train = data.split_mask("train")
+        for head in ("step", "duration"):
+            seconds = getattr(data, head)
+            ladder[f"{head}_median_mae"] = float(
+                np.abs(data.stats[f"{head}_median"] - test[head]).mean()
+            )
+            ladder[f"{head}_bin_unigram_cross_entropy"] = baselines.binned_unigram(
+                timing_bin(torch.from_numpy(seconds[train]), edges).numpy(),
+                timing_bin(torch.from_numpy(test[head]).float(), edges).numpy(),
+                config.timing_bins.count,
+                config.baselines.smoothing,
+            )
+        return ladder
 
     def generate(
         self,

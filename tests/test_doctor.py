@@ -1,0 +1,173 @@
+"""`etude doctor` through real DVC experiments on tiny data: a remedy that cures is recorded as
+cleared, one that does nothing as not cleared and escalated up its ladder; a second run reuses
+what finished."""
+
+import json
+import textwrap
+import time
+
+import pytest
+
+from tests.conftest import edit_params, make_project, run
+
+# A bigram next-note family with two known switches: its validation loss rises epoch by epoch
+# while dropout is below 0.2 (overfitting, cured by `more_dropout`), and its own verdict
+# `stubborn` fires whatever the settings (no remedy can clear it).
+TOY_FAMILY = '''
+"""A pitch-bigram next-note network with a known overfitting switch and an incurable verdict."""
+
+from typing import ClassVar
+
+from pydantic import PositiveInt
+from torch import nn
+
+from etude.models.next_note.heads import timing_heads
+from etude.models.next_note.task import NextNoteConfig, NextNoteFamily, NextNoteNetwork
+
+
+class SwitchConfig(NextNoteConfig):
+    embedding: PositiveInt
+
+
+class Bigram(NextNoteNetwork):
+    def __init__(self, config, stats):
+        super().__init__()
+        self.embed = nn.Embedding(config.vocab_size, config.embedding)
+        self.pitch = nn.Linear(config.embedding, config.vocab_size)
+        self.timing = timing_heads(config, config.embedding)
+
+    def forward(self, notes, state=None):
+        last = self.embed(notes[:, -1, 0].long().clamp(0, self.embed.num_embeddings - 1))
+        return self.pitch(last), *self.timing(last), None
+
+
+class Switches(NextNoteFamily):
+    name = "switches"
+    Config = SwitchConfig
+    headline_metrics: ClassVar[dict[str, str]] = {"pitch_cross_entropy": "lower"}
+
+    def build(self, config, meta):
+        model = Bigram(config, meta["stats"])
+        model.epochs_trained = 0
+        return model
+
+    def loss(self, model, batch, config, epoch):
+        total, terms = super().loss(model, batch, config, epoch)
+        if epoch is not None:
+            model.epochs_trained = epoch + 1
+        elif config.dropout < 0.2:  # validation: a model that "overfits" more every epoch
+            total = total + 0.5 * model.epochs_trained
+        return total, terms
+
+    def verdicts(self, history, judge):
+        return [judge("stubborn", True, "always", 1.0, 0.5, "lower")]
+
+
+FAMILY = Switches()
+'''
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    project = make_project(tmp_path_factory.mktemp("doctor"))
+    (project / "etude/models/switches.py").write_text(textwrap.dedent(TOY_FAMILY))
+    edit_params(
+        project / "params.yaml",
+        {
+            "models": {
+                "switches": {
+                    "seq_len": 8,
+                    "vocab_size": 128,
+                    "embedding": 16,
+                    "loss_weights": {"pitch": 1.0, "step": 1.0, "duration": 1.0},
+                    "timing_head": "bins",
+                    "timing_bins": {
+                        "count": 16,
+                        "min_s": 0.01,
+                        "max_s": 4.0,
+                        "soft_label_width": 1.0,
+                    },
+                    "positive_pressure": 10.0,
+                    "transpose_semitones": 0,
+                    "diagnostic_notes": 8,
+                    "dropout": 0.0,
+                    "val_batch_size": 1024,
+                    "baselines": {"smoothing": 1.0, "interpolation": [0.6, 0.3, 0.1]},
+                }
+            },
+            "variants": {
+                "toy": {
+                    "model": "switches",
+                    "lr": 0.01,
+                    "epochs": 5,
+                    "samples_per_epoch": 1024,
+                    "batch_size": 256,
+                    "threads": 1,
+                }
+            },
+            "diagnosis": {
+                "ladders": {"overfitting": ["more_dropout"], "stubborn": ["higher_lr", "lower_lr"]}
+            },
+            "doctor": {"seeds": 1, "max_rounds": 2, "steps_per_remedy": 1, "poll_seconds": 1},
+        },
+    )
+    run(["python", "-m", "etude.pipeline"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "toy"], project)
+    run(["dvc", "repro", "evaluate@toy", "generate@toy"], project)
+    return project
+
+
+def test_a_cure_is_cleared_and_a_remedy_that_does_nothing_escalates(project):
+    train = json.loads((project / "metrics/toy/train.json").read_text())
+    assert {v["name"] for v in train["diagnosis"]} == {"overfitting", "stubborn"}
+
+    done = run(["python", "-m", "etude", "doctor", "--variant", "toy", "--jobs", "2"], project, timeout=1200)
+    assert "doctor: toy-seed1338: finished" in done.stdout, done.stdout
+    result = json.loads((project / "metrics/doctor.json").read_text())
+    toy = result["variants"]["toy"]
+    assert toy["seed_runs"] == ["toy-seed1338"]
+    assert "measure.overfitting" in toy["noise"] and "test_pitch_cross_entropy" in toy["noise"]
+
+    overfitting = toy["verdicts"]["overfitting"]
+    (cure,) = overfitting["rounds"]
+    assert cure["overrides"] == {"variants.toy.dropout": 0.2}
+    assert cure["after"] < cure["before"] - toy["noise"]["measure.overfitting"]
+    assert cure["cleared"] and not cure["still_fires"]
+    assert overfitting["cleared"] and overfitting["keep"] == "dvc exp apply toy-overfitting-r1"
+
+    stubborn = toy["verdicts"]["stubborn"]
+    first, second = stubborn["rounds"]
+    assert (first["remedy"], first["overrides"]) == ("higher_lr", {"variants.toy.lr": 0.02})
+    assert not first["cleared"] and first["still_fires"]
+    # Stepped once (steps_per_remedy 1): the next remedy on the ladder, from the remedied run.
+    assert (second["remedy"], second["round"]) == ("lower_lr", 2)
+    assert second["overrides"] == {"variants.toy.lr": 0.004}
+    assert not stubborn["cleared"] and stubborn["keep"] is None
+
+    listed = run(["dvc", "exp", "list", "--name-only"], project).stdout.split()
+    assert {"toy-seed1338", "toy-overfitting-r1", "toy-stubborn-r1", "toy-stubborn-r2"} <= set(
+        listed
+    )
+    report = "\n".join(done.stdout.splitlines()[-6:])
+    assert "| toy | overfitting |" in report and "`dvc exp apply toy-overfitting-r1`" in report
+
+    # MLflow holds the same comparison: the remedied runs are tagged with parent and verdict.
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns/mlflow.db'}")
+    tagged = mlflow.search_runs(
+        experiment_names=["etude"],
+        filter_string="tags.dvc_exp_name = 'toy-overfitting-r1' and tags.stage = 'train'",
+    )
+    assert list(tagged["tags.doctor.verdicts"]) == ["overfitting"]
+    assert list(tagged["tags.doctor.parent"]) == ["workspace"]
+    assert tagged["tags.doctor.parent_run"].iloc[0]
+
+    # Nothing new to try: the finished experiments are read again, nothing is queued.
+    start = time.monotonic()
+    again = run(["python", "-m", "etude", "doctor", "--variant", "toy"], project)
+    assert "queued" not in again.stdout and time.monotonic() - start < 60
+    assert (
+        json.loads((project / "metrics/doctor.json").read_text())["variants"] == result["variants"]
+    )
