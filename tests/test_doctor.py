@@ -122,7 +122,11 @@ def test_a_cure_is_cleared_and_a_remedy_that_does_nothing_escalates(project):
     train = json.loads((project / "metrics/toy/train.json").read_text())
     assert {v["name"] for v in train["diagnosis"]} == {"overfitting", "stubborn"}
 
-    done = run(["python", "-m", "etude", "doctor", "--variant", "toy", "--jobs", "2"], project, timeout=1200)
+    done = run(
+        ["python", "-m", "etude", "doctor", "--variant", "toy", "--jobs", "2"],
+        project,
+        timeout=1200,
+    )
     assert "doctor: toy-seed1338: finished" in done.stdout, done.stdout
     result = json.loads((project / "metrics/doctor.json").read_text())
     toy = result["variants"]["toy"]

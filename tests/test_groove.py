@@ -470,10 +470,9 @@ def test_an_untrained_timeshift_head_is_diagnosed_as_collapsed(
     verdicts = {v["name"]: v for v in json.loads(paths.summary.read_text())["diagnosis"]}
     collapse = verdicts["timeshift_collapse"]
     assert "x the data's" in collapse["evidence"]
-    anneal = groove_params.diagnosis.remedies.anneal_min_epochs  # from 0 epochs of annealing
-    assert collapse["command"].startswith(
-        f"dvc exp run -S ++variants.rhythm_vae.kl.anneal_epochs={anneal}"
-    )
+    # The first remedy on its ladder: a timeshift weight, from 0 to at least the documents' 2.0.
+    weight = groove_params.diagnosis.remedies.timeshift_min
+    assert collapse["command"] == f"dvc exp run -S ++variants.rhythm_vae.loss.timeshift={weight:g}"
 
 
 # ---- (e) the real pipeline on the drum corpus ----------------------------------------------------

@@ -181,6 +181,7 @@ class NextNoteFamily(Family):
     """The task's hooks; a subclass adds `Config` and `build`."""
 
     code = (
+        "etude/models/next_note/baselines.py",
         "etude/models/next_note/heads.py",
         "etude/models/next_note/metrics.py",
         "etude/sequences.py",
