@@ -17,9 +17,13 @@ import torch
 
 # Every computing etude process (a training, an evaluation) leaves its pid here while it runs.
 COMPUTING = Path(tempfile.gettempdir()) / f"etude-{os.getuid()}" / "computing"
+# Set by `etude doctor` for its queue workers: how many experiments run at once.
+JOBS_ENV = "ETUDE_JOBS"
 # How often a stage looks whether the process that started it is still there.
 WATCH_SECONDS = 1.0
 SHELLS = {"sh", "bash", "dash", "zsh"}
+# torch's own choice (one per physical core), what `threads: 0` means outside a queue.
+DEFAULT_THREADS = torch.get_num_threads()
 
 
 def pick_device(requested: str) -> torch.device:
@@ -57,9 +61,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def queued() -> bool:
+    """This stage runs in a queued DVC experiment: a copy of the repository under .dvc/tmp/exps."""
+    return "/.dvc/tmp/exps/" in f"{Path.cwd().as_posix()}/"
+
+
 def computing_peers() -> int:
-    """How many etude processes compute on this machine now, this one included (files of ended
-    ones are removed on the way)."""
+    """How many queued etude stages compute on this machine now, this one included (files of
+    ended ones are removed on the way)."""
     COMPUTING.mkdir(parents=True, exist_ok=True)
     mine = COMPUTING / str(os.getpid())
     if not mine.exists():
@@ -75,12 +84,22 @@ def computing_peers() -> int:
 
 
 def share_cores(threads: int) -> int:
-    """Sets torch's intra-op threads: `threads`, or with 0 this process's share of the cores among
-    the etude processes computing now (two queued experiments on 2 cores: 1 each; oversubscribed,
-    torch's OpenMP threads wait on each other at every op). Called again at each epoch, so a run
-    that started alone gives cores back when another starts. Float results depend on the thread
-    count: a run repeats bit for bit at the same count."""
-    count = threads or max(1, cores() // computing_peers())
+    """Sets torch's intra-op threads and returns the count: `threads`; with 0, torch's default (one
+    per physical core), except
+    in a queued DVC experiment, which shares them with the others running. There the count is
+    cores / ETUDE_JOBS where the doctor started the queue (fixed for the run), or else cores / the
+    queued etude stages computing now, counted again at each epoch, so a run that started alone
+    gives cores back when another starts (`dvc queue start -j 2`). Oversubscribed, torch's OpenMP
+    threads wait on each other at every op. Float results depend on the count, so a run repeats
+    bit for bit at the same count: `dvc repro` and Snakemake stages keep every core."""
+    if threads:
+        count = threads
+    elif not queued():
+        count = DEFAULT_THREADS
+    elif os.environ.get(JOBS_ENV, "").isdigit() and int(os.environ[JOBS_ENV]) > 0:
+        count = max(1, DEFAULT_THREADS // int(os.environ[JOBS_ENV]))
+    else:
+        count = max(1, DEFAULT_THREADS // computing_peers())
     if count != torch.get_num_threads():
         torch.set_num_threads(count)
     return count

@@ -14,6 +14,7 @@ to try says so without queueing anything.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from etude.device import JOBS_ENV
 from etude.diagnosis import Verdict, literal, setting_of, variant_key
 from etude.errors import EtudeError
 from etude.models import family_named
@@ -42,8 +44,10 @@ class DoctorError(EtudeError):
 
 
 # ---- DVC and git, as a user would call them ------------------------------------------------------
-def _call(cmd: list[str], root: Path, check: bool = True) -> str:
-    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+def _call(cmd: list[str], root: Path, check: bool = True, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        cmd, cwd=root, capture_output=True, text=True, env=os.environ | env if env else None
+    )
     if check and done.returncode != 0:
         raise DoctorError(
             f"`{' '.join(cmd)}` failed: {(done.stderr or done.stdout).strip()[-800:]}"
@@ -181,9 +185,10 @@ class Doctor:
         variants: Iterable[str] | None,
         jobs: int | None,
         parent_exp: str | None,
-        out: Callable[[str], None] = print,
+        out: Callable[[str], None] | None = None,
     ):
-        self.root, self.out = root, out
+        self.root = root
+        self.out = out or (lambda line: print(line, flush=True))
         self.workspace_text = (root / "params.yaml").read_text()
         self.params = load(root / "params.yaml")
         self.settings = self.params.doctor
@@ -281,7 +286,11 @@ class Doctor:
                 _call(["dvc", "queue", "remove", exp.name], self.root, check=False)
             _call(exp.command([f"evaluate@{exp.variant}", f"generate@{exp.variant}"]), self.root)
             self.out(f"doctor: queued {exp.name}: {_overrides_words(exp.overrides)}")
-        _call(["dvc", "queue", "start", "-j", str(self.jobs)], self.root)
+        _call(
+            ["dvc", "queue", "start", "-j", str(self.jobs)],
+            self.root,
+            env={JOBS_ENV: str(self.jobs)},
+        )
         names = {e.name for e in todo}
         previous: dict[str, str] = {}
         with _stops_queue(self.root, names):

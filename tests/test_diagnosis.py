@@ -16,7 +16,7 @@ import pytest
 
 from etude import params as P
 from etude import variants as V
-from etude.diagnosis import Verdict, fired, training_verdicts
+from etude.diagnosis import Verdict, fired, in_force, setting_of, training_verdicts
 from etude.models import family_named
 from etude.pipeline import variant_input
 from etude.training import TrainPaths, train
@@ -414,6 +414,15 @@ def test_note_rnn_rules_timing_collapse_and_repetition(settings, params):
         if v.name == "step_collapse"
     ]
     assert collapse.command == "dvc exp run -S ++variants.v.seq_len=100"
+
+
+@pytest.mark.parametrize("variant", sorted(V.load(REPO / "params.yaml").variants))
+def test_no_remedy_of_the_default_run_repeats_a_setting_in_force(params, variant):
+    config = variant_config(params, variant)
+    for verdict in default_run(variant).values():
+        for key, value in verdict.overrides.items():
+            setting = setting_of(key)
+            assert in_force(config, setting) != value, f"{verdict.name}: {setting}={value}"
 
 
 def test_a_remedy_command_is_what_dvc_exp_run_applies(tmp_path):

@@ -3,12 +3,17 @@ cleared, one that does nothing as not cleared and escalated up its ladder; a sec
 what finished."""
 
 import json
+import signal
+import subprocess
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import edit_params, make_project, run
+from tests.conftest import edit_params, env, make_project, run
+
+STOPPED: dict[str, str] = {}  # what the first test saw finish before it stopped the doctor
 
 # A bigram next-note family with two known switches: its validation loss rises epoch by epoch
 # while dropout is below 0.2 (overfitting, cured by `more_dropout`), and its own verdict
@@ -118,6 +123,47 @@ def project(tmp_path_factory):
     return project
 
 
+def stages_running_in(project: Path) -> list[str]:
+    """Command lines of stage processes whose working directory lies in `project` (the queue runs
+    experiments in copies under .dvc/tmp/exps)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cwd = (proc / "cwd").resolve()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if cwd.is_relative_to(project) and "-m stages." in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def test_stopping_the_doctor_stops_its_trainings(project):
+    """SIGTERM once the first experiment finished: the running one is killed with its training,
+    no stage process is left behind, and the finished experiment stays."""
+    doctor = subprocess.Popen(
+        ["python", "-m", "etude", "doctor", "--variant", "toy", "--jobs", "1"],
+        cwd=project,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    for line in doctor.stdout:
+        if line.startswith("doctor: ") and line.rstrip().endswith(": finished"):
+            STOPPED["finished"] = line.split(": ")[1]
+            break
+    assert STOPPED, "no experiment finished"
+    doctor.send_signal(signal.SIGTERM)
+    assert doctor.wait(timeout=120) == 130, doctor.stdout.read()
+    deadline = time.monotonic() + 10
+    while stages_running_in(project) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert stages_running_in(project) == []
+    listed = run(["dvc", "exp", "list", "--name-only"], project).stdout.split()
+    assert STOPPED["finished"] in listed
+
+
 def test_a_cure_is_cleared_and_a_remedy_that_does_nothing_escalates(project):
     train = json.loads((project / "metrics/toy/train.json").read_text())
     assert {v["name"] for v in train["diagnosis"]} == {"overfitting", "stubborn"}
@@ -127,7 +173,8 @@ def test_a_cure_is_cleared_and_a_remedy_that_does_nothing_escalates(project):
         project,
         timeout=1200,
     )
-    assert "doctor: toy-seed1338: finished" in done.stdout, done.stdout
+    # What finished before the doctor was stopped is reused, not queued again.
+    assert f"doctor: queued {STOPPED['finished']}:" not in done.stdout
     result = json.loads((project / "metrics/doctor.json").read_text())
     toy = result["variants"]["toy"]
     assert toy["seed_runs"] == ["toy-seed1338"]
