@@ -203,6 +203,16 @@ def test_a_cure_is_cleared_and_a_remedy_that_does_nothing_escalates(project):
     report = "\n".join(done.stdout.splitlines()[-6:])
     assert "| toy | overfitting |" in report and "`dvc exp apply toy-overfitting-r1`" in report
 
+    # The report's section: one row per remedy tried, the one worth keeping with its command.
+    from etude.report import Page, remedies_tried
+
+    page = Page()
+    remedies_tried(page, project / "metrics/doctor.json")
+    (section,) = page.markdown
+    assert section.startswith("## Remedies tried (etude doctor on the workspace's run")
+    rows = [line for line in section.splitlines() if line.startswith("| toy")]
+    assert len(rows) == 3 and sum("dvc exp apply toy-overfitting-r1" in row for row in rows) == 1
+
     # MLflow holds the same comparison: the remedied runs are tagged with parent and verdict.
     import mlflow
 
