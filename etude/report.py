@@ -278,7 +278,7 @@ def build(
         _fmt(
             pd.DataFrame(
                 {
-                    r.name: r.train
+                    r.name: {k: v for k, v in r.train.items() if k != "measures"}
                     | {
                         "diagnosis": ", ".join(v["name"] for v in r.train.get("diagnosis", []))
                         or "healthy"
