@@ -15,6 +15,7 @@ its finished checkpoint and only re-judges.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
@@ -275,9 +276,14 @@ def training_verdicts(
     verdicts += _gradient_explosion(history, judge)
     rising = _rising(finite, judge)
     verdicts += rising
-    # A loss that rose after its best has not plateaued: the rise is the verdict.
-    if not fired(rising):
-        verdicts += _plateau(finite, judge)
+    # A loss that rose after its best has not plateaued: the rise is the verdict, and the plateau
+    # keeps only its measure.
+    plateau = _plateau(finite, judge)
+    if fired(rising):
+        plateau = [
+            dataclasses.replace(v, fired=False, remedy="", overrides={}, rung="") for v in plateau
+        ]
+    verdicts += plateau
     verdicts += _premature_stop(finite, summary, judge)
     return verdicts
 
@@ -363,17 +369,12 @@ def _rising(h: pd.DataFrame, judge: Judge) -> list[Verdict]:
         f"then above it for {len(after)} epochs "
         f"({val[-1]:.4g} at the end); training loss {train[best]:.4g} -> {train[at]:.4g}"
     )
-    name = "rising_loss" if train[at] - train[best] > 0 else "overfitting"
+    rose = sustained and rise > settings.rise_share
+    training_rose = bool(train[at] - train[best] > 0)
+    # Both judged on the one measure, so a remedy's run keeps it whichever way its training went.
     return [
-        judge(
-            name,
-            sustained and rise > settings.rise_share,
-            evidence,
-            rise,
-            settings.rise_share,
-            "lower",
-            epoch,
-        )
+        judge(name, rose and fires, evidence, rise, settings.rise_share, "lower", epoch)
+        for name, fires in (("rising_loss", training_rose), ("overfitting", not training_rose))
     ]
 
 

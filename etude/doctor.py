@@ -19,6 +19,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -69,6 +70,23 @@ def finished(root: Path) -> dict[str, str]:
         for ref, sha in (line.split() for line in lines.splitlines())
         if "/" not in ref.removeprefix(prefix)
     }
+
+
+def start_workers(root: Path, jobs: int) -> None:
+    """`dvc queue start -j N`, its workers told the job count (ETUDE_JOBS). The workers it starts
+    keep its output open, so it writes to a file, not a pipe that would be read until they end."""
+    with tempfile.TemporaryFile("w+") as log:
+        done = subprocess.run(
+            ["dvc", "queue", "start", "-j", str(jobs)],
+            cwd=root,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ | {JOBS_ENV: str(jobs)},
+        )
+        if done.returncode != 0:
+            log.seek(0)
+            raise DoctorError(f"`dvc queue start -j {jobs}` failed: {log.read().strip()[-800:]}")
 
 
 def queue_status(root: Path) -> dict[str, str]:
@@ -286,11 +304,7 @@ class Doctor:
                 _call(["dvc", "queue", "remove", exp.name], self.root, check=False)
             _call(exp.command([f"evaluate@{exp.variant}", f"generate@{exp.variant}"]), self.root)
             self.out(f"doctor: queued {exp.name}: {_overrides_words(exp.overrides)}")
-        _call(
-            ["dvc", "queue", "start", "-j", str(self.jobs)],
-            self.root,
-            env={JOBS_ENV: str(self.jobs)},
-        )
+        start_workers(self.root, self.jobs)
         names = {e.name for e in todo}
         previous: dict[str, str] = {}
         with _stops_queue(self.root, names):
@@ -477,14 +491,22 @@ class Doctor:
         tracking.tag_doctor_runs(self.params.tracking.experiment, treated, self.parent_exp or "")
 
     def write(self, variants: dict[str, Any]) -> dict[str, Any]:
+        """metrics/doctor.json; the results of variants not treated this time are kept when they
+        were judged on the same commit and parent (`--variant` one at a time adds up)."""
+        path = self.root / DOCTOR_JSON
+        parent, rev = self.parent_exp or "workspace", head(self.root)
+        kept = {}
+        if path.exists():
+            before = json.loads(path.read_text())
+            if (before.get("parent"), before.get("baseline_rev")) == (parent, rev):
+                kept = {k: v for k, v in before["variants"].items() if k not in self.variants}
         result = {
-            "parent": self.parent_exp or "workspace",
-            "baseline_rev": head(self.root),
+            "parent": parent,
+            "baseline_rev": rev,
             "jobs": self.jobs,
             "settings": self.settings.model_dump(mode="json"),
-            "variants": variants,
+            "variants": kept | variants,
         }
-        path = self.root / DOCTOR_JSON
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2) + "\n")
         return result

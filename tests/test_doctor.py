@@ -149,11 +149,15 @@ def test_stopping_the_doctor_stops_its_trainings(project):
         stderr=subprocess.STDOUT,
         text=True,
     )
+    seen = []
     for line in doctor.stdout:
+        seen.append(line)
         if line.startswith("doctor: ") and line.rstrip().endswith(": finished"):
             STOPPED["finished"] = line.split(": ")[1]
             break
     assert STOPPED, "no experiment finished"
+    # Live progress: the running experiment's epochs showed before it finished.
+    assert any(": running, epoch " in line for line in seen), seen
     doctor.send_signal(signal.SIGTERM)
     assert doctor.wait(timeout=120) == 130, doctor.stdout.read()
     deadline = time.monotonic() + 10
@@ -162,6 +166,7 @@ def test_stopping_the_doctor_stops_its_trainings(project):
     assert stages_running_in(project) == []
     listed = run(["dvc", "exp", "list", "--name-only"], project).stdout.split()
     assert STOPPED["finished"] in listed
+    assert "toy-stubborn-r2" not in listed  # stopped before the second round
 
 
 def test_a_cure_is_cleared_and_a_remedy_that_does_nothing_escalates(project):
