@@ -99,6 +99,12 @@ def queue_status(root: Path) -> dict[str, str]:
     return status
 
 
+def active_workers(root: Path) -> int:
+    """How many queue workers run a task now (`dvc queue status`: "Worker status: N active")."""
+    found = re.search(r"Worker status: (\d+) active", _call(["dvc", "queue", "status"], root))
+    return int(found.group(1)) if found else 0
+
+
 def show(root: Path, sha: str, path: str) -> str | None:
     done = subprocess.run(
         ["git", "show", f"{sha}:{path}"], cwd=root, capture_output=True, text=True
@@ -297,10 +303,15 @@ class Doctor:
         if not todo:
             return done
         status = queue_status(self.root)
+        # "Running" with no worker active: a task killed as it started, which no worker will end.
+        stale = "Running" in status.values() and active_workers(self.root) == 0
         for exp in todo:
-            if status.get(exp.name) in {"Queued", "Running"}:
+            state = status.get(exp.name)
+            if state == "Queued" or (state == "Running" and not stale):
                 continue
-            if exp.name in status:  # failed or killed before: queued afresh
+            if state == "Running":
+                _call(["dvc", "queue", "kill", exp.name], self.root, check=False)
+            if state is not None:  # failed, killed or stale: queued afresh
                 _call(["dvc", "queue", "remove", exp.name], self.root, check=False)
             _call(exp.command([f"evaluate@{exp.variant}", f"generate@{exp.variant}"]), self.root)
             self.out(f"doctor: queued {exp.name}: {_overrides_words(exp.overrides)}")
