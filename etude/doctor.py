@@ -165,6 +165,16 @@ def spread(runs: list[Run]) -> dict[str, float]:
     }
 
 
+def redefines_loss(overrides: dict[str, Any], loss_settings: list[str]) -> bool:
+    """Whether `variants.<V>.<setting>` overrides change one of `loss_settings` or a key inside
+    one: best validation loss is then another quantity."""
+    return any(
+        setting == loss or setting.startswith(f"{loss}.")
+        for setting in map(setting_of, overrides)
+        for loss in loss_settings
+    )
+
+
 def gain(before: float, after: float, better: str) -> float:
     """How far `after` moved to the healthy side of `before` (negative: away from it)."""
     return after - before if better == "higher" else before - after
@@ -432,10 +442,16 @@ class Doctor:
         moved = gain(measure["value"], value, measure["better"]) if value is not None else 0.0
         beyond = moved > factor * floor.get(f"measure.{name}", 0.0)
         cleared = bool(not now.get("fired", True) and beyond)
+        overrides = {k: v for k, v in exp.overrides.items() if k not in self.base}
+        # A remedy that reweights the loss makes best_val_loss another quantity: not a side effect.
+        compared = set(parent.headline) - (
+            {"best_val_loss"} if redefines_loss(overrides, self.settings.loss_settings) else set()
+        )
         worse = {
             metric: [before_value, after.headline[metric][0]]
             for metric, (before_value, better) in parent.headline.items()
-            if metric in after.headline
+            if metric in compared
+            and metric in after.headline
             and -gain(before_value, after.headline[metric][0], better)
             > factor * floor.get(metric, 0.0)
         }
@@ -444,7 +460,8 @@ class Doctor:
             "round": exp.round,
             "experiment": exp.name,
             "remedy": rung,
-            "overrides": {k: v for k, v in exp.overrides.items() if k not in self.base},
+            "overrides": overrides,
+            "loss_redefined": "best_val_loss" not in compared,
             "before": measure["value"],
             "after": value,
             "limit": measure["limit"],
@@ -615,6 +632,9 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, str]]:
                     [f"new {', '.join(effects['new_verdicts'])}"] if effects["new_verdicts"] else []
                 )
                 words += [f"{m} {a:.4g} -> {b:.4g}" for m, (a, b) in effects["worse"].items()]
+                side = "; ".join(words) or "none"
+                if r.get("loss_redefined"):
+                    side += " (loss reweighted: val loss not compared)"
                 after = "n/a" if r["after"] is None else f"{r['after']:.3g}"
                 rows.append(
                     common
@@ -624,7 +644,7 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, str]]:
                         "measure": f"{r['before']:.3g} -> {after} (noise {r['noise']:.2g}, "
                         f"limit {r['limit']:.3g})",
                         "cleared": "yes" if r["cleared"] else "no",
-                        "side effects": "; ".join(words) or "none",
+                        "side effects": side,
                         "keep": f"`{r['apply']}`" if _keeps(r) else "",
                     }
                 )

@@ -373,6 +373,7 @@ class Doctor(Strict):
     noise_factor: PositiveFloat
     jobs: NonNegativeInt
     poll_seconds: PositiveFloat
+    loss_settings: list[Annotated[str, Field(min_length=1)]]
 
 
 class Tracking(Strict):

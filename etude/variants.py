@@ -76,6 +76,13 @@ def check(params: Params, source: Path | str) -> None:
                     f"{source}: diagnosis.ladders.{verdict}: no remedy {rung!r}"
                     f"{suggest(rung, remedies)}"
                 )
+    fields = set().union(*(family.Config.model_fields for family in known.values()))
+    for setting in params.doctor.loss_settings:
+        if setting.split(".")[0] not in fields:
+            raise ParamsError(
+                f"{source}: doctor.loss_settings: no model setting {setting!r}"
+                f"{suggest(setting, fields)}"
+            )
     for name in params.variants:
         variant_config(params, name)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from etude.doctor import redefines_loss
 from tests.conftest import edit_params, env, make_project, run
 
 STOPPED: dict[str, str] = {}  # what the first test saw finish before it stopped the doctor
@@ -121,6 +122,16 @@ def project(tmp_path_factory):
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "toy"], project)
     run(["dvc", "repro", "evaluate@toy", "generate@toy"], project)
     return project
+
+
+def test_a_remedy_that_reweights_the_loss_is_not_judged_on_validation_loss():
+    loss_settings = ["loss", "kl", "spectral_weight"]
+    assert redefines_loss({"variants.v.loss.timeshift": 2.67}, loss_settings)
+    assert redefines_loss({"variants.v.kl": {"beta": 0.1}}, loss_settings)
+    assert redefines_loss({"variants.v.lr": 0.1, "variants.v.kl.beta": 0.1}, loss_settings)
+    # a prefix of a name is not the setting: loss_weights is not loss
+    assert not redefines_loss({"variants.v.loss_weights.pitch": 1.0}, loss_settings)
+    assert not redefines_loss({"variants.v.onset_threshold": 0.4}, loss_settings)
 
 
 def stages_running_in(project: Path) -> list[str]:
@@ -237,3 +248,30 @@ def test_a_cure_is_cleared_and_a_remedy_that_does_nothing_escalates(project):
     assert (
         json.loads((project / "metrics/doctor.json").read_text())["variants"] == result["variants"]
     )
+
+
+def test_the_doctor_treats_a_named_experiment(project):
+    """`--exp NAME`: the verdicts are the experiment's, and every run starts from its params."""
+    from ruamel.yaml import YAML
+
+    from etude.doctor import finished, show
+
+    parent = "toy-overfitting-r1"  # dropout 0.2: cured of overfitting, still stubborn
+    run(
+        ["python", "-m", "etude", "doctor", "--variant", "toy", "--exp", parent, "--jobs", "2"],
+        project,
+        timeout=1200,
+    )
+    result = json.loads((project / "metrics/doctor.json").read_text())
+    assert result["parent"] == parent
+    toy = result["variants"]["toy"]
+    assert toy["seed_runs"] == [f"{parent}-toy-seed1338"]
+    assert set(toy["verdicts"]) == {"stubborn"}
+    first = toy["verdicts"]["stubborn"]["rounds"][0]
+    assert first["experiment"] == f"{parent}-toy-stubborn-r1"
+    # the parent's own dropout is in every run, not counted as a remedy
+    assert first["overrides"] == {"variants.toy.lr": 0.02}
+    done = finished(project)
+    for name in (f"{parent}-toy-seed1338", first["experiment"]):
+        variant = YAML(typ="safe").load(show(project, done[name], "params.yaml"))["variants"]["toy"]
+        assert variant["dropout"] == 0.2, name

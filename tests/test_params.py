@@ -64,6 +64,15 @@ def test_exp_run_scientific_notation_loads_as_number(params_file):
             {"data": {"midi_dir_split": {"validation": 0.6, "test": 0.5}}},
             "validation + test must be below 1",
         ),
+        (
+            {"diagnosis": {"ladders": {"plateau": ["slower_dcay"]}}},
+            "diagnosis.ladders.plateau: no remedy 'slower_dcay'; did you mean 'slower_decay'?",
+        ),
+        (
+            {"doctor": {"loss_settings": ["spectral_wieght"]}},
+            "doctor.loss_settings: no model setting 'spectral_wieght'; did you mean "
+            "'spectral_weight'?",
+        ),
     ],
 )
 def test_invalid_params_are_named(params_file, override, message):
