@@ -13,6 +13,11 @@
 # data live under ${ETUDE_CLUSTER_DIR:-/tmp/etude-cluster}. Needs root: apt-get, and the daemons
 # run as root, munge or postgres. For local use only: PostgreSQL trusts local connections and the
 # S3 keys are moto's dummies.
+#
+# The MLflow server runs MLflow's basic-auth app: every request needs a user and password. Its
+# admin's password is $MLFLOW_AUTH_ADMIN_PASSWORD at the first `up` (or, unset, one generated into
+# $STATE/mlflow-admin-password, mode 600); `env` exports the admin's credentials for this
+# machine's clients. Users start with READ (README: A team server).
 set -euo pipefail
 # Daemons and their tools live in sbin, which a non-login or CI shell often leaves off PATH.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -26,6 +31,8 @@ PG_PORT=55432 S3_PORT=5057 MLFLOW_PORT=5055
 S3_URL=http://127.0.0.1:$S3_PORT
 MLFLOW_URL=http://127.0.0.1:$MLFLOW_PORT
 BACKEND=postgresql://mlflow:mlflow@127.0.0.1:$PG_PORT/mlflow
+AUTH_DB=postgresql://mlflow:mlflow@127.0.0.1:$PG_PORT/mlflow_auth  # users and permissions
+MLFLOW_ADMIN=admin
 BUCKETS=(etude-dvc etude-mlflow)
 # The jobstep plugin strips every SLURM_* variable (SLURM_CONF too) before its inner srun, so the
 # configuration has to be where SLURM looks by default.
@@ -249,6 +256,9 @@ up_postgres() {
     if [[ -z $("${psql[@]}" -tAc "SELECT 1 FROM pg_roles WHERE rolname = 'mlflow'") ]]; then
         "${psql[@]}" -c "CREATE USER mlflow PASSWORD 'mlflow'" -c "CREATE DATABASE mlflow OWNER mlflow"
     fi
+    if [[ -z $("${psql[@]}" -tAc "SELECT 1 FROM pg_database WHERE datname = 'mlflow_auth'") ]]; then
+        "${psql[@]}" -c "CREATE DATABASE mlflow_auth OWNER mlflow"
+    fi
 }
 
 down_postgres() {
@@ -281,8 +291,36 @@ down_s3() { stop moto; }
 
 mlflow_up() { pid_of mlflow >/dev/null && http_ok "$MLFLOW_URL/health"; }
 
+# A secret of this state directory, made once (mode 600): the admin's password unless the
+# environment gives one, and the key that signs the auth app's CSRF tokens (one for all workers).
+secret() {
+    local file=$STATE/$1
+    if [[ ! -s $file ]]; then
+        (umask 077 && "$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(24))' >"$file")
+    fi
+    cat "$file"
+}
+
+# The environment's password counts only at the first start, as it does for MLflow itself.
+admin_password() {
+    local file=$STATE/mlflow-admin-password
+    if [[ ! -s $file && -n ${MLFLOW_AUTH_ADMIN_PASSWORD:-} ]]; then
+        (umask 077 && echo "$MLFLOW_AUTH_ADMIN_PASSWORD" >"$file")
+    fi
+    secret mlflow-admin-password
+}
+
 up_mlflow() {
     port_free mlflow "$MLFLOW_PORT"
+    # The auth app reads its store and admin from this file; the admin's password only when it
+    # creates the admin, at the first start against an empty store.
+    cat >"$STATE/mlflow-auth.ini" <<EOF
+[mlflow]
+default_permission = READ
+database_uri = $AUTH_DB
+admin_username = $MLFLOW_ADMIN
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+EOF
     # Migrate the schema once, before the server's workers start (it is a no-op when current).
     MLFLOW_S3_ENDPOINT_URL=$S3_URL "$VENV/bin/mlflow" db upgrade "$BACKEND" >>"$LOGS/mlflow.log" 2>&1 ||
         fail mlflow "mlflow db upgrade failed" "$LOGS/mlflow.log"
@@ -290,7 +328,9 @@ up_mlflow() {
     # only the tracking URI, no S3 credentials. No job runner: its seven consumer processes serve
     # GenAI features this project does not use.
     MLFLOW_S3_ENDPOINT_URL=$S3_URL MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
-        spawn mlflow "mlflow server" "$VENV/bin/mlflow" server \
+        MLFLOW_AUTH_CONFIG_PATH=$STATE/mlflow-auth.ini MLFLOW_AUTH_ADMIN_PASSWORD=$(admin_password) \
+        MLFLOW_FLASK_SERVER_SECRET_KEY=$(secret mlflow-secret-key) \
+        spawn mlflow "mlflow server" "$VENV/bin/mlflow" server --app-name basic-auth \
         --backend-store-uri "$BACKEND" --artifacts-destination s3://etude-mlflow/artifacts \
         --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 2
     wait_for mlflow mlflow 120 http_ok "$MLFLOW_URL/health"
@@ -362,6 +402,10 @@ export AWS_DEFAULT_REGION=$AWS_DEFAULT_REGION
 export AWS_ENDPOINT_URL_S3=$S3_URL
 export ETUDE_DVC_REMOTE=s3://etude-dvc/cache
 EOF
+    if [[ -s $STATE/mlflow-admin-password ]]; then  # made by the first `up mlflow`
+        echo "export MLFLOW_TRACKING_USERNAME=$MLFLOW_ADMIN"
+        echo "export MLFLOW_TRACKING_PASSWORD=$(cat "$STATE/mlflow-admin-password")"
+    fi
 }
 
 usage() { sed -n '5,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }

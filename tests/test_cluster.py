@@ -56,6 +56,16 @@ def cluster_env() -> dict[str, str]:
     )
 
 
+@pytest.fixture
+def server(monkeypatch) -> dict[str, str]:
+    """The MLflow server up, and its admin's credentials for this process's clients too."""
+    require("postgres", "s3", "mlflow")
+    environ = cluster_env()
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(key, environ[key])
+    return environ
+
+
 def sh(cmd: list[str], cwd: Path, environ: dict[str, str] | None = None, timeout: int = 900) -> str:
     """stdout and stderr of `cmd`, which must succeed."""
     done = subprocess.run(
@@ -134,9 +144,8 @@ with tracking.start_run(experiment, "train", f"worker{worker}", link, params={"w
 """
 
 
-def test_concurrent_first_runs_land_in_their_experiment_on_the_server(tmp_path):
-    require("postgres", "s3", "mlflow")
-    environ = cluster_env()
+def test_concurrent_first_runs_land_in_their_experiment_on_the_server(tmp_path, server):
+    environ = server
     experiment, workers = f"race-{uuid.uuid4().hex[:8]}", 4
     racers = [
         subprocess.Popen(
@@ -197,6 +206,38 @@ def test_concurrent_first_runs_land_in_their_experiment_on_the_server(tmp_path):
     ]
     for link in links:
         assert any(link["run_id"] in key and key.endswith("notes/worker.txt") for key in keys)
+
+
+def test_the_team_server_refuses_strangers_and_keeps_readers_to_reading(server):
+    """Basic auth: no credentials or a wrong password get 401 and write nothing; a user with
+    READ (every new user's default) cannot create runs or delete experiments."""
+    import requests
+    from mlflow.server import get_app_client
+
+    url = server["MLFLOW_TRACKING_URI"]
+    admin = (server["MLFLOW_TRACKING_USERNAME"], server["MLFLOW_TRACKING_PASSWORD"])
+    api = f"{url}/api/2.0/mlflow"
+    name = f"intruder-{uuid.uuid4().hex[:8]}"
+    for auth in (None, (admin[0], admin[1] + "x")):
+        refused = requests.post(f"{api}/experiments/create", json={"name": name}, auth=auth)
+        assert refused.status_code == 401, refused.text
+    missing = requests.get(
+        f"{api}/experiments/get-by-name", params={"experiment_name": name}, auth=admin
+    )
+    assert missing.status_code == 404, missing.text  # nothing was written
+
+    reader = (f"reader-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex)
+    get_app_client("basic-auth", tracking_uri=url).create_user(*reader)
+    team = mlflow.MlflowClient(url).create_experiment(f"team-{uuid.uuid4().hex[:8]}")
+    read = requests.get(f"{api}/experiments/get", params={"experiment_id": team}, auth=reader)
+    assert read.status_code == 200, read.text
+    run = requests.post(f"{api}/runs/create", json={"experiment_id": team}, auth=reader)
+    assert run.status_code == 403, run.text
+    delete = requests.post(f"{api}/experiments/delete", json={"experiment_id": team}, auth=reader)
+    assert delete.status_code == 403, delete.text
+    kept = mlflow.MlflowClient(url).get_experiment(team)
+    assert kept.lifecycle_stage == "active"
+    assert mlflow.MlflowClient(url).search_runs([team]) == []
 
 
 def outputs(project: Path, paths: list[str]) -> dict[str, bytes]:
@@ -276,9 +317,8 @@ def queue_status(project: Path, environ: dict[str, str]) -> list[str]:
     return [row.split()[-1] for row in rows if re.match(r"^[0-9a-f]{7}\s", row)]
 
 
-def test_queued_experiments_run_in_parallel_and_log_to_one_server(tmp_path):
-    require("postgres", "s3", "mlflow")
-    environ = cluster_env()
+def test_queued_experiments_run_in_parallel_and_log_to_one_server(tmp_path, server):
+    environ = server
     experiment = f"queue-{uuid.uuid4().hex[:8]}"
     project = make_project(tmp_path, {"tracking": {"experiment": experiment}})
     sh(["dvc", "repro"], project, environ, timeout=3600)
