@@ -13,6 +13,7 @@ to try says so without queueing anything.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -236,7 +237,7 @@ class Doctor:
             text = show(root, sha, "params.yaml") or ""
             yaml = YAML(typ="safe")
             self.base = params_diff(yaml.load(text), yaml.load(self.workspace_text))
-            self.parent_params = load_text(text, f"{parent_exp}:params.yaml")
+            self.parent_params = self.params_of(text, f"{parent_exp}:params.yaml")
             self.parent_read = lambda path: show(root, sha, path)
         else:
             self.parent_params = self.params
@@ -356,7 +357,17 @@ class Doctor:
 
     def read(self, sha: str, variant: str) -> Run:
         text = show(self.root, sha, "params.yaml") or ""
-        return Run.read(lambda p: show(self.root, sha, p), load_text(text, sha), variant)
+        return Run.read(lambda p: show(self.root, sha, p), self.params_of(text, sha), variant)
+
+    def params_of(self, text: str, source: str) -> Params:
+        """An experiment's params, its `doctor:` section the workspace's: no stage reads that
+        section, and an experiment made before a doctor setting existed still loads."""
+        yaml = YAML(typ="safe")
+        tree = yaml.load(text) or {}
+        tree["doctor"] = yaml.load(self.workspace_text).get("doctor")
+        out = io.StringIO()
+        yaml.dump(tree, out)
+        return load_text(out.getvalue(), source)
 
     # ---- the loop -----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -520,20 +531,25 @@ class Doctor:
 
     def write(self, variants: dict[str, Any]) -> dict[str, Any]:
         """metrics/doctor.json; the results of variants not treated this time are kept when they
-        were judged on the same commit and parent (`--variant` one at a time adds up)."""
+        were judged on the same parent (`--variant` one at a time adds up), each with the commit
+        it was judged on (`baseline_rev`; the experiments belong to that commit)."""
         path = self.root / DOCTOR_JSON
         parent, rev = self.parent_exp or "workspace", head(self.root)
         kept = {}
         if path.exists():
             before = json.loads(path.read_text())
-            if (before.get("parent"), before.get("baseline_rev")) == (parent, rev):
-                kept = {k: v for k, v in before["variants"].items() if k not in self.variants}
+            if before.get("parent") == parent:
+                kept = {
+                    k: {"baseline_rev": before.get("baseline_rev")} | v
+                    for k, v in before["variants"].items()
+                    if k not in self.variants
+                }
         result = {
             "parent": parent,
             "baseline_rev": rev,
             "jobs": self.jobs,
             "settings": self.settings.model_dump(mode="json"),
-            "variants": kept | variants,
+            "variants": kept | {k: {"baseline_rev": rev} | v for k, v in variants.items()},
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2) + "\n")
