@@ -204,6 +204,22 @@ class Family(ABC):
         variants of every family giving the same title share one table. None: no such table."""
         return None
 
+    # ---- serving: a request answered by the trained model (etude.serving, MLflow pyfunc) ---------
+    # A request's fields: name -> (kind, required); kinds: long, double, bytes, matrix (rows of
+    # numbers). The served model's signature.
+    request_fields: ClassVar[dict[str, tuple[str, bool]]] = {}
+
+    def request_example(self, config, meta: dict[str, Any]) -> dict[str, Any]:
+        """A request `respond` answers: the served model's input example."""
+        raise NotImplementedError(f"model family {self.name} does not serve requests")
+
+    def respond(
+        self, model, config, meta: dict[str, Any], request: dict[str, Any], settings
+    ) -> dict[str, Any]:
+        """One request's answer (`settings`: the `generate:` params logged with the model), with
+        `midi` (bytes) where the answer is notes; the same request gives the same bytes."""
+        raise NotImplementedError(f"model family {self.name} does not serve requests")
+
     # ---- identity of results ---------------------------------------------------------------------
     def own_code(self) -> tuple[str, ...]:
         """The family's own source files: its class's module, its base classes' (below Family), then

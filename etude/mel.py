@@ -421,7 +421,13 @@ class MelSet:
         return (db - self.mean[:, None]) / (self.std[:, None] + 1e-6)
 
     def denormalise(self, x: np.ndarray) -> np.ndarray:
-        return x * (self.std[:, None] + 1e-6) + self.mean[:, None]
+        return denormalised(x, self.mean, self.std)
 
     def normalised(self, index: np.ndarray) -> np.ndarray:
         return self.normalise(self.db(index))
+
+
+def denormalised(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Normalised values back to dB with the per-bin training statistics (MelSet.normalise's
+    inverse)."""
+    return x * (std[:, None] + 1e-6) + mean[:, None]

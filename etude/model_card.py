@@ -8,7 +8,6 @@ from the data that `Family.build` needs).
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from etude import tracking
 from etude.device import pick_device, seed_everything
 from etude.family import Family
 from etude.models import family_named
@@ -42,18 +40,6 @@ def load_model(folder: Path) -> tuple[Any, Family, torch.nn.Module]:
     model = family.build(config, card["meta"])
     model.load_state_dict(load_file(Path(folder) / WEIGHTS))
     return config, family, model.eval()
-
-
-def load_model_from_run(run_id: str, uri: str | None = None) -> tuple[Any, Family, torch.nn.Module]:
-    """(config, family, model) of a training run logged to `uri` (default: this project's store)."""
-    import mlflow
-
-    mlflow.set_tracking_uri(uri or tracking.tracking_uri())
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=tracking.MODEL_ARTIFACTS, dst_path=tmp
-        )
-        return load_model(Path(folder))
 
 
 @dataclass

@@ -134,16 +134,17 @@ STAGES: tuple[Stage, ...] = (
         params=(*TRAINING_KEYS, "models.{model}", "variants.{variant}"),
         per_variant=True,
     ),
-    # diagnosis.py judges a finished history: a change re-runs train, which resumes its finished
-    # checkpoint (named by the family's code alone) and only judges again.
+    # diagnosis.py judges a finished history and serving.py logs the published model with the
+    # `generate:` settings it answers with: a change to either re-runs train, which resumes its
+    # finished checkpoint (named by the family's code alone), judges and logs again.
     Stage(
         "train",
-        code=(FAMILY_CODE, "etude/diagnosis.py"),
+        code=(FAMILY_CODE, "etude/diagnosis.py", "etude/serving.py"),
         deps=(CONFIG, INPUT),
         outs=(MODEL_DIR, _run_link("train")),
         metrics=(TRAIN_METRICS,),
         plots=(HISTORY,),
-        params=("diagnosis",),
+        params=("diagnosis", "generate"),
         per_variant=True,
     ),
     Stage(

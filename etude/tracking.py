@@ -35,7 +35,6 @@ USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 # The MLflow UI opens an experiment of this kind on its runs, not on the GenAI overview.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # Where a training run's model lies among its artifacts.
-MODEL_ARTIFACTS = "model"
 # (table, column) pairs of the SQLite schema that hold absolute artifact paths.
 ARTIFACT_COLUMNS = (
     ("experiments", "artifact_location"),
@@ -138,14 +137,6 @@ def log_to_run(run_link: Path, metrics: dict[str, float]) -> None:
     client = mlflow.MlflowClient()
     for key, value in metrics.items():
         client.log_metric(link["run_id"], key, value)
-
-
-def log_model(model_dir: Path) -> None:
-    """The trained model (weights and model card, as in models/<variant>/) as the active run's
-    artifacts under model/: etude.model_card.load_model_from_run rebuilds it."""
-    import mlflow
-
-    mlflow.log_artifacts(str(model_dir), artifact_path=MODEL_ARTIFACTS)
 
 
 def ui_url(experiment_id: str, host: str = "http://127.0.0.1:5000") -> str:

@@ -23,13 +23,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from etude import diagnosis, tracking
+from etude import diagnosis, serving, tracking
 from etude.checkpoints import RunCheckpoints, run_folder
 from etude.device import pick_device, seed_everything, share_cores
 from etude.errors import TrainingError
 from etude.family import Family
 from etude.model_card import save_model
-from etude.params import Diagnosis, LrSchedule
+from etude.params import Diagnosis, Generate, LrSchedule
 from etude.variants import config_hash
 
 
@@ -148,10 +148,12 @@ def train(
     experiment: str,
     paths: TrainPaths,
     settings: Diagnosis,
+    generate: Generate,
     progress_bar: bool = True,
 ) -> Progress:
     """Train variant `name`, resuming from its checkpoint if one exists; write its outputs and the
-    verdicts on its history (`settings`: their thresholds)."""
+    verdicts on its history (`settings`: their thresholds); log the published model, which answers
+    with `generate`'s velocity, program and grid offset (etude.serving)."""
     seed_everything(config.seed, config.threads)
     device = pick_device(config.device)
     data = family.load_data(config, paths.data)
@@ -211,6 +213,7 @@ def train(
         verdicts = diagnosis.training_verdicts(history, summary(state), judge)
         verdicts += family.verdicts(history, judge)
         _publish(family, config, meta, run.best, state, paths, verdicts)
+        serving.log(paths.model_dir, name, config, generate)
     return state
 
 
@@ -307,7 +310,6 @@ def _publish(
     mlflow.log_metrics({k: float(v) for k, v in summary(state).items()})
     tracking.tag_verdicts(sick)
     mlflow.log_artifact(str(paths.history))
-    tracking.log_model(paths.model_dir)
     for verdict in sick:
         print(f"train@{paths.model_dir.name}: {verdict.line()}", flush=True)
 

@@ -35,6 +35,7 @@ def run(params, variant):
         params.tracking.experiment,
         paths,
         params.diagnosis,
+        params.generate,
     )
 
 

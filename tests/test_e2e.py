@@ -10,7 +10,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from etude import model_card
+from etude import serving
 from etude.variants import load, variant_config
 from tests.conftest import REPO, edit_params, make_project, new_shell, run
 
@@ -111,7 +111,7 @@ def check_mlflow(project, runs):
             c.startswith("metrics.test.") and train[c] == train[c] for c in runs.columns
         )
     store = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
-    config, family, model = model_card.load_model_from_run(
+    config, family, model = serving.load_from_run(
         run_id(project, "train", "rnn_stacked"), store
     )
     assert family.name == "note_rnn" and config.lstm_units == [256, 128]
@@ -187,7 +187,7 @@ def test_dvc_repro_then_readme_commands_from_a_new_shell(tmp_path):
     store = f"sqlite:///{moved / 'mlruns' / 'mlflow.db'}"
     new_run = run_id(moved, "train", "rnn_baseline")
     for logged in (stacked_run, new_run):
-        _, family, _ = model_card.load_model_from_run(logged, store)
+        _, family, _ = serving.load_from_run(logged, store)
         assert family.name == "note_rnn"
     mlflow.set_tracking_uri(store)
     assert mlflow.get_run(new_run).info.artifact_uri.startswith((moved / "mlruns").as_uri())

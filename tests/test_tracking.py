@@ -1,5 +1,5 @@
 """MLflow tracking against a real local store: runs linked from their stage outputs, verdicts as
-tags, the logged model rebuilt from its run, and the flat metric names."""
+tags, the LoggedModel rebuilt from its run, and the flat metric names."""
 
 import json
 
@@ -7,7 +7,7 @@ import mlflow
 import pytest
 import torch
 
-from etude import model_card, tracking
+from etude import model_card, serving, tracking
 from etude.diagnosis import Verdict
 from etude.models import family_named
 from etude.variants import variant_config
@@ -47,7 +47,7 @@ def test_a_stage_run_is_linked_tagged_and_its_model_rebuilt(store, params):
         config_hash="abc",
     ) as run:
         tracking.tag_verdicts(verdicts)
-        tracking.log_model(store / "models/v")
+        model_id = serving.log(store / "models/v", "v", config, params.generate)
     written = json.loads(link.read_text())
     assert (
         written["run_id"] == run.info.run_id
@@ -63,7 +63,20 @@ def test_a_stage_run_is_linked_tagged_and_its_model_rebuilt(store, params):
     tracking.log_to_run(link, {"test.pitch_top1": 0.25})
     assert mlflow.MlflowClient().get_run(run.info.run_id).data.metrics["test.pitch_top1"] == 0.25
 
-    rebuilt_config, rebuilt_family, rebuilt = model_card.load_model_from_run(run.info.run_id)
+    # A LoggedModel named after the variant, with the configuration as its params; the files of
+    # models/v byte for byte.
+    (logged_model,) = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], output_format="list"
+    )
+    assert logged_model.model_id == model_id and logged_model.name == "v"
+    assert logged_model.source_run_id == run.info.run_id
+    assert logged_model.params["lr"] == str(config.lr)
+    files = mlflow.artifacts.download_artifacts(f"models:/{model_id}", dst_path=str(store / "got"))
+    for name in (model_card.WEIGHTS, model_card.MODEL_CARD):
+        (copy,) = (store / "got").rglob(name)
+        assert copy.read_bytes() == (store / "models/v" / name).read_bytes(), files
+
+    rebuilt_config, rebuilt_family, rebuilt = serving.load_from_run(run.info.run_id)
     assert rebuilt_config == config and rebuilt_family is family
     for name, tensor in model.state_dict().items():
         assert torch.equal(rebuilt.state_dict()[name], tensor), name

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -22,9 +22,10 @@ from torch import nn
 
 from etude.batches import evenly_spaced
 from etude.diagnosis import Judge, Remedy, Verdict, collapse_verdict, fired, raised, recent
+from etude.errors import DataError
 from etude.family import Results, Section
 from etude.grids import FEATURES, GridSet, decode
-from etude.midi import write_notes
+from etude.midi import midi_bytes, write_notes
 from etude.models.vae import (
     Batch,
     VaeConfig,
@@ -34,7 +35,7 @@ from etude.models.vae import (
     kl_weight,
     latent_stats,
 )
-from etude.params import Evaluate, Generate, Strict
+from etude.params import Evaluate, Generate, Grid, Strict
 
 
 class LossCoefficients(Strict):
@@ -179,9 +180,15 @@ class GridVaeFamily(VaeFamily):
         return f"{config.representation} window with grid.min_onsets onsets", "grid.min_onsets"
 
     def model_meta(self, data: GridSet, config: GridVaeConfig) -> dict:
+        """The network's shape, and what decoding a grid into notes needs without the data: the
+        geometry, the lanes' kind and the test windows' median grid step."""
+        test = data.split_index("test")
         return {
             "shape": list(data.grids.shape[1:]),
             "duration_range": [data.grid.duration_min, data.grid.duration_max],
+            "grid": data.grid.model_dump(mode="json"),
+            "drum_lanes": bool(data.drum_lanes),
+            "unit_s": float(np.median(data.unit[test] if len(test) else data.unit)),
         }
 
     def build(self, config: GridVaeConfig, meta: dict) -> GridVAE:
@@ -373,6 +380,73 @@ class GridVaeFamily(VaeFamily):
             for k, v in _feature_stats(w, model.features, config.onset_threshold).items()
         }
         return table, stats
+
+    # ---- serving: grids decoded from latent points ----------------------------------------------
+    request_fields: ClassVar[dict[str, tuple[str, bool]]] = {
+        "z": ("matrix", True),
+        "bpm": ("double", False),
+        "onset_threshold": ("double", False),
+    }
+
+    def request_example(self, config: GridVaeConfig, meta: dict[str, Any]) -> dict[str, Any]:
+        """Two points of the latent plane, played one after the other."""
+        return {"z": [[0.0] * config.latent_dim, [1.0] + [0.0] * (config.latent_dim - 1)]}
+
+    def respond(
+        self,
+        model: GridVAE,
+        config: GridVaeConfig,
+        meta: dict[str, Any],
+        request: dict[str, Any],
+        settings: Generate,
+    ) -> dict[str, Any]:
+        """The grids decoded from latent points `z` ((k, latent_dim), played back to back), their
+        notes and MIDI file; `bpm` sets the tempo (else the test windows' median) and
+        `onset_threshold` the decoding threshold (else the variant's)."""
+        if "z" not in request:
+            raise DataError(f"request: 'z' is missing (keys: {sorted(request)})")
+        points = np.atleast_2d(np.asarray(request["z"], dtype=np.float32))
+        if (
+            points.ndim != 2
+            or points.shape[1] != config.latent_dim
+            or not np.isfinite(points).all()
+        ):
+            raise DataError(
+                f"request z: expected finite points of {config.latent_dim} numbers, got shape "
+                f"{points.shape}"
+            )
+        grid = Grid.model_validate(meta["grid"])
+        unit = (
+            60.0 / (float(request["bpm"]) * grid.steps_per_beat)
+            if "bpm" in request
+            else meta["unit_s"]
+        )
+        threshold = float(request.get("onset_threshold", config.onset_threshold))
+        model.eval()
+        with torch.inference_mode():
+            windows = model.activate(model.decode_raw(torch.from_numpy(points))).numpy()
+        window_s = grid.bars * grid.beats_per_bar * grid.steps_per_beat * unit
+        notes = pd.concat(
+            [
+                decode(
+                    window,
+                    i * window_s,
+                    unit,
+                    grid,
+                    config.representation,
+                    onset_threshold=threshold,
+                    grid_offset=settings.grid_offset,
+                    drum_lanes=meta["drum_lanes"],
+                )
+                for i, window in enumerate(windows)
+            ],
+            ignore_index=True,
+        )
+        return {
+            "notes": notes[["pitch", "velocity", "start", "end"]].to_dict("records"),
+            "grids": windows.tolist(),
+            "midi": midi_bytes(notes, settings.program, is_drum=meta["drum_lanes"]),
+        }
 
     # Remedies of the grid VAEs' pathologies (the MelodyVAE fixes), by the names diagnosis.ladders
     headline_metrics: ClassVar[dict[str, str]] = {

@@ -18,7 +18,7 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import librosa
 import numpy as np
@@ -36,8 +36,9 @@ from pydantic import (
 from torch import nn
 
 from etude.diagnosis import Judge, Remedy, Verdict, raised, recent, scaled
+from etude.errors import DataError
 from etude.family import Results, Section
-from etude.mel import MelSet
+from etude.mel import MelSet, denormalised
 from etude.models import vae
 from etude.models.spectral_metrics import (
     SpectrogramMetrics,
@@ -262,10 +263,9 @@ def spectrogram_image(groups: dict[str, np.ndarray], floor_db: float, path: Path
     plt.close(fig)
 
 
-def to_audio(db: np.ndarray, mel: MelSet, config: SpectralVaeConfig) -> np.ndarray:
-    """Griffin-Lim from a dB mel spectrogram, peak-normalised (levels are relative to the segment
-    max)."""
-    g = mel.geometry
+def to_audio(db: np.ndarray, g: dict[str, Any], config: SpectralVaeConfig) -> np.ndarray:
+    """Griffin-Lim from a dB mel spectrogram of geometry `g` (MelSet.geometry), peak-normalised
+    (levels are relative to the segment max)."""
     power = 10 ** (np.maximum(db, -g["top_db"]) / 10)
     stft = librosa.feature.inverse.mel_to_stft(
         power,
@@ -310,6 +310,50 @@ class SpectralVaeFamily(VaeFamily):
             "geometry": mel.geometry,
             "normalisation": {"mean": mel.mean.tolist(), "std": mel.std.tolist()},
         }
+
+    # ---- serving: spectrograms and audio decoded from latent points ----------------------------
+    request_fields: ClassVar[dict[str, tuple[str, bool]]] = {
+        "z": ("matrix", False),
+        "seed": ("long", False),
+    }
+
+    def request_example(self, config: SpectralVaeConfig, meta: dict[str, Any]) -> dict[str, Any]:
+        """One prior sample."""
+        return {"seed": config.seed}
+
+    def respond(
+        self,
+        model: SpectralVAE,
+        config: SpectralVaeConfig,
+        meta: dict[str, Any],
+        request: dict[str, Any],
+        settings: Generate,
+    ) -> dict[str, Any]:
+        """The spectrogram (dB) decoded from latent point `z`, or from a prior sample drawn from
+        `seed`, and its Griffin-Lim audio as a WAV file."""
+        if request.get("z") is not None:
+            z = np.atleast_2d(np.asarray(request["z"], dtype=np.float32))[:1]
+            if z.shape[1] != config.latent_dim or not np.isfinite(z).all():
+                raise DataError(
+                    f"request z: expected a point of {config.latent_dim} finite numbers"
+                )
+            z = torch.from_numpy(z)
+        elif request.get("seed") is not None:
+            generator = torch.Generator().manual_seed(int(request["seed"]))
+            z = torch.randn(1, config.latent_dim, generator=generator)
+        else:
+            raise DataError(f"request: 'z' or 'seed' is needed (keys: {sorted(request)})")
+        model.eval()
+        with torch.inference_mode():
+            out = model.decode(z)[0, 0].numpy()
+        g, stats = meta["geometry"], meta["normalisation"]
+        mean, std = np.asarray(stats["mean"]), np.asarray(stats["std"])
+        db = np.maximum(denormalised(out, mean, std), -g["top_db"])
+        wav = io.BytesIO()
+        soundfile.write(
+            wav, to_audio(db, g, config), int(g["sample_rate"]), subtype="PCM_16", format="WAV"
+        )
+        return {"spectrogram_db": db.astype(np.float32).tolist(), "wav": wav.getvalue()}
 
     def build(self, config: SpectralVaeConfig, meta: dict) -> SpectralVAE:
         return SpectralVAE(config, tuple(meta["shape"]))
@@ -447,7 +491,7 @@ class SpectralVaeFamily(VaeFamily):
                 name = f"{group}_{i}.wav"
                 soundfile.write(
                     out_dir / name,
-                    to_audio(db, mel, config),
+                    to_audio(db, mel.geometry, config),
                     int(mel.geometry["sample_rate"]),
                     subtype="PCM_16",
                 )

@@ -31,7 +31,7 @@ from etude.diagnosis import (
 )
 from etude.errors import DataError
 from etude.family import Family, Results, Section
-from etude.midi import write_notes
+from etude.midi import midi_bytes, read_notes, write_notes
 from etude.models.next_note import baselines
 from etude.models.next_note.baselines import BaselineSettings
 from etude.models.next_note.heads import (
@@ -550,6 +550,56 @@ class NextNoteFamily(Family):
             Section(piano_roll_figure(result, settings.piano_roll_seconds, first_sample_only=True))
         ]
 
+    # ---- serving: a continuation of the request's primer ---------------------------------------
+    request_fields: ClassVar[dict[str, tuple[str, bool]]] = {
+        "primer": ("matrix", False),
+        "primer_midi": ("bytes", False),
+        "n_notes": ("long", True),
+        "temperature": ("double", True),
+        "seed": ("long", True),
+    }
+
+    def request_example(self, config, meta: dict[str, Any]) -> dict[str, Any]:
+        """A C major arpeggio as the primer (pitch, step s, duration s per note)."""
+        primer = [[60 + p, 0.0 if i == 0 else 0.25, 0.25] for i, p in enumerate((0, 4, 7, 12))]
+        return {"primer": primer, "n_notes": 16, "temperature": 1.0, "seed": config.seed}
+
+    def respond(
+        self, model, config, meta: dict[str, Any], request: dict[str, Any], settings: Generate
+    ) -> dict[str, Any]:
+        """`n_notes` notes continuing `primer` (notes as [pitch, step, duration]) or `primer_midi`
+        (a MIDI file's bytes), drawn at `temperature` from `seed`: the notes (times from the
+        primer's last onset) and their MIDI file."""
+        primer = primer_of(request, config)
+        n_notes, temperature, seed = (
+            int(_required(request, "n_notes")),
+            float(_required(request, "temperature")),
+            int(_required(request, "seed")),
+        )
+        if n_notes < 1 or temperature <= 0:
+            raise DataError(f"request: n_notes {n_notes} and temperature {temperature} must be > 0")
+        generator = torch.Generator().manual_seed(seed)
+        notes = sample(
+            model,
+            torch.from_numpy(primer[None]),
+            torch.tensor([temperature]),
+            n_notes,
+            generator,
+        )[0].numpy()
+        start = np.cumsum(notes[:, 1].astype(np.float64))
+        table = pd.DataFrame(
+            {
+                "pitch": notes[:, 0].astype(np.int64),
+                "velocity": settings.velocity,
+                "start": start,
+                "end": start + notes[:, 2].astype(np.float64),
+            }
+        )
+        return {
+            "notes": table.to_dict("records"),
+            "midi": midi_bytes(table, settings.program),
+        }
+
     def comparison(self, result: Results, config, params: Params) -> tuple[str, dict[str, Any]]:
         """Pitch prediction, the spread of sampled step and duration against the test data's (an MSE
         head collapses it towards 0; 1 is the data's) beside the band real test excerpts land in
@@ -578,6 +628,33 @@ class NextNoteFamily(Family):
             "OA mean": result.music["groups"].get(group, {}).get("oa_mean"),
         }
         return title, row
+
+
+def primer_of(request: dict[str, Any], config) -> np.ndarray:
+    """(T, 3) float32 raw notes of a request's primer, its last `seq_len` notes at most."""
+    if "primer_midi" in request:
+        notes = read_notes(request["primer_midi"], "request primer_midi")
+        start = notes["start"].to_numpy()
+        step = np.diff(start, prepend=start[:1])
+        primer = np.stack([notes["pitch"], step, notes["end"] - start], axis=1)
+    else:
+        primer = np.asarray(_required(request, "primer"), dtype=np.float64)
+        if primer.ndim != 2 or primer.shape[1] != 3 or not len(primer):
+            raise DataError(
+                f"request primer: expected notes as [pitch, step, duration], got shape "
+                f"{primer.shape}"
+            )
+    if not np.isfinite(primer).all() or (primer[:, 1:] < 0).any():
+        raise DataError("request primer: steps and durations must be finite and not negative")
+    if ((primer[:, 0] < 0) | (primer[:, 0] >= config.vocab_size)).any():
+        raise DataError(f"request primer: pitches must lie in 0..{config.vocab_size - 1}")
+    return primer[-config.seq_len :].astype(np.float32)
+
+
+def _required(request: dict[str, Any], key: str) -> Any:
+    if key not in request:
+        raise DataError(f"request: {key!r} is missing (keys: {sorted(request)})")
+    return request[key]
 
 
 def _label(temperature: float) -> str:
