@@ -5,6 +5,7 @@ from its wheel and no checkout is on the path, and `mlflow models serve` answers
 import base64
 import json
 import os
+import shutil
 import site
 import socket
 import subprocess
@@ -134,9 +135,12 @@ def test_the_model_loads_from_the_installed_wheel_without_a_checkout(logged, tmp
     """pip install of etude's wheel into a fresh environment (dependencies from this one), then
     load and predict in a process whose path holds no checkout."""
     root, uris = logged
-    wheels = tmp_path / "wheels"
+    source, wheels = tmp_path / "source", tmp_path / "wheels"
+    for package in ("etude", "stages"):  # built from a copy: setuptools writes build/ beside it
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__py*"))
+    shutil.copy2(REPO / "pyproject.toml", source)
     subprocess.run(
-        [*PIP, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO)],
+        [*PIP, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
         check=True,
         capture_output=True,
     )
