@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install browser run doctor snakemake test test-cluster bench bench-disk mlflow-ui clean
+.PHONY: install browser run doctor promote snakemake test test-cluster bench bench-disk mlflow-ui clean
 
 # TinySoundFont renders MIDI for the spectral VAE. Its wheel declares pyaudio, which it imports only
 # for live playback and which needs the PortAudio system headers to build: installed without it.
@@ -33,6 +33,10 @@ run: install
 # Each verdict's remedy as a queued DVC experiment, judged against other seeds (metrics/doctor.json).
 doctor: install
 	etude doctor
+
+# Each variant's model registered in MLflow as etude-<variant>; `champion` moves only to a better one.
+promote: install
+	etude promote
 
 snakemake: install
 	snakemake --cores 2

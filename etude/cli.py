@@ -36,7 +36,7 @@ def stage_main(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`etude doctor`: the project's commands beside the stages."""
+    """`etude doctor`, `etude promote`: the project's commands beside the stages."""
     from etude import doctor
 
     parser = argparse.ArgumentParser(prog="etude")
@@ -50,11 +50,21 @@ def main(argv: list[str] | None = None) -> None:
         "--exp", help="read the verdicts of this DVC experiment, not the workspace's"
     )
     treat.add_argument("--jobs", type=int, help="experiments at once (default: doctor.jobs)")
+    crown = commands.add_parser(
+        "promote",
+        help="register each variant's model as etude-<variant>; move `champion` where it is better",
+    )
+    crown.add_argument("--variant", action="append", help="only this variant (repeatable)")
     args = parser.parse_args(argv)
     try:
         params = load()
         for name in args.variant or []:
             variant_config(params, name)
+        if args.command == "promote":
+            from etude import registry
+
+            registry.promote(Path.cwd(), args.variant)
+            return
         found = doctor.Doctor(Path.cwd(), args.variant, args.jobs, args.exp).run()
     except USER_ERRORS as err:
         sys.exit(f"etude {args.command}: error: {err}")

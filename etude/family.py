@@ -205,6 +205,10 @@ class Family(ABC):
         return None
 
     # ---- serving: a request answered by the trained model (etude.serving, MLflow pyfunc) ---------
+    # `etude promote`: the MLflow metrics (of the LoggedModel) that decide whether a new version
+    # beats the champion, in order, with their healthy side: the first beyond noise decides.
+    champion_metrics: ClassVar[tuple[tuple[str, str], ...]] = ()
+
     # A request's fields: name -> (kind, required); kinds: long, double, bytes, matrix (rows of
     # numbers). The served model's signature.
     request_fields: ClassVar[dict[str, tuple[str, bool]]] = {}

@@ -150,20 +150,20 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "evaluate",
         code=(FAMILY_CODE,),
-        deps=(CONFIG, INPUT, MODEL_DIR),
+        deps=(CONFIG, INPUT, MODEL_DIR, PIECES),  # pieces: the test split, as MLflow's dataset
         outs=(_run_link("evaluate"),),
         metrics=(EVAL_METRICS,),
-        params=("evaluate",),
+        params=("evaluate", "data"),
         per_variant=True,
     ),
     # Written MIDI samples are also rendered to MP3 previews for the report.
     Stage(
         "generate",
         code=(FAMILY_CODE, "etude/music.py", "etude/listen.py", "etude/audio.py"),
-        deps=(CONFIG, INPUT, MODEL_DIR),
+        deps=(CONFIG, INPUT, MODEL_DIR, PIECES),
         outs=(SAMPLES_DIR, _run_link("generate")),
         metrics=(GENERATE_METRICS, MUSIC_METRICS),
-        params=("generate", "audio", "report.audio"),
+        params=("generate", "audio", "report.audio", "data"),
         per_variant=True,
     ),
     Stage(

@@ -29,7 +29,7 @@ import pandas as pd
 from etude.model_card import MODEL_CARD, load_model
 from etude.models import family_named
 from etude.params import Generate
-from etude.tracking import flatten, tracking_uri
+from etude.tracking import flatten, named_in_experiment, tracking_uri
 
 MODEL_ARTIFACT = "model"
 PACKAGE = "etude"
@@ -122,13 +122,13 @@ def requirements() -> list[str]:
 
 
 def log(model_dir: Path, variant: str, config, settings) -> str:
-    """Log models/`variant` to the active run as a LoggedModel named `variant`, its params the
-    variant's effective configuration; its model id."""
+    """Log models/`variant` to the active run as a LoggedModel named `variant` (`variant@<DVC
+    experiment>` in one), its params the variant's effective configuration; its model id."""
     card = json.loads((Path(model_dir) / MODEL_CARD).read_text())
     family = family_named(card["family"])
     example = family.request_example(config, card["meta"])
     info = mlflow.pyfunc.log_model(
-        name=variant,
+        name=named_in_experiment(variant),
         python_model=Generator(),
         artifacts={MODEL_ARTIFACT: str(model_dir)},
         model_config={"generate": settings.model_dump(mode="json")},

@@ -15,6 +15,7 @@ the database rather than into the old folder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -128,15 +129,58 @@ def relocate(artifact_location: str) -> None:
     print(f"mlflow: the store moved: artifact paths {old} -> {current}")
 
 
-def log_to_run(run_link: Path, metrics: dict[str, float]) -> None:
-    """Add metrics to the (finished) run a link file names, e.g. test metrics to the training
-    run."""
+def test_dataset(pieces: Path, data) -> Any:
+    """The test split as an MLflow dataset: its pieces (id, path, sha256, duration, notes), named
+    after the data source, its digest over the pieces' contents (`data`: the `data:` params)."""
+    import mlflow.data
+    import pandas as pd
+
+    table = pd.read_parquet(pieces)
+    test = table[(table["split"] == "test") & (table["status"] == "ok")]
+    test = test[["id", "path", "sha256", "duration", "note_count"]].sort_values("id")
+    digest = hashlib.sha256("".join(test["sha256"]).encode()).hexdigest()[:16]
+    source = (
+        f"pypi:{data.sample.package}=={data.sample.version}"
+        if data.source == "maestro-sample"
+        else str(data.path)
+    )
+    return mlflow.data.from_pandas(
+        test.reset_index(drop=True), source=source, name=f"{data.source}-test", digest=digest
+    )
+
+
+def model_of(run_id: str) -> str | None:
+    """The LoggedModel a training run logged (etude.serving.log), if any."""
     import mlflow
+
+    client = mlflow.MlflowClient()
+    found = client.search_logged_models(
+        experiment_ids=[client.get_run(run_id).info.experiment_id],
+        filter_string=f"source_run_id = '{run_id}'",
+        max_results=1,
+    )
+    return found[0].model_id if found else None
+
+
+def log_to_run(run_link: Path, metrics: dict[str, float], dataset=None) -> None:
+    """Add metrics to the (finished) run a link file names, e.g. test metrics to the training
+    run; linked to the run's LoggedModel, and to `dataset` (an MLflow dataset) when given, which
+    also becomes an input of the run."""
+    import mlflow
+    from mlflow.entities import DatasetInput, InputTag
 
     link = json.loads(Path(run_link).read_text())
     client = mlflow.MlflowClient()
+    model_id = model_of(link["run_id"])
+    names = {}
+    if dataset is not None:
+        names = {"dataset_name": dataset.name, "dataset_digest": dataset.digest}
+        context = InputTag(key="mlflow.data.context", value="test")
+        client.log_inputs(
+            link["run_id"], datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[context])]
+        )
     for key, value in metrics.items():
-        client.log_metric(link["run_id"], key, value)
+        client.log_metric(link["run_id"], key, value, model_id=model_id, **names)
 
 
 def ui_url(experiment_id: str, host: str = "http://127.0.0.1:5000") -> str:
@@ -149,6 +193,13 @@ def _git_commit() -> str:
         ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=project_root()
     )
     return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def named_in_experiment(name: str) -> str:
+    """`name@<DVC experiment>` inside a DVC experiment (train-rnn_baseline@mushy-razz), else
+    `name`: runs and models of experiments tell apart in the UI."""
+    exp = os.environ.get("DVC_EXP_NAME")
+    return f"{name}@{exp}" if exp else name
 
 
 def run_tags(stage: str, variant: str | None, config_hash: str | None) -> dict[str, str]:
@@ -194,7 +245,7 @@ def start_run(
     import mlflow
 
     experiment_id = init(experiment)
-    name = f"{stage}-{variant}" if variant else stage
+    name = named_in_experiment(f"{stage}-{variant}" if variant else stage)
     with mlflow.start_run(
         run_id=resume_run_id,
         experiment_id=experiment_id,

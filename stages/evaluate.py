@@ -10,6 +10,7 @@ from etude.pipeline import (
     CONFIG,
     EVAL_METRICS,
     MODEL_DIR,
+    PIECES,
     RUN_LINK,
     path_for,
     variant_input,
@@ -36,11 +37,15 @@ def run(params, variant):
         target = path_for(EVAL_METRICS, variant)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(metrics, indent=2) + "\n")
+        test = tracking.test_dataset(Path(PIECES), params.data)
+        mlflow.log_input(test, context="test")
         mlflow.log_metrics(tracking.flatten(metrics))
-        # The training run's row then holds params, best validation loss and test metrics together.
+        # The training run's row, and its LoggedModel, then hold params, best validation loss and
+        # test metrics together, the metrics linked to the test split.
         tracking.log_to_run(
             path_for(RUN_LINK, variant, stage="train"),
             {f"test.{k}": v for k, v in metrics["model"].items()},
+            test,
         )
     print(f"evaluate@{variant}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics["model"].items()))
 

@@ -11,6 +11,7 @@ from etude.pipeline import (
     GENERATE_METRICS,
     MODEL_DIR,
     MUSIC_METRICS,
+    PIECES,
     RUN_LINK,
     SAMPLES_DIR,
     path_for,
@@ -55,6 +56,12 @@ def run(params, variant):
             json.dumps(music, indent=2, allow_nan=False) + "\n"
         )
         mlflow.log_metrics(tracking.music_metrics(music))
+        # OA against the test excerpts, beside the test metrics on the training run and its model.
+        tracking.log_to_run(
+            path_for(RUN_LINK, variant, stage="train"),
+            tracking.music_metrics(music),
+            tracking.test_dataset(Path(PIECES), params.data),
+        )
         mlflow.log_artifacts(str(out_dir), artifact_path="samples")
     print(f"generate@{variant}: {table.groupby(['group', 'sample']).ngroups} samples -> {out_dir}")
 

@@ -111,9 +111,7 @@ def check_mlflow(project, runs):
             c.startswith("metrics.test.") and train[c] == train[c] for c in runs.columns
         )
     store = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
-    config, family, model = serving.load_from_run(
-        run_id(project, "train", "rnn_stacked"), store
-    )
+    config, family, model = serving.load_from_run(run_id(project, "train", "rnn_stacked"), store)
     assert family.name == "note_rnn" and config.lstm_units == [256, 128]
     assert sum(p.numel() for p in model.parameters()) > 0
 

@@ -449,6 +449,10 @@ class GridVaeFamily(VaeFamily):
         }
 
     # Remedies of the grid VAEs' pathologies (the MelodyVAE fixes), by the names diagnosis.ladders
+    champion_metrics: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("test.onset_f1", "higher"),
+        ("music.prior.oa_mean", "higher"),
+    )
     headline_metrics: ClassVar[dict[str, str]] = {
         "onset_f1": "higher",
         "velocity_mae": "lower",

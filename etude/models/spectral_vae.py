@@ -512,7 +512,9 @@ class SpectralVaeFamily(VaeFamily):
         }
         return pd.DataFrame(rows), stats
 
+    champion_metrics: ClassVar[tuple[tuple[str, str], ...]] = (("test.mse", "lower"),)
     headline_metrics: ClassVar[dict[str, str]] = {
+        "mse": "lower",
         "rmse_db": "lower",
         "spectral_convergence": "lower",
         "log_spectral_distance_db": "lower",

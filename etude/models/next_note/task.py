@@ -291,6 +291,10 @@ class NextNoteFamily(Family):
         context = baselines.context_of(windows[:, :-1], windows[:, -1, 0])
         return baselines.best(baselines.pitch_ladder(data, context, config.baselines))[1]
 
+    champion_metrics: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("test.pitch_cross_entropy", "lower"),
+        ("music.t1.oa_mean", "higher"),
+    )
     headline_metrics: ClassVar[dict[str, str]] = {
         "pitch_cross_entropy": "lower",
         "pitch_top1": "higher",
