@@ -9,6 +9,7 @@ music      music.json's OA/KLD vs mgeval's procedure (gaussian_kde + quad) on th
 mel        the mel stage and spectral-VAE training on maestro-bench rendered audio, with peak memory
 scale      the whole DAG on a MAESTRO directory stage by stage, projected to full MAESTRO and
            N nodes
+serve      the served generator: /invocations p50/p95 for 120 notes beside in-process predict
 """
 
 import statistics

@@ -12,11 +12,12 @@ import pytest
 
 from etude import serving
 from etude.variants import load, variant_config
-from tests.conftest import REPO, edit_params, make_project, new_shell, run
+from tests.conftest import REPO, edit_params, env, make_project, new_shell, run
 
 pytestmark = pytest.mark.e2e
 PER_VARIANT = ("configure", "train", "evaluate", "generate")
 README = (REPO / "README.md").read_text()
+LOCAL_PORT = ("--host", "127.0.0.1", "--workers", "1", "--port")
 
 
 def variants(project):
@@ -110,10 +111,83 @@ def check_mlflow(project, runs):
         assert train["metrics.best_val_loss"] > 0 and any(
             c.startswith("metrics.test.") and train[c] == train[c] for c in runs.columns
         )
+    # One LoggedModel per variant, from its training run: the configuration as params, test
+    # metrics and OA linked to it and to the test split.
+    models = mlflow.search_logged_models(
+        experiment_ids=[experiment.experiment_id], output_format="list"
+    )
+    by_run = {m.source_run_id: m for m in models}
+    for variant in variants(project):
+        logged = by_run[run_id(project, "train", variant)]
+        assert logged.name == variant and logged.params["seed"]
+        linked = {m.key: m for m in logged.metrics}
+        test = [m for k, m in linked.items() if k.startswith("test.")]
+        assert test and all(m.dataset_name == "maestro-sample-test" for m in test)
+        assert all(m.dataset_digest for m in test)
     store = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
     config, family, model = serving.load_from_run(run_id(project, "train", "rnn_stacked"), store)
     assert family.name == "note_rnn" and config.lstm_units == [256, 128]
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def check_models_tab(project, tmp_path):
+    """The experiment's Models tab in Chromium, on an MLflow server over the project's store,
+    lists every variant's model (screenshot: models-tab.png in the test's folder)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import requests
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_listen import CHROMIUM, CHROMIUM_ARGS
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            store,
+            *LOCAL_PORT,
+            str(port),
+        ],
+        env=env() | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        experiment = mlflow.get_experiment_by_name("etude").experiment_id
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(
+                f"http://127.0.0.1:{port}/#/experiments/{experiment}/models"
+                "?workflowType=machine_learning"
+            )
+            for variant in variants(project):
+                page.get_by_text(variant, exact=True).first.wait_for(timeout=60_000)
+            assert page.get_by_text("Agent versions").count() == 0  # the GenAI view's name
+            page.screenshot(path=str(tmp_path / "models-tab.png"), full_page=True)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_dvc_repro_then_readme_commands_from_a_new_shell(tmp_path):
@@ -140,6 +214,7 @@ def test_dvc_repro_then_readme_commands_from_a_new_shell(tmp_path):
     )
     assert [m.step for m in history] == [0, 1]
     check_mlflow(project, runs)
+    check_models_tab(project, tmp_path)
     stacked_run, baseline_run = (
         run_id(project, "train", "rnn_stacked"),
         run_id(project, "train", "rnn_baseline"),
