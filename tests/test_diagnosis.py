@@ -230,9 +230,9 @@ def test_a_low_onset_threshold_decodes_one_dense_pattern_from_every_z(project):
     dense = diagnose(project, "rhythm_vae", GRID | {"onset_threshold": 0.02}, "low-threshold")
     verdict = dense["prior_density"]
     ratio = float(verdict.evidence.split("hold ")[1].split("x")[0])
-    assert ratio > 1.5 and verdict.overrides == {
-        "variants.rhythm_vae.onset_threshold": round(0.02 * ratio, 3)
-    }
+    assert ratio > 1.5
+    # The remedy decodes at the threshold where the prior held the data's density: a higher one.
+    assert 0.02 < verdict.overrides["variants.rhythm_vae.onset_threshold"] <= 0.95
     assert dense["mode_collapse"].overrides == {"variants.rhythm_vae.kl.beta": 0.5}
     healthy = diagnose(project, "rhythm_vae", GRID, "default-beta")
     assert "mode_collapse" not in healthy

@@ -67,6 +67,7 @@ def history(config, **columns) -> pd.DataFrame:
         "timeshift_variance": 0.3,
         "prior_diversity_ratio": 0.9,
         "prior_density_ratio": 1.0,
+        "prior_matching_threshold": 0.2,
     }
     return pd.DataFrame(base | columns)
 
@@ -88,11 +89,21 @@ def test_a_healthy_history_draws_no_verdict_and_keeps_every_measure(config, para
     assert density.value == 1.0 and density.limit == params.diagnosis.density_ratio
 
 
-def test_the_prior_density_remedy_moves_the_threshold_at_most_to_its_param(config, params):
-    (verdict,) = sick(history(config, prior_density_ratio=50.0), config, params)
+def test_the_prior_density_remedy_decodes_at_the_matching_threshold_at_most_its_param(
+    config, params
+):
+    """The doctor measured the old remedy (threshold x density) overshooting: rhythm_vae 2.0x the
+    data's onsets at 0.2, 8.9x too few at 0.403. The remedy now takes the threshold at which the
+    prior samples held the data's density."""
+    h = history(config, prior_density_ratio=2.0, prior_matching_threshold=0.2641)
+    (verdict,) = sick(h, config, params)
     assert verdict.name == "prior_density"
+    assert verdict.overrides == {"variants.rhythm_vae.onset_threshold": 0.264}
+    (capped,) = sick(
+        history(config, prior_density_ratio=50.0, prior_matching_threshold=0.99), config, params
+    )
     ceiling = params.diagnosis.remedies.onset_threshold_max
-    assert verdict.overrides == {"variants.rhythm_vae.onset_threshold": ceiling}
+    assert capped.overrides == {"variants.rhythm_vae.onset_threshold": ceiling}
 
 
 def test_remedies_climb_the_ladder_and_never_repeat_a_setting_in_force(config, params):

@@ -459,7 +459,7 @@ class GridVaeFamily(VaeFamily):
         "timeshift_mae": "lower",
     }
 
-    # uses; the onset threshold moves with the measured density excess.
+    # uses; the onset threshold moves to the one at which prior samples held the data's density.
     remedies: ClassVar[dict[str, Remedy]] = VaeFamily.remedies | {
         "timeshift_weight": Remedy(
             "a larger timeshift weight",
@@ -472,9 +472,7 @@ class GridVaeFamily(VaeFamily):
         ),
         "density_threshold": Remedy(
             "a decoding threshold that matches the data's density",
-            lambda c, r, v: {
-                "onset_threshold": round(min(r.onset_threshold_max, c.onset_threshold * v), 3)
-            },
+            lambda c, r, v: {"onset_threshold": round(min(r.onset_threshold_max, v), 3)},
         ),
     }
 
@@ -541,7 +539,8 @@ class GridVaeFamily(VaeFamily):
                 float(min(excess, np.finfo(np.float32).max)),
                 settings.density_ratio,
                 "lower",
-                remedy_value=density,  # the threshold follows the density itself, not its excess
+                # The remedy decodes at the threshold that matched the data's density.
+                remedy_value=recent(h, "prior_matching_threshold", settings),
             )
         )
         return verdicts
@@ -591,13 +590,19 @@ def _prior_probe(
     model.eval()
     generator = torch.Generator().manual_seed(config.seed + epoch)
     z = torch.randn(config.diagnostic_samples, config.latent_dim, generator=generator).to(device)
-    prior = (model.activate(model.decode_raw(z))[:, 0] > config.onset_threshold).cpu().numpy()
+    chances = model.activate(model.decode_raw(z))[:, 0].cpu().numpy()
+    prior = chances > config.onset_threshold
     data = data_onsets[
         np.linspace(0, len(data_onsets) - 1, config.diagnostic_samples).round().astype(np.int64)
     ]
     data_spread = _mean_hamming(data)
+    # The threshold at which these prior samples hold as many onsets as the data's: the k-th
+    # largest onset probability, k the data's onset count.
+    ranked = np.sort(chances, axis=None)[::-1]
+    count = int(min(max(data.sum(), 1), ranked.size))
     return {
         "prior_density_ratio": float(prior.sum() / max(data.sum(), 1)),
+        "prior_matching_threshold": float(ranked[count - 1]),
         "prior_diversity_ratio": _mean_hamming(prior) / data_spread if data_spread else 0.0,
     }
 
