@@ -7,9 +7,11 @@ import copy
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -174,3 +176,24 @@ def sample_midi(tmp_path_factory) -> dict[str, bytes]:
 @pytest.fixture(scope="session")
 def params() -> P.Params:
     return V.load(REPO / "params.yaml")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, seconds: float = 120) -> None:
+    """Poll `url` until it answers 200 (a server starting); fail after `seconds`."""
+    import requests
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{url} did not answer within {seconds:g} s")

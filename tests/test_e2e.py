@@ -12,7 +12,16 @@ import pytest
 
 from etude import serving
 from etude.variants import load, variant_config
-from tests.conftest import REPO, edit_params, env, make_project, new_shell, run
+from tests.conftest import (
+    REPO,
+    edit_params,
+    env,
+    free_port,
+    make_project,
+    new_shell,
+    run,
+    wait_for_http,
+)
 
 pytestmark = pytest.mark.e2e
 PER_VARIANT = ("configure", "train", "evaluate", "generate")
@@ -133,19 +142,14 @@ def check_mlflow(project, runs):
 def check_models_tab(project, tmp_path):
     """The experiment's Models tab in Chromium, on an MLflow server over the project's store,
     lists every variant's model (screenshot: models-tab.png in the test's folder)."""
-    import socket
     import subprocess
     import sys
-    import time
 
-    import requests
     from playwright.sync_api import sync_playwright
 
     from tests.test_listen import CHROMIUM, CHROMIUM_ARGS
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     store = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
     server = subprocess.Popen(
         [
@@ -163,13 +167,7 @@ def check_models_tab(project, tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
+        wait_for_http(f"http://127.0.0.1:{port}/health")
         experiment = mlflow.get_experiment_by_name("etude").experiment_id
         with sync_playwright() as pw:
             browser = pw.chromium.launch(

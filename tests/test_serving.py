@@ -7,10 +7,8 @@ import json
 import os
 import shutil
 import site
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -23,7 +21,7 @@ from etude.errors import DataError
 from etude.grids import FEATURES, num_rows
 from etude.models import family_named
 from etude.variants import variant_config
-from tests.conftest import REPO, env
+from tests.conftest import REPO, env, free_port, wait_for_http
 
 PIP = [sys.executable, "-m", "pip"]
 SERVE = [sys.executable, "-m", "mlflow", "models", "serve", "--host", "127.0.0.1", "-m"]
@@ -180,12 +178,6 @@ def test_the_model_loads_from_the_installed_wheel_without_a_checkout(logged, tmp
     assert found["midi"] == here["midi"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_mlflow_models_serve_answers_invocations_with_midi(logged):
     import requests
 
@@ -195,18 +187,11 @@ def test_mlflow_models_serve_answers_invocations_with_midi(logged):
     server = subprocess.Popen(
         [*SERVE, uris["rnn_baseline"], "--env-manager", "local", "--port", str(port)],
         env=env() | {"MLFLOW_TRACKING_URI": store},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
+        wait_for_http(f"http://127.0.0.1:{port}/ping")
         request = {"primer": PRIMER, "n_notes": 120, "temperature": 1.0, "seed": 5}
         answered = requests.post(
             f"http://127.0.0.1:{port}/invocations",
