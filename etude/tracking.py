@@ -139,10 +139,11 @@ def test_dataset(pieces: Path, data) -> Any:
     test = table[(table["split"] == "test") & (table["status"] == "ok")]
     test = test[["id", "path", "sha256", "duration", "note_count"]].sort_values("id")
     digest = hashlib.sha256("".join(test["sha256"]).encode()).hexdigest()[:16]
+    # A source MLflow can resolve: the pinned wheel's PyPI page, or the local corpus.
     source = (
-        f"pypi:{data.sample.package}=={data.sample.version}"
+        f"https://pypi.org/project/{data.sample.package}/{data.sample.version}/"
         if data.source == "maestro-sample"
-        else str(data.path)
+        else str(Path(data.path).resolve())
     )
     return mlflow.data.from_pandas(
         test.reset_index(drop=True), source=source, name=f"{data.source}-test", digest=digest

@@ -107,3 +107,27 @@ def test_flat_names():
         "music.t1.pitch.oa": 0.5,
         "music.t1.pitch.kld": 0.1,
     }
+
+
+def test_the_test_split_is_a_dataset_named_after_its_source(tmp_path, params):
+    import pandas as pd
+
+    pieces = pd.DataFrame(
+        {
+            "id": [0, 1, 2],
+            "path": ["a.mid", "b.mid", "c.mid"],
+            "split": ["train", "test", "test"],
+            "status": ["ok", "ok", "quarantined"],
+            "sha256": ["aa", "bb", "cc"],
+            "duration": [1.0, 2.0, 3.0],
+            "note_count": [10, 20, 30],
+        }
+    )
+    pieces.to_parquet(tmp_path / "pieces.parquet")
+    dataset = tracking.test_dataset(tmp_path / "pieces.parquet", params.data)
+    assert dataset.name == "maestro-sample-test" and list(dataset.df["path"]) == ["b.mid"]
+    assert dataset.source.url.startswith("https://pypi.org/project/")
+    other = params.data.model_copy(update={"source": "midi_dir", "path": str(tmp_path)})
+    pieces.assign(sha256=["aa", "bd", "cc"]).to_parquet(tmp_path / "pieces.parquet")
+    moved = tracking.test_dataset(tmp_path / "pieces.parquet", other)
+    assert moved.digest != dataset.digest and moved.name == "midi_dir-test"
