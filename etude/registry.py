@@ -154,7 +154,8 @@ def line(d: Decision) -> str:
     moved = (
         f"champion -> v{d.version}"
         if d.promoted
-        else f"champion stays v{d.champion} (v{d.version})"
+        else f"champion stays v{d.champion}"
+        + ("" if d.champion == d.version else f" (new v{d.version})")
     )
     numbers = "; ".join(
         f"{m} {_fmt(a)} -> {_fmt(b)} (noise {n:.2g})" for m, (a, b, n) in d.compared.items()
