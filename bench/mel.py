@@ -111,6 +111,7 @@ def main() -> None:
         "bench",
         paths,
         params.diagnosis,
+        params.generate,
         progress_bar=False,
     )
     train_s = time.perf_counter() - t0

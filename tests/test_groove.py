@@ -386,6 +386,7 @@ def test_rhythm_vae_beats_the_mean_timeshift_on_swung_drums(
         "groove-test",
         paths,
         groove_params.diagnosis,
+        groove_params.generate,
         progress_bar=False,
     )
     seconds = time.perf_counter() - started
@@ -465,6 +466,7 @@ def test_an_untrained_timeshift_head_is_diagnosed_as_collapsed(
         "groove-test",
         paths,
         groove_params.diagnosis,
+        groove_params.generate,
         progress_bar=False,
     )
     verdicts = {v["name"]: v for v in json.loads(paths.summary.read_text())["diagnosis"]}
